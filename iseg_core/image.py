@@ -1,0 +1,127 @@
+"""Image checks and decoding. Arrays handed to models are ``uint8`` RGB, shape ``(H, W, 3)``."""
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+from typing import Optional, Tuple, Union
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageError
+
+MIN_SIDE = 8
+# 64 MP covers every phone and most DSLR photos; beyond it a full-size mask alone is 64 MB per object.
+DEFAULT_MAX_PIXELS = 64_000_000
+# Files whose header claims more than this are not decoded at full size at all.
+MAX_DECODE_PIXELS = 400_000_000
+_EXIF_ORIENTATION = 0x0112
+# PIL refuses files above 2x this at open time; our own limits above decide instead.
+Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, MAX_DECODE_PIXELS)
+
+
+def check_image(image, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Return ``image`` if it is a usable ``uint8`` RGB ``(H, W, 3)`` array, else raise ImageError.
+
+    Nothing is copied or converted: a caller holding a grayscale, RGBA or float image should convert it
+    on purpose (see :func:`load_image`), since silently guessing a colour space changes results.
+    """
+    if not isinstance(image, np.ndarray):
+        raise ImageError(f"expected a numpy uint8 RGB array of shape (H, W, 3), got {type(image).__name__}")
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ImageError(
+            f"expected an RGB image of shape (H, W, 3), got shape {tuple(image.shape)}; "
+            "convert grayscale or RGBA images to RGB first (iseg_core.image.to_rgb)"
+        )
+    if image.dtype != np.uint8:
+        raise ImageError(f"expected dtype uint8 (0-255), got {image.dtype}")
+    h, w = image.shape[:2]
+    if min(h, w) < MIN_SIDE:
+        raise ImageError(f"image is {w}x{h} pixels; both sides must be at least {MIN_SIDE} pixels")
+    if h * w > max_pixels:
+        raise ImageError(
+            f"image is {w}x{h} ({h * w / 1e6:.0f} MP), above the limit of {max_pixels / 1e6:.0f} MP; "
+            "downscale it first (iseg_core.image.fit_pixels or load_image) or raise max_pixels"
+        )
+    return image
+
+
+def to_rgb(image: np.ndarray) -> np.ndarray:
+    """Convert a grayscale ``(H, W)``/``(H, W, 1)`` or RGBA ``(H, W, 4)`` uint8 array to RGB."""
+    if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
+        return np.ascontiguousarray(np.repeat(image.reshape(image.shape[0], image.shape[1], 1), 3, axis=2))
+    if image.ndim == 3 and image.shape[2] == 4:
+        return np.ascontiguousarray(image[:, :, :3])
+    if image.ndim == 3 and image.shape[2] == 3:
+        return image
+    raise ImageError(f"cannot convert an array of shape {tuple(image.shape)} to RGB")
+
+
+def fit_pixels(image: np.ndarray, max_pixels: int) -> Tuple[np.ndarray, float]:
+    """Downscale ``image`` (area interpolation) so that ``H * W <= max_pixels``. Returns (image, scale)."""
+    h, w = image.shape[:2]
+    if h * w <= max_pixels:
+        return image, 1.0
+    scale = (max_pixels / (h * w)) ** 0.5
+    nw, nh = max(1, int(w * scale)), max(1, int(h * scale))
+    return cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA), nw / w
+
+
+@dataclass
+class LoadedImage:
+    """A decoded image ready for a model, and what was done to it on the way."""
+
+    rgb: np.ndarray  # uint8 (H, W, 3), after EXIF rotation and any downscale
+    source_size: Tuple[int, int]  # (H, W) of the file as stored, after EXIF rotation
+    scale: float  # rgb size / source size (1.0 when not downscaled)
+    message: str = ""  # set when the image was changed in a way a person should know about
+
+
+def load_image(
+    source: Union[str, os.PathLike, bytes], max_pixels: int = DEFAULT_MAX_PIXELS
+) -> LoadedImage:
+    """Decode an image file (path or bytes) to RGB, applying EXIF orientation.
+
+    Images above ``max_pixels`` are downscaled (JPEGs are decoded at reduced size directly, so a
+    20000x20000 photo never occupies 1.2 GB); the returned ``message`` says so. Raises ImageError for
+    files that are not images, are truncated, or claim more than ``MAX_DECODE_PIXELS`` in a format
+    that cannot be decoded at reduced size.
+    """
+    name = "image bytes" if isinstance(source, (bytes, bytearray)) else os.fspath(source)
+    try:
+        fh = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else open(source, "rb")
+    except OSError as exc:
+        raise ImageError(f"cannot open {name}: {exc.strerror or exc}") from None
+    with fh:
+        try:
+            with Image.open(fh) as im:
+                # Only the header has been read so far: decide before decoding anything.
+                w0, h0 = im.size
+                swapped = im.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
+                if im.format == "JPEG" and w0 * h0 > max_pixels:
+                    side = max(1, int(max(w0, h0) * (max_pixels / (w0 * h0)) ** 0.5))
+                    im.draft("RGB", (side, side))  # decodes at 1/2, 1/4 or 1/8 size
+                elif w0 * h0 > MAX_DECODE_PIXELS:
+                    raise ImageError(
+                        f"{name} is {w0}x{h0} ({w0 * h0 / 1e6:.0f} MP); {im.format} files above "
+                        f"{MAX_DECODE_PIXELS / 1e6:.0f} MP are not decoded. Downscale it first."
+                    )
+                im.load()
+                rgb = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+        except ImageError:
+            raise
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+            raise ImageError(f"cannot decode {name}: {exc}") from None
+    source_size = (w0, h0) if swapped else (h0, w0)
+    rgb, _ = fit_pixels(rgb, max_pixels)
+    scale = rgb.shape[1] / source_size[1]  # against the stored size: JPEG draft may have reduced it already
+    message = ""
+    if rgb.shape[:2] != source_size:
+        message = (
+            f"{os.path.basename(name)} is {source_size[1]}x{source_size[0]}; downscaled to "
+            f"{rgb.shape[1]}x{rgb.shape[0]} (limit {max_pixels / 1e6:.0f} MP)"
+        )
+    check_image(rgb, max_pixels=max(max_pixels, rgb.shape[0] * rgb.shape[1]))
+    return LoadedImage(rgb=np.ascontiguousarray(rgb), source_size=source_size, scale=scale, message=message)

@@ -1,0 +1,100 @@
+"""Reading SAM checkpoint files and mapping their keys onto our modules.
+
+Official SAM files are flat state dicts with ``image_encoder.``, ``prompt_encoder.`` and ``mask_decoder.``
+prefixes. Our image encoder is timm's ``VisionTransformerSAM``, which names the MLP layers ``fc1/fc2``
+where SAM says ``lin1/lin2``; that rename is the only difference, and it lives here.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from typing import Dict, Mapping, Optional
+
+import torch
+
+from ...errors import CheckpointError
+
+# Constants of the model, not weights: some exporters save them, SAM's own files do not.
+IGNORED_KEYS = {"pixel_mean", "pixel_std"}
+ENCODER = "image_encoder."
+
+
+def official_to_module(key: str) -> str:
+    if key.startswith(ENCODER):
+        return key.replace("mlp.lin1.", "mlp.fc1.").replace("mlp.lin2.", "mlp.fc2.")
+    return key
+
+
+def module_to_official(key: str) -> str:
+    if key.startswith(ENCODER):
+        return key.replace("mlp.fc1.", "mlp.lin1.").replace("mlp.fc2.", "mlp.lin2.")
+    return key
+
+
+def read_checkpoint(path: str | os.PathLike) -> Dict[str, torch.Tensor]:
+    """Load a flat ``{key: tensor}`` state dict from a ``.pth``/``.pt`` file (or a wrapped one:
+    ``{"model": ...}`` or ``{"state_dict": ...}``). Only tensors are unpickled (``weights_only``)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"checkpoint {path} is not a readable PyTorch file (corrupt or truncated?): {first}") from None
+    if isinstance(obj, Mapping):
+        for wrapper in ("model", "state_dict"):
+            if wrapper in obj and isinstance(obj[wrapper], Mapping):
+                obj = obj[wrapper]
+                break
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"checkpoint {path} does not hold a state dict of tensors")
+    return dict(obj)
+
+
+def describe_sam_architecture(state: Mapping[str, torch.Tensor]) -> Optional[str]:
+    """Guess which SAM variant a state dict belongs to, e.g. ``"sam_vit_l (embed 1024, 24 blocks)"``."""
+    w = state.get("image_encoder.patch_embed.proj.weight")
+    if w is None or w.ndim != 4:
+        return None
+    dim = w.shape[0]
+    blocks = {k.split(".")[2] for k in state if k.startswith("image_encoder.blocks.")}
+    known = {(768, 12): "sam_vit_b", (1024, 24): "sam_vit_l", (1280, 32): "sam_vit_h"}
+    name = known.get((dim, len(blocks)), "an unknown SAM variant")
+    return f"{name} (embed {dim}, {len(blocks)} blocks)"
+
+
+def _listing(keys, limit: int = 8) -> str:
+    keys = sorted(keys)
+    more = f" ... and {len(keys) - limit} more" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+def check_sam_state_dict(
+    expected: Mapping[str, torch.Size], state: Mapping[str, torch.Tensor], model_name: str, source: str
+) -> None:
+    """Raise CheckpointError naming missing, unexpected and wrongly shaped keys (official key names)."""
+    given = {k: v for k, v in state.items() if k not in IGNORED_KEYS}
+    missing = set(expected) - set(given)
+    unexpected = set(given) - set(expected)
+    wrong = {
+        k: (tuple(given[k].shape), tuple(expected[k]))
+        for k in set(expected) & set(given)
+        if tuple(given[k].shape) != tuple(expected[k])
+    }
+    if not (missing or unexpected or wrong):
+        return
+    lines = [f"checkpoint {source} does not fit {model_name}:"]
+    found = describe_sam_architecture(state)
+    if found and not found.startswith(model_name + " "):
+        lines.append(f"  it looks like {found}; load it with that model name")
+    if missing:
+        lines.append(f"  {len(missing)} missing keys: {_listing(missing)}")
+    if unexpected:
+        lines.append(f"  {len(unexpected)} unexpected keys: {_listing(unexpected)}")
+    if wrong:
+        shown = [f"{k} {got} (expected {exp})" for k, (got, exp) in sorted(wrong.items())[:8]]
+        more = f" ... and {len(wrong) - 8} more" if len(wrong) > 8 else ""
+        lines.append(f"  {len(wrong)} wrongly shaped keys: " + "; ".join(shown) + more)
+    raise CheckpointError("\n".join(lines))

@@ -1,0 +1,145 @@
+"""SAM's mask decoder: a two-way transformer between prompt tokens and the image embedding,
+then a hypernetwork that turns each output token into a mask over a 4x upscaled embedding.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .layers import MLP, FeedForward, LayerNorm2d, ProjectedAttention
+
+
+class TwoWayBlock(nn.Module):
+    """Tokens attend to themselves and to the image; then the image attends back to the tokens."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_dim: int, downsample: int, skip_first_pe: bool):
+        super().__init__()
+        self.self_attn = ProjectedAttention(dim, num_heads)
+        self.norm1 = nn.LayerNorm(dim)
+        self.cross_attn_token_to_image = ProjectedAttention(dim, num_heads, downsample)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = FeedForward(dim, mlp_dim)
+        self.norm3 = nn.LayerNorm(dim)
+        self.norm4 = nn.LayerNorm(dim)
+        self.cross_attn_image_to_token = ProjectedAttention(dim, num_heads, downsample)
+        self.skip_first_pe = skip_first_pe
+
+    def forward(self, tokens, image, token_pe, image_pe):
+        if self.skip_first_pe:  # the first block's tokens are their own positional encoding
+            tokens = self.self_attn(tokens, tokens, tokens)
+        else:
+            q = tokens + token_pe
+            tokens = tokens + self.self_attn(q, q, tokens)
+        tokens = self.norm1(tokens)
+        keys = image + image_pe
+        tokens = self.norm2(tokens + self.cross_attn_token_to_image(tokens + token_pe, keys, image))
+        tokens = self.norm3(tokens + self.mlp(tokens))
+        image = self.norm4(image + self.cross_attn_image_to_token(keys, tokens + token_pe, tokens))
+        return tokens, image
+
+
+class TwoWayTransformer(nn.Module):
+    def __init__(self, depth: int = 2, dim: int = 256, num_heads: int = 8, mlp_dim: int = 2048, downsample: int = 2):
+        super().__init__()
+        self.layers = nn.ModuleList(
+            TwoWayBlock(dim, num_heads, mlp_dim, downsample, skip_first_pe=(i == 0)) for i in range(depth)
+        )
+        self.final_attn_token_to_image = ProjectedAttention(dim, num_heads, downsample)
+        self.norm_final_attn = nn.LayerNorm(dim)
+
+    def forward(self, image: torch.Tensor, image_pe: torch.Tensor, tokens: torch.Tensor):
+        """``image``/``image_pe``: ``(B, HW, C)`` token sequences; ``tokens``: ``(B, N, C)``.
+        Returns the updated ``(tokens, image)``."""
+        token_pe = tokens
+        for layer in self.layers:
+            tokens, image = layer(tokens, image, token_pe, image_pe)
+        attn = self.final_attn_token_to_image(tokens + token_pe, image + image_pe, image)
+        return self.norm_final_attn(tokens + attn), image
+
+
+def _transposed_conv_as_linear(conv: nn.ConvTranspose2d) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Weight ``(Cin, 4 * Cout)`` and bias ``(4 * Cout,)`` of a kernel-2 stride-2 transposed conv.
+
+    With kernel == stride every input pixel writes its own 2x2 output block, so the conv is one matmul
+    on channels-last pixels; output columns are ordered (dy, dx, channel).
+    """
+    w = conv.weight  # (Cin, Cout, 2, 2)
+    return w.permute(0, 2, 3, 1).reshape(w.shape[0], -1), conv.bias.repeat(4)
+
+
+class SamMaskDecoder(nn.Module):
+    """Predicts mask logits at 4x the embedding resolution, and a quality (IoU) score per mask.
+
+    Output token 0 is the single-mask output; tokens 1..3 are SAM's three ambiguity-aware masks.
+    """
+
+    def __init__(self, dim: int = 256, num_multimask_outputs: int = 3, iou_head_depth: int = 3, iou_head_hidden: int = 256):
+        super().__init__()
+        self.dim = dim
+        self.num_mask_tokens = num_multimask_outputs + 1
+        self.transformer = TwoWayTransformer(depth=2, dim=dim, num_heads=8, mlp_dim=2048, downsample=2)
+        self.iou_token = nn.Embedding(1, dim)
+        self.mask_tokens = nn.Embedding(self.num_mask_tokens, dim)
+        self.output_upscaling = nn.Sequential(
+            nn.ConvTranspose2d(dim, dim // 4, kernel_size=2, stride=2),
+            LayerNorm2d(dim // 4),
+            nn.GELU(),
+            nn.ConvTranspose2d(dim // 4, dim // 8, kernel_size=2, stride=2),
+            nn.GELU(),
+        )
+        self.output_hypernetworks_mlps = nn.ModuleList(
+            MLP(dim, dim, dim // 8, 3) for _ in range(self.num_mask_tokens)
+        )
+        self.iou_prediction_head = MLP(dim, iou_head_hidden, self.num_mask_tokens, iou_head_depth)
+
+    def run_transformer(self, image_embedding, image_pe, sparse, dense):
+        """Shared trunk. ``image_embedding`` ``(B, C, h, w)``, ``image_pe`` ``(1, C, h, w)``,
+        ``sparse`` ``(B, N, C)``, ``dense`` ``(B, C, h, w)``.
+
+        Returns mask-token outputs ``(B, 4, C)``, IoU predictions ``(B, 4)`` and the image tokens
+        ``(B, h*w, C)`` that masks are read from."""
+        b = sparse.shape[0]
+        out_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight]).unsqueeze(0).expand(b, -1, -1)
+        tokens = torch.cat([out_tokens, sparse], dim=1)
+        image = (image_embedding + dense).flatten(2).transpose(1, 2)
+        if image.shape[0] != b:
+            image = image.expand(b, -1, -1)
+        pe = image_pe.flatten(2).transpose(1, 2)
+        tokens, image = self.transformer(image, pe, tokens)
+        iou = self.iou_prediction_head(tokens[:, 0])
+        return tokens[:, 1 : 1 + self.num_mask_tokens], iou, image
+
+    def upscaled_pixels(self, image_tokens: torch.Tensor) -> torch.Tensor:
+        """The 4x upscaled embedding ``(B, 16 * h * w, C // 8)`` in block order (see :meth:`read_masks`)."""
+        b, n, _ = image_tokens.shape
+        w1, b1 = _transposed_conv_as_linear(self.output_upscaling[0])
+        norm = self.output_upscaling[1]
+        x = torch.addmm(b1, image_tokens.reshape(b * n, -1), w1).view(b, n * 4, -1)
+        x = F.gelu(F.layer_norm(x, (x.shape[-1],), norm.weight, norm.bias, norm.eps))
+        w2, b2 = _transposed_conv_as_linear(self.output_upscaling[3])
+        x = torch.addmm(b2, x.reshape(b * n * 4, -1), w2).view(b, n * 16, -1)
+        return F.gelu(x)
+
+    def read_masks(self, pixels: torch.Tensor, mask_tokens: torch.Tensor, index: torch.Tensor, size: Tuple[int, int]):
+        """Masks ``(B, K, 4h, 4w)`` for the output tokens ``index`` (K of them).
+
+        ``pixels`` rows are ordered (y, x, dy1, dx1, dy2, dx2): two nested 2x2 blocks per embedding
+        cell, so the only reordering needed is on the K-channel result, not on the 32-channel features."""
+        h, w = size
+        hyper = torch.stack(
+            [self.output_hypernetworks_mlps[int(i)](mask_tokens[:, int(i)]) for i in index], dim=1
+        )  # (B, K, C // 8)
+        b, k = hyper.shape[:2]
+        m = torch.bmm(pixels, hyper.transpose(1, 2))  # (B, 16hw, K)
+        m = m.view(b, h, w, 2, 2, 2, 2, k).permute(0, 7, 1, 3, 5, 2, 4, 6)
+        return m.reshape(b, k, 4 * h, 4 * w)
+
+    def forward(self, image_embedding, image_pe, sparse, dense, multimask_output: bool):
+        """SAM's decoder contract: masks ``(B, 3 or 1, 4h, 4w)`` and IoU predictions ``(B, 3 or 1)``."""
+        mask_tokens, iou, image = self.run_transformer(image_embedding, image_pe, sparse, dense)
+        index = torch.arange(1, self.num_mask_tokens) if multimask_output else torch.tensor([0])
+        masks = self.read_masks(self.upscaled_pixels(image), mask_tokens, index, image_embedding.shape[-2:])
+        return masks, iou[:, index]

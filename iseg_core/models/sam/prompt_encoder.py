@@ -1,0 +1,106 @@
+"""SAM's prompt encoder: points and box corners become sparse tokens, a low-res mask a dense map."""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+from torch import nn
+
+from .layers import FourierPositionEncoding, LayerNorm2d
+
+# Point labels as the decoder sees them.
+PAD_LABEL, NEGATIVE, POSITIVE = -1, 0, 1
+
+
+class SamPromptEncoder(nn.Module):
+    """Encodes prompts given in the model's padded input frame (``input_size`` pixels, x/y order).
+
+    Args:
+        embed_dim: token channels (256).
+        embedding_size: ``(h, w)`` of the image embedding grid (64, 64).
+        input_size: ``(H, W)`` of the padded encoder input (1024, 1024).
+        mask_in_chans: hidden channels of the mask downscaler (16).
+    """
+
+    def __init__(
+        self,
+        embed_dim: int = 256,
+        embedding_size: Tuple[int, int] = (64, 64),
+        input_size: Tuple[int, int] = (1024, 1024),
+        mask_in_chans: int = 16,
+    ):
+        super().__init__()
+        self.embed_dim = embed_dim
+        self.embedding_size = tuple(embedding_size)
+        self.input_size = tuple(input_size)
+        self.pe_layer = FourierPositionEncoding(embed_dim // 2)
+        # Learned type embeddings: negative point, positive point, box top-left, box bottom-right.
+        self.point_embeddings = nn.ModuleList(nn.Embedding(1, embed_dim) for _ in range(4))
+        self.not_a_point_embed = nn.Embedding(1, embed_dim)
+        self.mask_downscaling = nn.Sequential(
+            nn.Conv2d(1, mask_in_chans // 4, kernel_size=2, stride=2),
+            LayerNorm2d(mask_in_chans // 4),
+            nn.GELU(),
+            nn.Conv2d(mask_in_chans // 4, mask_in_chans, kernel_size=2, stride=2),
+            LayerNorm2d(mask_in_chans),
+            nn.GELU(),
+            nn.Conv2d(mask_in_chans, embed_dim, kernel_size=1),
+        )
+        self.no_mask_embed = nn.Embedding(1, embed_dim)
+        self._dense_pe: Optional[Tuple[int, torch.Tensor]] = None
+
+    @property
+    def mask_input_size(self) -> Tuple[int, int]:
+        return (4 * self.embedding_size[0], 4 * self.embedding_size[1])
+
+    def dense_pe(self) -> torch.Tensor:
+        """Positional encoding of the embedding grid, ``(1, C, h, w)``; cached until the matrix changes."""
+        g = self.pe_layer.positional_encoding_gaussian_matrix
+        key = (g._version, g.data_ptr(), g.device)  # load_state_dict and .to() both change one of these
+        if self._dense_pe is None or self._dense_pe[0] != key:
+            self._dense_pe = (key, self.pe_layer.grid(*self.embedding_size).unsqueeze(0))
+        return self._dense_pe[1]
+
+    def _encode_coords(self, xy: torch.Tensor) -> torch.Tensor:
+        # +0.5: a coordinate names a pixel; its centre is what gets encoded.
+        h, w = self.input_size
+        scaled = (xy + 0.5) / torch.tensor([w, h], dtype=torch.float32, device=xy.device)
+        return self.pe_layer.encode(scaled.float())
+
+    def embed_sparse(
+        self,
+        points: Optional[torch.Tensor],
+        labels: Optional[torch.Tensor],
+        boxes: Optional[torch.Tensor],
+    ) -> torch.Tensor:
+        """Tokens for points ``(B, N, 2)`` with labels ``(B, N)`` in {-1, 0, 1} and boxes ``(B, 4)``.
+
+        Without a box, one padding point is appended to the points (SAM was trained that way).
+        Returns ``(B, M, C)``.
+        """
+        tokens = []
+        if points is not None:
+            if boxes is None:
+                points = torch.cat([points, points.new_zeros(points.shape[0], 1, 2)], dim=1)
+                labels = torch.cat([labels, labels.new_full((labels.shape[0], 1), PAD_LABEL)], dim=1)
+            pe = self._encode_coords(points)
+            pe = torch.where((labels == PAD_LABEL).unsqueeze(-1), torch.zeros_like(pe), pe)
+            table = torch.cat(
+                [self.not_a_point_embed.weight, self.point_embeddings[0].weight, self.point_embeddings[1].weight]
+            )
+            tokens.append(pe + table[(labels + 1).long()])
+        if boxes is not None:
+            corners = self._encode_coords(boxes.reshape(-1, 2, 2))
+            corner_types = torch.cat([self.point_embeddings[2].weight, self.point_embeddings[3].weight])
+            tokens.append(corners + corner_types)
+        if not tokens:
+            device = self.no_mask_embed.weight.device
+            return torch.empty(1, 0, self.embed_dim, device=device)
+        return torch.cat(tokens, dim=1)
+
+    def embed_dense(self, masks: Optional[torch.Tensor], batch: int = 1) -> torch.Tensor:
+        """Dense map ``(B, C, h, w)`` from low-res mask logits ``(B, 1, 4h, 4w)``, or the no-mask embedding."""
+        if masks is not None:
+            return self.mask_downscaling(masks)
+        h, w = self.embedding_size
+        return self.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(batch, -1, h, w)

@@ -1,0 +1,94 @@
+"""``Predictor``: encode an image once, then answer prompts in tens of milliseconds."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+from .cache import EmbeddingCache
+from .errors import IsegError, PromptError
+from .image import DEFAULT_MAX_PIXELS, check_image
+from .models.base import ImageEmbedding, Segmenter
+from .prompts import Prompt, validate_prompts
+
+
+def image_hash(image: np.ndarray) -> str:
+    """Content hash of an image array (shape and pixels), used as its cache identity."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(repr(image.shape).encode())
+    h.update(np.ascontiguousarray(image).data)
+    return h.hexdigest()
+
+
+@dataclass
+class Prediction:
+    mask: np.ndarray  # bool (H, W): original image size unless mask_size was asked for
+    logits: torch.Tensor  # low-res logits in the model's frame; pass back as prev_logits
+    score: float  # the model's own quality estimate (SAM: predicted IoU)
+
+
+class Predictor:
+    """One image at a time for one model; embeddings are shared through an :class:`EmbeddingCache`.
+
+    >>> predictor = Predictor(load_model("sam_vit_b", checkpoint="hub"))
+    >>> predictor.set_image(rgb)                       # slow: the image encoder, once per image
+    >>> p = predictor.predict([Click(120, 80)])         # fast: prompt decoder only
+    >>> p = predictor.predict([Click(120, 80), Click(40, 60, positive=False)], prev_logits=p.logits)
+    """
+
+    def __init__(self, model: Segmenter, cache: Optional[EmbeddingCache] = None, max_pixels: int = DEFAULT_MAX_PIXELS):
+        self.model = model
+        self.cache = cache if cache is not None else EmbeddingCache()
+        self.max_pixels = max_pixels
+        self._embedding: Optional[ImageEmbedding] = None
+
+    def set_image(self, image: np.ndarray, image_id: Optional[str] = None) -> ImageEmbedding:
+        """Make ``image`` (``uint8`` RGB ``(H, W, 3)``) current, encoding it unless cached.
+
+        ``image_id`` is a caller-known content id (e.g. the storage hash) that spares hashing the pixels.
+        """
+        check_image(image, self.max_pixels)
+        key = (self.model.cache_key, image_id or image_hash(image))
+        embedding = self.cache.get(key)
+        if embedding is None:
+            embedding = self.model.encode(image)
+            self.cache.put(key, embedding)
+        self._embedding = embedding
+        return embedding
+
+    @property
+    def image_size(self) -> Tuple[int, int]:
+        return self._current().original_size
+
+    def _current(self) -> ImageEmbedding:
+        if self._embedding is None:
+            raise IsegError("no image is set: call set_image(image) before predict()")
+        return self._embedding
+
+    def predict(
+        self,
+        prompts: Union[Prompt, Sequence[Prompt]],
+        prev_logits: Optional[torch.Tensor] = None,
+        multimask: Optional[bool] = None,
+        threshold: float = 0.0,
+        mask_size: Optional[Tuple[int, int]] = None,
+    ) -> Prediction:
+        """Segment the current image from ``prompts`` (image pixel coordinates).
+
+        Args:
+            prev_logits: ``Prediction.logits`` of the previous step, fed back as a mask prompt.
+            multimask: ``None`` = the model decides (SAM: three candidates for a lone click).
+            threshold: logit threshold of the returned mask.
+            mask_size: ``(H, W)`` of the returned mask, e.g. a display size; default the image size.
+        """
+        embedding = self._current()
+        prompts = validate_prompts(prompts, embedding.original_size)
+        if not prompts and prev_logits is None:
+            raise PromptError("nothing to segment from: give at least one prompt or previous logits")
+        prev = self.model.check_logits(prev_logits) if prev_logits is not None else None
+        decoded = self.model.decode(embedding, prompts, prev, multimask)
+        mask = self.model.upsample(embedding, decoded.logits, threshold, mask_size)
+        return Prediction(mask=mask, logits=decoded.logits, score=decoded.score)

@@ -1,0 +1,150 @@
+"""The one prompt vocabulary shared by the app, the models, evaluation and training.
+
+Every prompt is in original-image pixel coordinates: ``x`` is the column, ``y`` the row, both
+continuous, with pixel ``(col, row)`` covering ``[col, col + 1) x [row, row + 1)``. A click at
+``x=10, y=20`` therefore means the pixel in column 10 of row 20.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable, Sequence, Tuple, Union
+
+import numpy as np
+
+from .errors import PromptError
+
+Point = Tuple[float, float]
+
+
+def _finite_point(p, what: str) -> Point:
+    try:
+        x, y = float(p[0]), float(p[1])
+    except (TypeError, ValueError, IndexError):
+        raise PromptError(f"{what}: expected an (x, y) pair, got {p!r}") from None
+    if not (math.isfinite(x) and math.isfinite(y)):
+        raise PromptError(f"{what}: coordinates must be finite numbers, got ({x}, {y})")
+    return x, y
+
+
+def _points(points: Iterable, what: str) -> Tuple[Point, ...]:
+    return tuple(_finite_point(p, f"{what} point {i}") for i, p in enumerate(points))
+
+
+@dataclass(frozen=True)
+class Click:
+    """A single click; ``positive`` marks the object, negative marks background."""
+
+    x: float
+    y: float
+    positive: bool = True
+
+    def __post_init__(self):
+        x, y = _finite_point((self.x, self.y), "Click")
+        object.__setattr__(self, "x", x)
+        object.__setattr__(self, "y", y)
+        object.__setattr__(self, "positive", bool(self.positive))
+
+
+@dataclass(frozen=True)
+class Scribble:
+    """A free-hand stroke (polyline through ``points``) over object or background."""
+
+    points: Tuple[Point, ...]
+    positive: bool = True
+
+    def __post_init__(self):
+        pts = _points(self.points, "Scribble")
+        if not pts:
+            raise PromptError("Scribble: needs at least one point")
+        object.__setattr__(self, "points", pts)
+        object.__setattr__(self, "positive", bool(self.positive))
+
+
+@dataclass(frozen=True)
+class Box:
+    """An axis-aligned box with corners ``(x0, y0)`` (top-left) and ``(x1, y1)`` (bottom-right)."""
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+
+    def __post_init__(self):
+        x0, y0 = _finite_point((self.x0, self.y0), "Box corner (x0, y0)")
+        x1, y1 = _finite_point((self.x1, self.y1), "Box corner (x1, y1)")
+        # A box dragged up-left is still the same box: store it normalised.
+        x0, x1 = min(x0, x1), max(x0, x1)
+        y0, y1 = min(y0, y1), max(y0, y1)
+        if x1 - x0 < 1 or y1 - y0 < 1:
+            raise PromptError(f"Box: must be at least 1 pixel wide and high, got ({x0}, {y0}, {x1}, {y1})")
+        for name, v in zip(("x0", "y0", "x1", "y1"), (x0, y0, x1, y1)):
+            object.__setattr__(self, name, v)
+
+
+@dataclass(frozen=True)
+class Contour:
+    """A closed polygon traced around the object (the last point joins the first)."""
+
+    points: Tuple[Point, ...]
+
+    def __post_init__(self):
+        pts = _points(self.points, "Contour")
+        if len(pts) < 3:
+            raise PromptError(f"Contour: needs at least 3 points, got {len(pts)}")
+        arr = np.asarray(pts)
+        area = 0.5 * abs(np.dot(arr[:, 0], np.roll(arr[:, 1], 1)) - np.dot(arr[:, 1], np.roll(arr[:, 0], 1)))
+        if area < 1.0:
+            raise PromptError(f"Contour: encloses {area:.2f} square pixels; trace around the object")
+        object.__setattr__(self, "points", pts)
+
+
+Prompt = Union[Click, Scribble, Box, Contour]
+PROMPT_TYPES = (Click, Scribble, Box, Contour)
+
+
+def prompt_points(prompt: Prompt) -> Tuple[Point, ...]:
+    """All coordinates a prompt names, for range checks and bounding boxes."""
+    if isinstance(prompt, Click):
+        return ((prompt.x, prompt.y),)
+    if isinstance(prompt, Box):
+        return ((prompt.x0, prompt.y0), (prompt.x1, prompt.y1))
+    return prompt.points
+
+
+def validate_prompts(prompts: Sequence[Prompt], image_size: Tuple[int, int]) -> list:
+    """Check that ``prompts`` are known prompt types inside an image of ``image_size=(H, W)``.
+
+    Clicks, scribble and contour points must lie on a pixel: ``0 <= x < W`` and ``0 <= y < H``.
+    Box corners may touch the far edges (``x1 <= W``, ``y1 <= H``). Returns the prompts as a list;
+    raises :class:`PromptError` naming the first offending prompt.
+    """
+    if isinstance(prompts, PROMPT_TYPES):
+        prompts = [prompts]
+    prompts = list(prompts)
+    h, w = image_size
+    for i, p in enumerate(prompts):
+        if not isinstance(p, PROMPT_TYPES):
+            raise PromptError(f"prompt {i}: {type(p).__name__} is not a Click, Scribble, Box or Contour")
+        inclusive = isinstance(p, Box)
+        for x, y in prompt_points(p):
+            inside_x = 0 <= x <= w if inclusive else 0 <= x < w
+            inside_y = 0 <= y <= h if inclusive else 0 <= y < h
+            if not (inside_x and inside_y):
+                raise PromptError(
+                    f"prompt {i} ({type(p).__name__}) has point ({x:g}, {y:g}) outside the "
+                    f"{w}x{h} image (x in [0, {w}), y in [0, {h}))"
+                )
+    return prompts
+
+
+def resample_polyline(points: Sequence[Point], n: int) -> np.ndarray:
+    """``n`` points evenly spaced by arc length along a polyline, endpoints included. Shape (n, 2)."""
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    seg = np.linalg.norm(np.diff(pts, axis=0), axis=1)
+    cum = np.concatenate([[0.0], np.cumsum(seg)])
+    if cum[-1] == 0:  # a single point, or a stroke that never moved
+        return np.repeat(pts[:1], n, axis=0)
+    # One point goes to the middle of the stroke; more are spread end to end.
+    t = np.linspace(0.0, cum[-1], n) if n > 1 else np.array([cum[-1] / 2])
+    return np.stack([np.interp(t, cum, pts[:, 0]), np.interp(t, cum, pts[:, 1])], axis=1)
