@@ -18,8 +18,9 @@ DEFAULT_MAX_PIXELS = 64_000_000
 # Files whose header claims more than this are not decoded at full size at all.
 MAX_DECODE_PIXELS = 400_000_000
 _EXIF_ORIENTATION = 0x0112
-# PIL refuses files above 2x this at open time; our own limits above decide instead.
-Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, MAX_DECODE_PIXELS)
+# PIL warns above this and refuses above twice this at open time. Set above our own limits so that our
+# checks (with their messages, and reduced JPEG decoding) decide first.
+Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, 2 * MAX_DECODE_PIXELS)
 
 
 def check_image(image, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -99,7 +100,6 @@ def load_image(
             with Image.open(fh) as im:
                 # Only the header has been read so far: decide before decoding anything.
                 w0, h0 = im.size
-                swapped = im.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
                 if im.format == "JPEG" and w0 * h0 > max_pixels:
                     side = max(1, int(max(w0, h0) * (max_pixels / (w0 * h0)) ** 0.5))
                     im.draft("RGB", (side, side))  # decodes at 1/2, 1/4 or 1/8 size
@@ -108,11 +108,15 @@ def load_image(
                         f"{name} is {w0}x{h0} ({w0 * h0 / 1e6:.0f} MP); {im.format} files above "
                         f"{MAX_DECODE_PIXELS / 1e6:.0f} MP are not decoded. Downscale it first."
                     )
+                # After the size checks: for some formats (PNG) reading EXIF decodes the whole image.
+                swapped = im.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
                 im.load()
                 rgb = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
         except ImageError:
             raise
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        except Image.DecompressionBombError as exc:
+            raise ImageError(f"{name} is too large to decode: {exc}. Downscale it first.") from None
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             raise ImageError(f"cannot decode {name}: {exc}") from None
     source_size = (w0, h0) if swapped else (h0, w0)
     rgb, _ = fit_pixels(rgb, max_pixels)

@@ -138,7 +138,7 @@ def fetch(spec: KnownCheckpoint, cache_dir: Optional[Union[str, os.PathLike]] = 
     import huggingface_hub
     from huggingface_hub import constants
 
-    offline = constants.HF_HUB_OFFLINE
+    offline = constants.is_offline_mode()
     try:
         path = huggingface_hub.hf_hub_download(
             spec.repo_id,

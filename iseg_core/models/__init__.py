@@ -71,11 +71,13 @@ def _build_sam(name, checkpoint, device, dtype):
     from .sam.checkpoint import read_checkpoint
     from .. import weights
 
-    network = sam.SamNetwork(sam.SAM_CONFIGS[name])
-    version = None
-    if checkpoint is not None:
+    version = path = None
+    if checkpoint is not None:  # resolved first: a missing file fails before the model is built
         path, version = weights.resolve_checkpoint(name, checkpoint)
-        network.load_official_state_dict(read_checkpoint(path), name, str(path))
+        state = read_checkpoint(path)
+    network = sam.SamNetwork(sam.SAM_CONFIGS[name])
+    if path is not None:
+        network.load_official_state_dict(state, name, str(path))
         version = version or file_fingerprint(path)
     return sam.SamSegmenter(name, network, version=version, device=device, encoder_dtype=dtype)
 

@@ -66,9 +66,14 @@ def describe_sam_architecture(state: Mapping[str, torch.Tensor]) -> Optional[str
 
 
 def _listing(keys, limit: int = 8) -> str:
+    """``(image_encoder 160, mask_decoder 120) a, b, c ... and N more``: counts per part, then names."""
     keys = sorted(keys)
+    parts: Dict[str, int] = {}
+    for k in keys:
+        parts[k.split(".")[0]] = parts.get(k.split(".")[0], 0) + 1
+    counts = ", ".join(f"{p} {n}" for p, n in parts.items())
     more = f" ... and {len(keys) - limit} more" if len(keys) > limit else ""
-    return ", ".join(keys[:limit]) + more
+    return f"({counts}) " + ", ".join(keys[:limit]) + more
 
 
 def check_sam_state_dict(

@@ -1,0 +1,57 @@
+"""Shared fixtures. Tests never touch the network: the Hub is offline and models are built randomly."""
+import importlib
+import os
+from pathlib import Path
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+torch.set_num_threads(2)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def data_dir() -> Path:
+    """The shared benchmark data (../shared/data beside the project, or $ISEG_DATA_DIR)."""
+    return Path(os.environ.get("ISEG_DATA_DIR") or ROOT.parent / "shared" / "data")
+
+
+@pytest.fixture(scope="session")
+def photo() -> np.ndarray:
+    """A real photo: GrabCut 124080.jpg (481x321, a person on a slope)."""
+    path = data_dir() / "GrabCut" / "data_GT" / "124080.jpg"
+    if not path.is_file():
+        pytest.fail(f"benchmark data not found at {path}; set ISEG_DATA_DIR to the shared data folder")
+    return np.array(Image.open(path).convert("RGB"))
+
+
+# A SAM with a tiny image encoder: same prompt encoder and decoder as ViT-B, encoder 2 blocks of 64 channels.
+TINY = dict(embed_dim=64, depth=2, num_heads=2, global_attn_indexes=(1,))
+
+
+def official_tiny_sam(seed: int = 0):
+    build = importlib.import_module("segment_anything.build_sam")
+    torch.manual_seed(seed)
+    return build._build_sam(TINY["embed_dim"], TINY["depth"], TINY["num_heads"], list(TINY["global_attn_indexes"]), None).eval()
+
+
+def tiny_segmenter(reference=None, **kwargs):
+    """Our SamSegmenter carrying the weights of ``reference`` (an official SAM module) or random ones."""
+    from iseg_core.models.sam import SamConfig, SamNetwork, SamSegmenter
+
+    network = SamNetwork(SamConfig(**TINY))
+    if reference is not None:
+        network.load_official_state_dict(reference.state_dict(), "sam_tiny", "reference")
+    return SamSegmenter("sam_tiny", network, device="cpu", **kwargs)
+
+
+@pytest.fixture(scope="session")
+def tiny_pair():
+    """(official tiny SAM, our segmenter with the same weights)."""
+    ref = official_tiny_sam()
+    return ref, tiny_segmenter(ref)

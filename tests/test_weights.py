@@ -1,0 +1,127 @@
+"""Weight resolution through the real huggingface_hub download code, against a local Hub-like server."""
+import hashlib
+import io
+
+import pytest
+import torch
+from huggingface_hub import constants
+
+from iseg_core import CheckpointError, UnknownModelError, WeightsUnavailableError, load_model, models, weights
+from iseg_core.models.sam import SAM_CONFIGS, SamConfig
+
+from .conftest import TINY, official_tiny_sam
+from .hub_server import HubServer
+
+
+def _spec(name, content, model="sam_vit_b", **overrides):
+    fields = dict(
+        name=name, model=model, repo_id="iseg-test/weights", filename=f"ckpt/{name}.pth", size=len(content),
+        sha256=hashlib.sha256(content).hexdigest(), licence="Apache-2.0", origin="test",
+    )
+    fields.update(overrides)
+    return weights.KnownCheckpoint(**fields)
+
+
+@pytest.fixture
+def online(monkeypatch, tmp_path):
+    """Downloads allowed, an empty weights folder and Hub cache."""
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("ISEG_WEIGHTS_DIR", str(tmp_path / "weights"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    return tmp_path
+
+
+def test_download_verifies_and_then_works_offline_from_the_cache(online, monkeypatch):
+    content = b"weights" * 1000
+    spec = _spec("demo", content)
+    with HubServer({"iseg-test/weights/ckpt/demo.pth": content}) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        path = weights.fetch(spec)
+        assert path.read_bytes() == content
+        assert ("GET", "iseg-test/weights/resolve/main/ckpt/demo.pth") in hub.requests
+        n = len(hub.requests)
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+        assert weights.fetch(spec).read_bytes() == content
+        assert len(hub.requests) == n  # served from the cache, no request
+
+
+def test_a_file_with_the_wrong_hash_is_refused(online, monkeypatch):
+    content = b"x" * 4096
+    spec = _spec("bad", content, sha256="0" * 64)
+    with HubServer({"iseg-test/weights/ckpt/bad.pth": content}) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        with pytest.raises(WeightsUnavailableError, match="has sha256 .* expected 0000"):
+            weights.fetch(spec)
+    with pytest.raises(WeightsUnavailableError, match="4096 bytes but bad has 9"):
+        weights.verify(_write(online / "short.pth", content), _spec("bad", b"123456789"))
+
+
+def _write(path, data):
+    path.write_bytes(data)
+    return path
+
+
+def test_missing_file_on_the_server_says_what_to_put_where(online, monkeypatch):
+    spec = _spec("absent", b"abc")
+    with HubServer({}) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        with pytest.raises(WeightsUnavailableError) as err:
+            weights.fetch(spec)
+    msg = str(err.value)
+    assert "download failed" in msg and "absent.pth" in msg and str(online / "weights") in msg
+
+
+def test_offline_fails_fast_without_any_request(monkeypatch, tmp_path):
+    monkeypatch.setenv("ISEG_WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    with HubServer({}) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        with pytest.raises(WeightsUnavailableError) as err:
+            load_model("sam_vit_b", checkpoint="hub")
+        assert hub.requests == []
+    msg = str(err.value)
+    assert "offline mode" in msg and "sam_vit_b_01ec64.pth" in msg and "375 MB" in msg
+    assert "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912" in msg
+    assert str(tmp_path) in msg and "ybelkada/segment-anything" in msg
+
+
+def test_a_file_in_the_weights_folder_is_used_without_the_hub(online, monkeypatch):
+    content = b"local weights"
+    spec = _spec("local", content)
+    (online / "weights").mkdir()
+    (online / "weights" / "local.pth").write_bytes(content)
+    with HubServer({}) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        assert weights.fetch(spec) == online / "weights" / "local.pth"
+        assert hub.requests == []
+    # The successful hash is remembered, keyed by size and mtime.
+    assert "local.pth" in (online / "weights" / ".verified.json").read_text()
+
+
+def test_load_model_downloads_a_registered_checkpoint_end_to_end(online, monkeypatch):
+    """Registry name -> Hub download -> sha256 check -> strict load, on a real (tiny) SAM state dict."""
+    ref = official_tiny_sam(seed=7)
+    buf = io.BytesIO()
+    torch.save(ref.state_dict(), buf)
+    content = buf.getvalue()
+    monkeypatch.setitem(SAM_CONFIGS, "sam_test_tiny", SamConfig(**TINY))
+    monkeypatch.setitem(models._REGISTRY, "sam_test_tiny", models._REGISTRY["sam_vit_b"])
+    spec = _spec("sam_test_tiny_v1", content, model="sam_test_tiny")
+    monkeypatch.setitem(weights.KNOWN_CHECKPOINTS, spec.name, spec)
+    with HubServer({f"iseg-test/weights/{spec.filename}": content}) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        seg = load_model("sam_test_tiny", checkpoint="sam_test_tiny_v1", device="cpu")
+    loaded = seg.network.official_state_dict()
+    for key, value in ref.state_dict().items():
+        assert torch.equal(loaded[key], value), key
+    assert seg.version == f"sam_test_tiny_v1:{spec.sha256[:12]}"
+    with pytest.raises(CheckpointError, match="is for sam_test_tiny, not sam_vit_b"):
+        load_model("sam_vit_b", checkpoint="sam_test_tiny_v1")
+
+
+def test_unknown_names_are_clear_errors():
+    with pytest.raises(UnknownModelError, match="unknown model 'sam_vit_x'; known models: .*sam_vit_b"):
+        load_model("sam_vit_x")
+    with pytest.raises(CheckpointError, match="neither an existing file nor a known checkpoint name"):
+        load_model("sam_vit_b", checkpoint="/no/such/file.pth")
