@@ -1,0 +1,40 @@
+"""README's app command ends in `python app.py`: the app must come up offline and answer on its port."""
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_app_starts_offline_and_serves_its_page(tmp_path):
+    port = _free_port()
+    env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False", GRADIO_TEMP_DIR=str(tmp_path),
+               ISEG_WEIGHTS_DIR=str(tmp_path / "weights"))
+    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        body = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:
+                    body = r.read().decode("utf-8", "replace")
+                    break
+            except OSError:
+                time.sleep(0.5)
+        assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
+        assert body is not None, "app did not answer within 120 s"
+        assert "<title>iseg</title>" in body or "iseg" in body
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
