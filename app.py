@@ -20,6 +20,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from iseg_core import Click, EmbeddingCache, IsegError, Predictor, load_model  # noqa: E402
+from iseg_core.models import default_device  # noqa: E402
+from iseg_core.runtime import bf16_is_fast, tune_allocator  # noqa: E402
 
 OVERLAY = np.array([30, 144, 255], np.float32)
 
@@ -102,12 +104,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description="Start the iseg app.")
     ap.add_argument("--model", default=os.environ.get("ISEG_MODEL", "sam_vit_b"))
     ap.add_argument("--checkpoint", default=os.environ.get("ISEG_CHECKPOINT", "hub"))
-    ap.add_argument("--bf16", action="store_true", default=os.environ.get("ISEG_BF16", "1") == "1",
-                    help="run the image encoder in bfloat16 (default on; ISEG_BF16=0 turns it off)")
+    ap.add_argument("--bf16", choices=["auto", "1", "0"], default=os.environ.get("ISEG_BF16", "auto"),
+                    help="image encoder in bfloat16: auto (default) = only where the CPU/GPU runs bf16 natively")
     ap.add_argument("--host", default=os.environ.get("ISEG_HOST", "127.0.0.1"))
     ap.add_argument("--port", type=int, default=int(os.environ.get("PORT", os.environ.get("ISEG_PORT", "7860"))))
     args = ap.parse_args()
-    shared = SharedModel(args.model, args.checkpoint, torch.bfloat16 if args.bf16 else torch.float32)
+    tune_allocator()
+    bf16 = args.bf16 == "1" or (args.bf16 == "auto" and bf16_is_fast(default_device()))
+    shared = SharedModel(args.model, args.checkpoint, torch.bfloat16 if bf16 else torch.float32)
     demo = build_demo(shared)
     demo.queue(default_concurrency_limit=4).launch(server_name=args.host, server_port=args.port, share=False)
 

@@ -28,6 +28,7 @@ class Prediction:
     mask: np.ndarray  # bool (H, W): original image size unless mask_size was asked for
     logits: torch.Tensor  # low-res logits in the model's frame; pass back as prev_logits
     score: float  # the model's own quality estimate (SAM: predicted IoU)
+    soft: Optional[np.ndarray] = None  # float32 logits at the mask size, only when predict(soft=True)
 
 
 class Predictor:
@@ -75,6 +76,7 @@ class Predictor:
         multimask: Optional[bool] = None,
         threshold: float = 0.0,
         mask_size: Optional[Tuple[int, int]] = None,
+        soft: bool = False,
     ) -> Prediction:
         """Segment the current image from ``prompts`` (image pixel coordinates).
 
@@ -83,6 +85,8 @@ class Predictor:
             multimask: ``None`` = the model decides (SAM: three candidates for a lone click).
             threshold: logit threshold of the returned mask.
             mask_size: ``(H, W)`` of the returned mask, e.g. a display size; default the image size.
+            soft: also return the upsampled float logits (``Prediction.soft``), e.g. to average test-time
+                augmentations; costs one float buffer of the mask size.
         """
         embedding = self._current()
         prompts = validate_prompts(prompts, embedding.original_size)
@@ -90,5 +94,8 @@ class Predictor:
             raise PromptError("nothing to segment from: give at least one prompt or previous logits")
         prev = self.model.check_logits(prev_logits) if prev_logits is not None else None
         decoded = self.model.decode(embedding, prompts, prev, multimask)
+        if soft:
+            full = self.model.upsample_logits(embedding, decoded.logits, mask_size)
+            return Prediction(mask=full > threshold, logits=decoded.logits, score=decoded.score, soft=full)
         mask = self.model.upsample(embedding, decoded.logits, threshold, mask_size)
         return Prediction(mask=mask, logits=decoded.logits, score=decoded.score)

@@ -1,4 +1,6 @@
 """Predictor and EmbeddingCache behaviour, on a SAM with a tiny encoder (same decoder as ViT-B)."""
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -6,6 +8,7 @@ import torch.nn.functional as F
 
 from iseg_core import Click, EmbeddingCache, ImageError, IsegError, Predictor, PromptError, Scribble
 from iseg_core.models.base import ImageEmbedding
+from iseg_core.runtime import bf16_is_fast
 
 from .conftest import tiny_segmenter
 
@@ -106,7 +109,11 @@ def test_bad_images_and_prompts_are_clear_errors_and_keep_the_predictor_usable(s
 
 def test_bfloat16_encoder_is_a_separate_cache_entry_close_to_float32(tiny_pair, photo):
     ref, seg32 = tiny_pair
-    seg16 = tiny_segmenter(ref, encoder_dtype=torch.bfloat16)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        seg16 = tiny_segmenter(ref, encoder_dtype=torch.bfloat16)
+    slow = [w for w in caught if "no native bfloat16" in str(w.message)]
+    assert len(slow) == (0 if bf16_is_fast("cpu") else 1)  # the user hears when bf16 would be emulated
     assert seg16.cache_key != seg32.cache_key and seg16.cache_key.endswith("-bfloat16")
     cache = EmbeddingCache()
     e32 = Predictor(seg32, cache).set_image(photo).data

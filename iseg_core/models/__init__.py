@@ -82,6 +82,15 @@ def _build_sam(name, checkpoint, device, dtype):
     return sam.SamSegmenter(name, network, version=version, device=device, encoder_dtype=dtype)
 
 
+@register_model("classical")
+def _build_classical(name, checkpoint, device, dtype):
+    from .classical import ClassicalSegmenter
+
+    if checkpoint is not None:
+        raise UnknownModelError("the classical model has no weights: leave checkpoint unset")
+    return ClassicalSegmenter(name)
+
+
 for _name in ("sam_vit_b", "sam_vit_l", "sam_vit_h"):
     register_model(_name)(_build_sam)
 

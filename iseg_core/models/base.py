@@ -43,6 +43,11 @@ class Segmenter(abc.ABC):
     device: torch.device = torch.device("cpu")
 
     @property
+    def preprocessing(self) -> str:
+        """How the model sees an image, for reports (numbers depend on it)."""
+        return "native resolution"
+
+    @property
     def cache_key(self) -> str:
         """Embeddings from two models with different keys are never interchangeable."""
         return f"{self.name}@{self.version}"
@@ -66,7 +71,13 @@ class Segmenter(abc.ABC):
         """Return ``logits`` in the shape ``decode`` accepts as ``prev_logits``, or raise PromptError."""
 
     @abc.abstractmethod
+    def upsample_logits(
+        self, embedding: ImageEmbedding, logits: torch.Tensor, size: Optional[Tuple[int, int]] = None
+    ) -> np.ndarray:
+        """Float32 logits at ``size`` (H, W; default the original image size) from low-res ``logits``."""
+
     def upsample(
         self, embedding: ImageEmbedding, logits: torch.Tensor, threshold: float = 0.0, size: Optional[Tuple[int, int]] = None
     ) -> np.ndarray:
         """Boolean mask at ``size`` (H, W; default the original image size) from low-res ``logits``."""
+        return self.upsample_logits(embedding, logits, size) > threshold

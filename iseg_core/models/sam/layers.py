@@ -59,6 +59,12 @@ class ProjectedAttention(nn.Module):
     """Multi-head attention whose q/k/v live in ``dim // downsample`` channels.
 
     Inputs are ``(B, N, dim)`` token sequences; queries and keys may have different lengths.
+
+    The decoder's cross attentions pair a handful of prompt tokens (``n``) with thousands of image tokens.
+    When ``n * heads`` is below the inner width, projecting the long side is the dominant cost and can be
+    avoided exactly by re-associating the products (:meth:`few_queries`, :meth:`few_keys`): the projection
+    matrices are folded into the short side, so each long-side GEMM has ``n * heads`` columns instead of
+    ``inner``. ``forward`` picks the cheaper order; all orders compute the same function.
     """
 
     def __init__(self, dim: int, num_heads: int, downsample: int = 1):
@@ -67,6 +73,7 @@ class ProjectedAttention(nn.Module):
         if inner % num_heads:
             raise ValueError(f"{num_heads} heads do not divide {inner} channels")
         self.num_heads = num_heads
+        self.inner = inner
         self.q_proj = nn.Linear(dim, inner)
         self.k_proj = nn.Linear(dim, inner)
         self.v_proj = nn.Linear(dim, inner)
@@ -76,11 +83,50 @@ class ProjectedAttention(nn.Module):
         b, n, c = x.shape
         return x.view(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
 
+    def _per_head(self, linear: nn.Linear) -> torch.Tensor:
+        """A projection's weight split by output head: ``(heads, head_dim, dim)``."""
+        return linear.weight.view(self.num_heads, -1, linear.weight.shape[1])
+
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        short = self.num_heads * min(q.shape[1], k.shape[1])
+        if short < self.inner and max(q.shape[1], k.shape[1]) > self.inner:
+            return self.few_queries(q, k, v) if q.shape[1] < k.shape[1] else self.few_keys(q, k, v)
+        return self.standard(q, k, v)
+
+    def standard(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         q, k, v = self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v))
         out = F.scaled_dot_product_attention(q, k, v)
         b, h, n, c = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, n, h * c))
+
+    def few_queries(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Few queries, many keys. Scores ``q_h Wk_h k^T``: the key bias shifts every score of a query by
+        the same amount and cancels in the softmax. Values: ``P (v Wv_h^T + bv_h) = (P v) Wv_h^T + bv_h``
+        because each row of ``P`` sums to one."""
+        b, n, _ = q.shape
+        h = self.num_heads
+        qh = self._heads(self.q_proj(q)) * (self.inner // h) ** -0.5  # (B, H, n, d)
+        folded = torch.einsum("bhnd,hdc->bhnc", qh, self._per_head(self.k_proj)).reshape(b, h * n, -1)
+        attn = torch.softmax(torch.matmul(folded, k.transpose(1, 2)), dim=-1)  # (B, H*n, M)
+        pooled = torch.matmul(attn, v).view(b, h, n, -1)  # (B, H, n, dim)
+        out = torch.einsum("bhnc,hdc->bnhd", pooled, self._per_head(self.v_proj)).reshape(b, n, self.inner)
+        return self.out_proj(out + self.v_proj.bias)
+
+    def few_keys(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Many queries, few keys. Scores ``(q Wq_h^T + bq_h) k_h^T = q (Wq_h^T k_h^T) + bq_h k_h^T``;
+        outputs ``sum_h P_h v_h Wo_h^T + bo = P [v_h Wo_h^T]_h + bo``: two GEMMs with ``H * n`` columns."""
+        b, m, _ = q.shape
+        n, h = k.shape[1], self.num_heads
+        kh = self._heads(self.k_proj(k)) * (self.inner // h) ** -0.5  # (B, H, n, d)
+        vh = self._heads(self.v_proj(v))
+        wq = self._per_head(self.q_proj)  # (H, d, dim)
+        folded = torch.einsum("hdc,bhnd->bchn", wq, kh).reshape(b, -1, h * n)
+        shift = torch.einsum("hd,bhnd->bhn", self.q_proj.bias.view(h, -1), kh).reshape(b, 1, h * n)
+        scores = torch.baddbmm(shift, q, folded).view(b, m, h, n)
+        attn = torch.softmax(scores, dim=-1).view(b, m, h * n)
+        wo = self.out_proj.weight.view(-1, h, self.inner // h)  # (dim, H, d)
+        values = torch.einsum("bhnd,chd->bhnc", vh, wo).reshape(b, h * n, -1)
+        return torch.baddbmm(self.out_proj.bias.expand(b, 1, -1), attn, values)
 
 
 class FourierPositionEncoding(nn.Module):

@@ -95,20 +95,19 @@ class SamMaskDecoder(nn.Module):
         )
         self.iou_prediction_head = MLP(dim, iou_head_hidden, self.num_mask_tokens, iou_head_depth)
 
-    def run_transformer(self, image_embedding, image_pe, sparse, dense):
-        """Shared trunk. ``image_embedding`` ``(B, C, h, w)``, ``image_pe`` ``(1, C, h, w)``,
-        ``sparse`` ``(B, N, C)``, ``dense`` ``(B, C, h, w)``.
+    def run_transformer(self, image_tokens, pe_tokens, sparse, dense_tokens):
+        """Shared trunk, token-major. ``image_tokens`` ``(B or 1, h*w, C)``, ``pe_tokens`` ``(1, h*w, C)``,
+        ``sparse`` ``(B, N, C)``, ``dense_tokens`` ``(B, h*w, C)`` or ``(B, 1, C)`` (broadcast).
 
         Returns mask-token outputs ``(B, 4, C)``, IoU predictions ``(B, 4)`` and the image tokens
         ``(B, h*w, C)`` that masks are read from."""
         b = sparse.shape[0]
         out_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight]).unsqueeze(0).expand(b, -1, -1)
         tokens = torch.cat([out_tokens, sparse], dim=1)
-        image = (image_embedding + dense).flatten(2).transpose(1, 2)
+        image = image_tokens + dense_tokens
         if image.shape[0] != b:
             image = image.expand(b, -1, -1)
-        pe = image_pe.flatten(2).transpose(1, 2)
-        tokens, image = self.transformer(image, pe, tokens)
+        tokens, image = self.transformer(image, pe_tokens, tokens)
         iou = self.iou_prediction_head(tokens[:, 0])
         return tokens[:, 1 : 1 + self.num_mask_tokens], iou, image
 
@@ -139,7 +138,10 @@ class SamMaskDecoder(nn.Module):
 
     def forward(self, image_embedding, image_pe, sparse, dense, multimask_output: bool):
         """SAM's decoder contract: masks ``(B, 3 or 1, 4h, 4w)`` and IoU predictions ``(B, 3 or 1)``."""
-        mask_tokens, iou, image = self.run_transformer(image_embedding, image_pe, sparse, dense)
+        def tokens(x):
+            return x.flatten(2).transpose(1, 2).contiguous()
+
+        mask_tokens, iou, image = self.run_transformer(tokens(image_embedding), tokens(image_pe), sparse, tokens(dense))
         index = torch.arange(1, self.num_mask_tokens) if multimask_output else torch.tensor([0])
         masks = self.read_masks(self.upscaled_pixels(image), mask_tokens, index, image_embedding.shape[-2:])
         return masks, iou[:, index]

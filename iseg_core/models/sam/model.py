@@ -4,6 +4,7 @@ our prompt encoder and mask decoder, SAM's preprocessing, and the fast per-click
 from __future__ import annotations
 
 import uuid
+import warnings
 from dataclasses import dataclass
 from functools import partial
 from typing import Dict, Optional, Sequence, Tuple
@@ -18,6 +19,7 @@ from torch import nn
 
 from ...errors import PromptError
 from ...prompts import Prompt
+from ...runtime import bf16_is_fast
 from ..base import Decoded, ImageEmbedding, Segmenter
 from .checkpoint import check_sam_state_dict, module_to_official, official_to_module
 from .mask_decoder import SamMaskDecoder
@@ -114,6 +116,10 @@ class SamSegmenter(Segmenter):
         self.encoder_dtype = encoder_dtype
         self.network.to(self.device)
         if encoder_dtype != torch.float32:
+            if encoder_dtype == torch.bfloat16 and not bf16_is_fast(self.device):
+                warnings.warn(
+                    f"{self.device.type} has no native bfloat16 matmul: the bf16 image encoder will be several times "
+                    "slower than float32 here (use dtype=None)", RuntimeWarning, stacklevel=3)
             self.network.image_encoder.to(encoder_dtype)
         base = version or f"random-{uuid.uuid4().hex[:8]}"
         self.version = base if encoder_dtype == torch.float32 else f"{base}-{str(encoder_dtype).split('.')[-1]}"
@@ -140,6 +146,8 @@ class SamSegmenter(Segmenter):
     def encode(self, image: np.ndarray) -> ImageEmbedding:
         x, input_size = self.preprocess(image)
         features = self.network.image_encoder(x.to(self.encoder_dtype)).float()
+        # Stored token-major (what the decoder reads); ``data`` stays (1, C, h, w) as a view of it.
+        features = features.flatten(2).transpose(1, 2).contiguous().transpose(1, 2).unflatten(2, features.shape[-2:])
         return ImageEmbedding(
             model_key=self.cache_key,
             original_size=(int(image.shape[0]), int(image.shape[1])),
@@ -147,6 +155,16 @@ class SamSegmenter(Segmenter):
             nbytes=features.numel() * features.element_size(),
             extra={"input_size": input_size},
         )
+
+    @property
+    def preprocessing(self) -> str:
+        s = self.config.image_size
+        return f"long side {s} (bilinear), zero padding to {s}x{s} bottom-right, SAM pixel mean/std"
+
+    @staticmethod
+    def _tokens(embedding: ImageEmbedding) -> torch.Tensor:
+        """The embedding as a contiguous ``(1, h*w, C)`` sequence (free for embeddings made by :meth:`encode`)."""
+        return embedding.data.flatten(2).transpose(1, 2).contiguous()
 
     def check_logits(self, logits) -> torch.Tensor:
         if isinstance(logits, np.ndarray):
@@ -189,20 +207,20 @@ class SamSegmenter(Segmenter):
             multimask = inputs.single_click and mask is None
 
         sparse = enc.embed_sparse(points, labels, box)
-        dense = enc.embed_dense(mask)
-        mask_tokens, iou, image = dec.run_transformer(embedding.data, enc.dense_pe(), sparse, dense)
+        dense = enc.embed_dense_tokens(mask)
+        mask_tokens, iou, image = dec.run_transformer(self._tokens(embedding), enc.dense_pe_tokens(), sparse, dense)
         best = 1 + int(torch.argmax(iou[0, 1:])) if multimask else 0
         s = self.config.embedding_size
         logits = dec.read_masks(dec.upscaled_pixels(image), mask_tokens, torch.tensor([best]), (s, s))[0]
         return Decoded(logits=logits, score=float(iou[0, best]))
 
-    def upsample(self, embedding, logits, threshold: float = 0.0, size=None) -> np.ndarray:
+    def upsample_logits(self, embedding, logits, size=None) -> np.ndarray:
         """Bilinear 4h x 4w -> S x S, crop the padding, bilinear to ``size`` (SAM's two steps, done by cv2
-        on one mask), then threshold. Only the output-sized float buffer is allocated."""
+        on one mask). Only the output-sized float buffer is allocated."""
         h, w = size or embedding.original_size
         nh, nw = embedding.extra["input_size"]
         s = self.config.image_size
         low = logits.detach().reshape(self._mask_size).float().cpu().numpy()
         padded = cv2.resize(low, (s, s), interpolation=cv2.INTER_LINEAR)
         full = cv2.resize(padded[:nh, :nw], (w, h), interpolation=cv2.INTER_LINEAR)
-        return full > threshold
+        return full

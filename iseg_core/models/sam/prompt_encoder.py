@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .layers import FourierPositionEncoding, LayerNorm2d
@@ -61,6 +62,13 @@ class SamPromptEncoder(nn.Module):
             self._dense_pe = (key, self.pe_layer.grid(*self.embedding_size).unsqueeze(0))
         return self._dense_pe[1]
 
+    def dense_pe_tokens(self) -> torch.Tensor:
+        """:meth:`dense_pe` as a contiguous token sequence ``(1, h*w, C)`` (what the decoder consumes)."""
+        pe = self.dense_pe()
+        if getattr(self, "_pe_tokens", (None,))[0] is not pe:
+            self._pe_tokens = (pe, pe.flatten(2).transpose(1, 2).contiguous())
+        return self._pe_tokens[1]
+
     def _encode_coords(self, xy: torch.Tensor) -> torch.Tensor:
         # +0.5: a coordinate names a pixel; its centre is what gets encoded.
         h, w = self.input_size
@@ -104,3 +112,14 @@ class SamPromptEncoder(nn.Module):
             return self.mask_downscaling(masks)
         h, w = self.embedding_size
         return self.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(batch, -1, h, w)
+
+    def embed_dense_tokens(self, masks: Optional[torch.Tensor], batch: int = 1) -> torch.Tensor:
+        """:meth:`embed_dense` in token order: ``(B, h*w, C)``, or ``(B, 1, C)`` (to broadcast) without a mask.
+
+        The last 1x1 convolution runs as a matmul on channels-last pixels, so no transpose of the
+        256-channel map is needed."""
+        if masks is None:
+            return self.no_mask_embed.weight.reshape(1, 1, -1).expand(batch, -1, -1)
+        x = self.mask_downscaling[:-1](masks)  # (B, 16, h, w)
+        last = self.mask_downscaling[-1]
+        return F.linear(x.flatten(2).transpose(1, 2), last.weight.flatten(1), last.bias)

@@ -1,0 +1,125 @@
+"""``python -m iseg_core.eval``: the standard interactive-segmentation benchmark on one dataset.
+
+    python -m iseg_core.eval --model classical --dataset grabcut --root ../shared/data/GrabCut --out results.json
+    python -m iseg_core.eval --model sam_vit_b --checkpoint hub --dataset davis --root DAVIS --limit 10
+
+Prints the protocol's table (NoC@85/90/95, NoF@85/90/95, mIoU@1/5, seconds per click) and writes every
+object's per-click IoU and prompts to ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import IsegError
+from ..models import list_models, load_model
+from ..predictor import Predictor
+from ..runtime import tune_allocator
+from .datasets import open_dataset
+from .interactions import FIRST_INTERACTIONS
+from .loop import ObjectEvaluator, ZoomIn, default_cache, sat_latency
+from .metrics import summarize
+
+
+def preprocessing(args, model) -> str:
+    """One line that says how the numbers were made (they depend on it)."""
+    parts = [model.preprocessing, f"first interaction: {args.first}", f"max {args.max_clicks} interactions",
+             f"target IoU {args.target_iou}", "prob threshold 0.49", "prev mask fed back"]
+    parts.append("ZoomIn (skip 1, x1.4, min 200 px)" if args.zoom_in else "no ZoomIn")
+    parts.append("h-flip averaged" if args.flip else "no flip")
+    return "; ".join(parts)
+
+
+def print_table(summary: dict, seconds_per_click: float) -> None:
+    keys = ["NoC@85", "NoC@90", "NoC@95", "NoF@85", "NoF@90", "NoF@95", "mIoU@1", "mIoU@5"]
+    print("| objects | " + " | ".join(keys) + " | s/click (median) |")
+    print("|---:|" + "---:|" * len(keys) + "---:|")
+    vals = [f"{summary[k]:.2f}" if isinstance(summary[k], float) else str(summary[k]) for k in keys]
+    print(f"| {summary['objects']} | " + " | ".join(vals) + f" | {seconds_per_click:.3f} |")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m iseg_core.eval", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", required=True, help=f"one of {', '.join(list_models())}")
+    ap.add_argument("--checkpoint", default=None, help="weights file, or 'hub' (SAM); none = random weights")
+    ap.add_argument("--dataset", required=True, help="grabcut, berkeley, davis, coco_mval, pascalvoc, sbd, hqseg44k, "
+                    "saic_is, folder (images/ + masks/), coco (with --annotations)")
+    ap.add_argument("--root", required=True, help="the dataset folder")
+    ap.add_argument("--annotations", help="COCO JSON for --dataset coco")
+    ap.add_argument("--limit", type=int, default=None, help="only the first N objects")
+    ap.add_argument("--max-clicks", type=int, default=20)
+    ap.add_argument("--target-iou", type=float, default=0.95)
+    ap.add_argument("--all-clicks", action="store_true", help="never stop early (exact mIoU@k curves)")
+    ap.add_argument("--first", choices=FIRST_INTERACTIONS, default="click", help="first interaction (then clicks)")
+    ap.add_argument("--zoom-in", action="store_true", help="RITM ZoomIn from the second click")
+    ap.add_argument("--flip", action="store_true", help="average with the horizontally flipped view")
+    ap.add_argument("--boundary-ratio", type=float, default=None, help="also boundary IoU (0.005 SAIC-IS, 0.02 HQ-SAM)")
+    ap.add_argument("--sat", action="store_true", help="also SegNext's SAT latency on the first image")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap.add_argument("--out", default=None, help="write per-object results as JSON here")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    tune_allocator()
+    try:
+        model = load_model(args.model, checkpoint=args.checkpoint, device="cpu" if not torch.cuda.is_available() else None)
+        samples = list(open_dataset(args.dataset, args.root, args.annotations))
+    except IsegError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.limit:
+        samples = samples[: args.limit]
+    predictor = Predictor(model, default_cache())
+    evaluator = ObjectEvaluator(predictor, flip=args.flip, zoom_in=ZoomIn() if args.zoom_in else None,
+                                boundary_ratio=args.boundary_ratio)
+    target = 1.01 if args.all_clicks else args.target_iou
+    runs = []
+    t_start = time.perf_counter()
+    for i, sample in enumerate(samples):
+        try:
+            image, gt, ignore = sample.load()
+            run = evaluator.run(sample.name, image, gt, ignore, args.max_clicks, target, args.first)
+        except IsegError as exc:
+            print(f"error: {sample.name}: {exc}", file=sys.stderr)
+            return 2
+        runs.append(run)
+        print(f"[{i + 1}/{len(samples)}] {sample.name}: {len(run.ious)} interactions, final IoU {run.ious[-1]:.3f}",
+              file=sys.stderr)
+    summary = summarize([r.ious for r in runs], args.max_clicks)
+    seconds = [s for r in runs for s in r.seconds]
+    spc = float(np.median(seconds))
+    summary.update({"seconds_per_click_median": spc, "seconds_per_click_p95": float(np.percentile(seconds, 95)),
+                    "encode_seconds_median": float(np.median([r.encode_seconds for r in runs])),
+                    "wall_seconds": time.perf_counter() - t_start})
+    if args.boundary_ratio:
+        summary["mBIoU@5"] = float(np.mean([r.boundary_ious[min(5, len(r.boundary_ious)) - 1] for r in runs]))
+    print(f"# {args.model} on {args.dataset} ({args.root}): {preprocessing(args, model)}")
+    print_table(summary, spc)
+    result = {"model": args.model, "model_version": model.version, "checkpoint": args.checkpoint,
+              "dataset": args.dataset, "root": str(args.root), "preprocessing": preprocessing(args, model),
+              "max_clicks": args.max_clicks, "target_iou": target, "first": args.first, "zoom_in": args.zoom_in,
+              "flip": args.flip, "summary": summary, "objects": [r.to_json() for r in runs],
+              "machine": {"python": platform.python_version(), "torch": torch.__version__,
+                          "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine()}}
+    if args.sat and samples:
+        image, _, _ = samples[0].load()
+        result["sat_latency"] = sat_latency(Predictor(model, default_cache()), image)
+        s = result["sat_latency"]
+        print(f"SAT latency ({samples[0].name}): {s['total_s']:.2f} s total = encode {s['encode_s']:.2f} s + "
+              f"{s['clicks']} clicks (median {1e3 * s['click_median_s']:.1f} ms)")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

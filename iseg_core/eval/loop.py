@@ -1,0 +1,195 @@
+"""The evaluation loop of the standard protocol, on any registered model through the :class:`Predictor`.
+
+One object: a first interaction (the standard first click, or a simulated box / contour / scribble), then
+clicks from :func:`next_click` at the largest error, the previous prediction fed back each time, until the
+target IoU or ``max_clicks`` interactions. Options: RITM's ZoomIn and horizontal-flip averaging.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+from ..cache import EmbeddingCache
+from ..predictor import Predictor
+from ..prompts import Box, Click, Contour, Prompt, Scribble
+from .clicker import next_click
+from .interactions import first_interaction, prompt_to_json
+from .metrics import boundary_iou, iou
+
+PROB_THRESHOLD = 0.49  # the protocol's probability threshold (RITM pred_thr)
+
+
+@dataclass
+class ZoomIn:
+    """RITM's ZoomIn: from click ``skip_clicks + 1`` on, predict on a crop around the current object.
+
+    ROI = box of (predicted mask U positive clicks), expanded ``expansion`` times, at least ``min_crop`` px,
+    clamped to the image; recomputed when a positive click falls outside it or the new box overlaps the old
+    one with IoU below ``recompute_iou``. The crop is encoded as an image of its own (models that resize
+    their input see it at higher resolution). Unlike RITM, when the ROI moves the previous mask is not
+    carried into the new crop (the model's low-res logits live in the old crop's frame).
+    """
+
+    skip_clicks: int = 1
+    expansion: float = 1.4
+    min_crop: int = 200
+    recompute_iou: float = 0.5
+
+
+@dataclass
+class ObjectRun:
+    name: str
+    ious: List[float] = field(default_factory=list)
+    boundary_ious: List[float] = field(default_factory=list)
+    prompts: List[dict] = field(default_factory=list)
+    seconds: List[float] = field(default_factory=list)  # per interaction: decode + upsample (+ crop encode)
+    encode_seconds: float = 0.0
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "ious": self.ious, "boundary_ious": self.boundary_ious, "prompts": self.prompts,
+                "seconds": self.seconds, "encode_seconds": self.encode_seconds}
+
+
+def _box_iou(a, b) -> float:
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union else 0.0
+
+
+def _roi(mask: np.ndarray, clicks: List[Click], zoom: ZoomIn) -> Tuple[int, int, int, int]:
+    h, w = mask.shape
+    ys, xs = np.nonzero(mask)
+    px = [c.x for c in clicks if c.positive] + (list(xs[[0, -1]]) + [xs.min(), xs.max()] if xs.size else [])
+    py = [c.y for c in clicks if c.positive] + (list(ys[[0, -1]]) + [ys.min(), ys.max()] if ys.size else [])
+    x0, x1, y0, y1 = min(px), max(px) + 1, min(py), max(py) + 1
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    bw = max((x1 - x0) * zoom.expansion, zoom.min_crop)
+    bh = max((y1 - y0) * zoom.expansion, zoom.min_crop)
+    x0, x1 = int(max(0, math.floor(cx - bw / 2))), int(min(w, math.ceil(cx + bw / 2)))
+    y0, y1 = int(max(0, math.floor(cy - bh / 2))), int(min(h, math.ceil(cy + bh / 2)))
+    return x0, y0, x1, y1
+
+
+def _shift(p: Prompt, dx: float, dy: float, flip_w: Optional[int] = None) -> Prompt:
+    """``p`` translated by ``(-dx, -dy)`` and, with ``flip_w``, mirrored in an image ``flip_w`` wide."""
+    def fx(x):
+        x = x - dx
+        return (flip_w - 1 - x) if flip_w is not None else x
+
+    if isinstance(p, Click):
+        return Click(fx(p.x), p.y - dy, p.positive)
+    if isinstance(p, Box):
+        if flip_w is None:
+            return Box(p.x0 - dx, p.y0 - dy, p.x1 - dx, p.y1 - dy)
+        return Box(flip_w - (p.x1 - dx), p.y0 - dy, flip_w - (p.x0 - dx), p.y1 - dy)
+    pts = [(fx(x), y - dy) for x, y in p.points]
+    return Scribble(pts, p.positive) if isinstance(p, Scribble) else Contour(pts)
+
+
+def _inside(p: Prompt, w: int, h: int) -> bool:
+    if isinstance(p, Box):
+        return p.x0 >= 0 and p.y0 >= 0 and p.x1 <= w and p.y1 <= h
+    pts = [(p.x, p.y)] if isinstance(p, Click) else p.points
+    return all(0 <= x < w and 0 <= y < h for x, y in pts)
+
+
+class ObjectEvaluator:
+    """Runs the protocol on one object with one predictor (and a second for the flipped view)."""
+
+    def __init__(self, predictor: Predictor, flip: bool = False, zoom_in: Optional[ZoomIn] = None,
+                 boundary_ratio: Optional[float] = None):
+        self.predictor = predictor
+        self.flipped = Predictor(predictor.model, predictor.cache) if flip else None
+        self.zoom_in = zoom_in
+        self.boundary_ratio = boundary_ratio
+        self.logit_threshold = math.log(PROB_THRESHOLD / (1 - PROB_THRESHOLD))
+
+    def _set_view(self, image: np.ndarray, roi) -> float:
+        x0, y0, x1, y1 = roi
+        crop = np.ascontiguousarray(image[y0:y1, x0:x1])
+        t0 = time.perf_counter()
+        self.predictor.set_image(crop)
+        if self.flipped is not None:
+            self.flipped.set_image(np.ascontiguousarray(crop[:, ::-1]))
+        return time.perf_counter() - t0
+
+    def _predict(self, image_shape, prompts: List[Prompt], roi, prev) -> Tuple[np.ndarray, tuple]:
+        x0, y0, x1, y1 = roi
+        w, h = x1 - x0, y1 - y0
+        local = [_shift(p, x0, y0) for p in prompts]
+        local = [p for p in local if _inside(p, w, h)]
+        a = self.predictor.predict(local, prev_logits=prev[0], soft=True)
+        soft, logits = a.soft, (a.logits, None)
+        if self.flipped is not None:
+            mirrored = [_shift(p, x0, y0, flip_w=w) for p in prompts]
+            b = self.flipped.predict([p for p in mirrored if _inside(p, w, h)], prev_logits=prev[1], soft=True)
+            soft = 0.5 * (soft + b.soft[:, ::-1])
+            logits = (a.logits, b.logits)
+        mask = np.zeros(image_shape, bool)
+        mask[y0:y1, x0:x1] = soft > self.logit_threshold
+        return mask, logits
+
+    def run(self, name: str, image: np.ndarray, gt: np.ndarray, ignore: Optional[np.ndarray] = None,
+            max_clicks: int = 20, target_iou: float = 0.95, first: str = "click") -> ObjectRun:
+        h, w = gt.shape
+        run = ObjectRun(name)
+        full = (0, 0, w, h)
+        roi = full
+        run.encode_seconds = self._set_view(image, roi)
+        prompts: List[Prompt] = [first_interaction(first, gt, ignore)]
+        prev = (None, None)
+        pred = np.zeros_like(gt, bool)
+        for step in range(max_clicks):
+            t0 = time.perf_counter()
+            clicks = [p for p in prompts if isinstance(p, Click)]
+            if self.zoom_in is not None and step > self.zoom_in.skip_clicks - 1 and step > 0:
+                new = _roi(pred, clicks, self.zoom_in)
+                last = prompts[-1]
+                moved = roi == full or (isinstance(last, Click) and last.positive and not (
+                    roi[0] <= last.x < roi[2] and roi[1] <= last.y < roi[3])) or _box_iou(new, roi) < self.zoom_in.recompute_iou
+                if moved and new != roi:
+                    roi = new
+                    self._set_view(image, roi)
+                    prev = (None, None)
+            pred, prev = self._predict(gt.shape, prompts, roi, prev)
+            run.seconds.append(time.perf_counter() - t0)
+            run.prompts.append(prompt_to_json(prompts[-1]))
+            run.ious.append(iou(gt, pred, ignore))
+            if self.boundary_ratio:
+                run.boundary_ious.append(boundary_iou(gt, pred, ignore, self.boundary_ratio))
+            if run.ious[-1] >= target_iou:
+                break
+            click = next_click(gt, pred, ignore, clicks)
+            if click is None:
+                break
+            prompts.append(click)
+        return run
+
+
+def sat_latency(predictor: Predictor, image: np.ndarray, grid: int = 16) -> dict:
+    """SegNext's SAT latency: encode one image, then ``grid x grid`` single positive clicks on a regular grid,
+    each decoded on its own (no previous mask). Returns seconds: total, encode, and the per-click median."""
+    predictor.cache.clear()
+    t0 = time.perf_counter()
+    predictor.set_image(image)
+    encode = time.perf_counter() - t0
+    h, w = image.shape[:2]
+    per = []
+    for gy in range(grid):
+        for gx in range(grid):
+            c = Click((gx + 0.5) * w / grid, (gy + 0.5) * h / grid)
+            t = time.perf_counter()
+            predictor.predict([c])
+            per.append(time.perf_counter() - t)
+    return {"total_s": encode + sum(per), "encode_s": encode, "click_median_s": float(np.median(per)),
+            "click_p95_s": float(np.percentile(per, 95)), "clicks": len(per)}
+
+
+def default_cache() -> EmbeddingCache:
+    return EmbeddingCache(max_bytes=1 << 30)

@@ -1,0 +1,203 @@
+"""A weight-free interactive segmenter: GrabCut (colour GMMs + contrast-sensitive graph cut) driven by the
+shared prompt vocabulary, at reduced resolution, with the previous mask as its prior.
+
+Why it works with clicks: every prompt becomes a hard label in the graph (a disk under a click, a thick line
+under a scribble, everything outside a box or contour), the previous mask becomes the "probable" labels, and
+the cut is computed on a crop around the object (outside it is background), which is both a spatial prior
+and what keeps a click under ~100 ms. The result is turned into smooth low-res logits (a signed distance to
+the cut's boundary) so that it upsamples to a clean edge and can be fed back as ``prev_logits``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+import torch
+
+from ...errors import PromptError
+from ...prompts import Box, Click, Contour, Prompt, Scribble
+from ..base import Decoded, ImageEmbedding, Segmenter
+
+
+@dataclass(frozen=True)
+class ClassicalConfig:
+    long_side: int = 320  # working resolution (the image is downscaled so its long side is this)
+    iterations: int = 3  # GrabCut iterations per interaction
+    click_radius: float = 0.03  # largest hard-label disk under a click, x working diagonal; with a previous
+    # mask the disk also stays inside the error region the click corrects (its distance to the old edge)
+    click_fit: float = 0.8  # fraction of the distance to the old edge a correcting click's disk may cover
+    first_click_frame: float = 0.04  # with clicks only and no previous mask: a frame this wide (x side) is
+    # background and everything inside it "probably object" (GrabCut's rectangle start; the object is
+    # then the part the cut keeps around the clicks)
+    roi_margin: float = 0.25  # crop around the object: its box grown by this fraction per side
+    logit_scale: float = 1.0  # logits = scale x signed distance (working pixels) to the cut's edge
+    logit_clip: float = 8.0
+
+
+class ClassicalSegmenter(Segmenter):
+    """``encode`` downsizes the image; ``decode`` runs a few GrabCut iterations seeded by the prompts."""
+
+    def __init__(self, name: str = "classical", config: ClassicalConfig = ClassicalConfig()):
+        self.name = name
+        self.config = config
+        c = config
+        self.version = f"grabcut-{c.long_side}-{c.iterations}-{c.click_radius:g}-{c.click_fit:g}-{c.first_click_frame:g}-{c.roi_margin:g}"
+        self.device = torch.device("cpu")
+
+    @property
+    def preprocessing(self) -> str:
+        return f"long side {self.config.long_side} px (area downscale, never upscaled), GrabCut {self.config.iterations} iterations"
+
+    def encode(self, image: np.ndarray) -> ImageEmbedding:
+        h, w = image.shape[:2]
+        scale = min(1.0, self.config.long_side / max(h, w))
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        work = cv2.resize(image, size, interpolation=cv2.INTER_AREA) if scale < 1 else image.copy()
+        work = np.ascontiguousarray(work[:, :, ::-1])  # OpenCV's GrabCut wants BGR
+        return ImageEmbedding(model_key=self.cache_key, original_size=(h, w), data=work, nbytes=work.nbytes,
+                              extra={"scale": (work.shape[0] / h, work.shape[1] / w)})
+
+    def check_logits(self, logits) -> torch.Tensor:
+        if isinstance(logits, np.ndarray):
+            logits = torch.from_numpy(logits)
+        if not isinstance(logits, torch.Tensor) or logits.dim() not in (2, 3) or (logits.dim() == 3 and logits.shape[0] != 1):
+            raise PromptError("prev_logits must be the (1, h, w) logits of a previous classical prediction")
+        return logits.reshape(logits.shape[-2:]).float()
+
+    # -- decode -------------------------------------------------------------------------------------------
+    def decode(self, embedding: ImageEmbedding, prompts: Sequence[Prompt], prev_logits: Optional[torch.Tensor] = None,
+               multimask: Optional[bool] = None) -> Decoded:
+        work: np.ndarray = embedding.data
+        h, w = work.shape[:2]
+        sy, sx = embedding.extra["scale"]
+        c = self.config
+        diag = math.hypot(h, w)
+        if prev_logits is not None and tuple(prev_logits.shape) != (h, w):
+            raise PromptError(f"prev_logits are {tuple(prev_logits.shape)}, this image's classical frame is {(h, w)}")
+
+        def pt(x, y):
+            return int(min(w - 1, max(0, math.floor(x * sx)))), int(min(h - 1, max(0, math.floor(y * sy))))
+
+        labels = np.full((h, w), cv2.GC_PR_BGD, np.uint8)
+        prev = prev_logits.numpy() > 0 if prev_logits is not None else None
+        if prev is not None:
+            labels[prev] = cv2.GC_PR_FGD
+        outside = np.zeros((h, w), bool)  # hard background from boxes and contours
+        seeds_fg: List[Tuple[int, int]] = []
+        r_click = max(1, round(c.click_radius * diag))
+        to_fg = to_bg = None
+        if prev is not None:
+            to_fg = cv2.distanceTransform((~prev).astype(np.uint8), cv2.DIST_L2, 3)  # distance to old object
+            to_bg = cv2.distanceTransform(prev.astype(np.uint8), cv2.DIST_L2, 3)  # distance to old background
+        hard = np.zeros((h, w), np.uint8)  # 1 = hard fg, 2 = hard bg (drawn last so they win)
+        for p in prompts:
+            if isinstance(p, Box):
+                inside = np.zeros((h, w), bool)
+                x0, y0 = pt(p.x0, p.y0)
+                x1, y1 = pt(max(p.x0, p.x1 - 1e-3), max(p.y0, p.y1 - 1e-3))
+                inside[y0:y1 + 1, x0:x1 + 1] = True
+                outside |= ~inside
+                if prev is None:
+                    labels[inside] = cv2.GC_PR_FGD
+            elif isinstance(p, Contour):
+                poly = np.array([pt(x, y) for x, y in p.points], np.int32)
+                inside = np.zeros((h, w), np.uint8)
+                cv2.fillPoly(inside, [poly], 1)
+                outside |= inside == 0
+                if prev is None:
+                    labels[inside > 0] = cv2.GC_PR_FGD
+            elif isinstance(p, Scribble):
+                line = np.array([pt(x, y) for x, y in p.points], np.int32)
+                cv2.polylines(hard, [line], False, 1 if p.positive else 2, thickness=max(1, r_click))
+                if p.positive:
+                    seeds_fg.extend(map(tuple, line))
+            elif isinstance(p, Click):
+                x, y = pt(p.x, p.y)
+                if p.positive:
+                    seeds_fg.append((x, y))
+                r = r_click
+                if to_fg is not None:
+                    room = float((to_fg if p.positive else to_bg)[y, x])
+                    # a click that corrects an error stays inside that error region; one the old mask
+                    # already agrees with only pins its neighbourhood
+                    r = int(max(1, min(r_click, round(c.click_fit * room)))) if room > 0 else max(1, r_click // 3)
+                cv2.circle(hard, (x, y), r, 1 if p.positive else 2, -1)
+        if prev is None and not outside.any() and seeds_fg:
+            fy, fx = max(1, round(c.first_click_frame * h)), max(1, round(c.first_click_frame * w))
+            labels[:] = cv2.GC_BGD
+            labels[fy:h - fy, fx:w - fx] = cv2.GC_PR_FGD
+        labels[outside] = cv2.GC_BGD
+        labels[hard == 1] = cv2.GC_FGD
+        labels[hard == 2] = cv2.GC_BGD
+
+        fg = self._cut(work, labels, seeds_fg, prev)
+        logits = self._signed_distance(fg)
+        score = float(fg.mean())
+        return Decoded(logits=torch.from_numpy(logits).unsqueeze(0), score=score)
+
+    def _roi(self, labels: np.ndarray, prev: Optional[np.ndarray]) -> Tuple[int, int, int, int]:
+        """Crop around what may be object (probable or certain foreground), grown by ``roi_margin``."""
+        h, w = labels.shape
+        maybe = (labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)
+        ys, xs = np.nonzero(maybe)
+        if xs.size == 0:
+            return 0, 0, w, h
+        x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
+        mx = max(4, (x1 - x0) * self.config.roi_margin)
+        my = max(4, (y1 - y0) * self.config.roi_margin)
+        return (int(max(0, x0 - mx)), int(max(0, y0 - my)), int(min(w, x1 + mx)), int(min(h, y1 + my)))
+
+    def _cut(self, work: np.ndarray, labels: np.ndarray, seeds_fg, prev) -> np.ndarray:
+        h, w = labels.shape
+        x0, y0, x1, y1 = self._roi(labels, prev)
+        sub = labels[y0:y1, x0:x1].copy()
+        # the crop's frame is background unless it is the image border (objects may touch the border)
+        if y0 > 0:
+            sub[0, :] = np.where(sub[0, :] == cv2.GC_FGD, cv2.GC_FGD, cv2.GC_BGD)
+        if y1 < h:
+            sub[-1, :] = np.where(sub[-1, :] == cv2.GC_FGD, cv2.GC_FGD, cv2.GC_BGD)
+        if x0 > 0:
+            sub[:, 0] = np.where(sub[:, 0] == cv2.GC_FGD, cv2.GC_FGD, cv2.GC_BGD)
+        if x1 < w:
+            sub[:, -1] = np.where(sub[:, -1] == cv2.GC_FGD, cv2.GC_FGD, cv2.GC_BGD)
+        is_fg = (sub == cv2.GC_FGD) | (sub == cv2.GC_PR_FGD)
+        fg = np.zeros((h, w), bool)
+        if not is_fg.any():
+            return fg
+        if is_fg.all() or not ((sub == cv2.GC_BGD) | (sub == cv2.GC_PR_BGD)).any():
+            fg[y0:y1, x0:x1] = is_fg
+            return fg
+        bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+        img = np.ascontiguousarray(work[y0:y1, x0:x1])
+        try:
+            cv2.grabCut(img, sub, None, bgd, fgd, self.config.iterations, cv2.GC_INIT_WITH_MASK)
+        except cv2.error:  # too few pixels of one kind to fit a GMM: keep the prior
+            pass
+        cut = (sub == cv2.GC_FGD) | (sub == cv2.GC_PR_FGD)
+        # keep only the parts connected to a positive seed (or, with none, the largest part)
+        n, comp = cv2.connectedComponents(cut.astype(np.uint8), connectivity=8)
+        if n > 2:
+            keep = {int(comp[y - y0, x - x0]) for x, y in seeds_fg if x0 <= x < x1 and y0 <= y < y1}
+            keep.discard(0)
+            if not keep:
+                areas = np.bincount(comp.ravel())[1:]
+                keep = {1 + int(np.argmax(areas))}
+            cut = np.isin(comp, list(keep))
+        fg[y0:y1, x0:x1] = cut
+        return fg
+
+    def _signed_distance(self, fg: np.ndarray) -> np.ndarray:
+        m = fg.astype(np.uint8)
+        inside = cv2.distanceTransform(m, cv2.DIST_L2, 3)
+        outside = cv2.distanceTransform(1 - m, cv2.DIST_L2, 3)
+        # pixel centres: the edge lies half-way between an inside and an outside pixel
+        sd = np.where(fg, inside - 0.5, 0.5 - outside)
+        return np.clip(sd * self.config.logit_scale, -self.config.logit_clip, self.config.logit_clip).astype(np.float32)
+
+    def upsample_logits(self, embedding: ImageEmbedding, logits: torch.Tensor, size=None) -> np.ndarray:
+        h, w = size or embedding.original_size
+        low = logits.detach().reshape(logits.shape[-2:]).float().cpu().numpy()
+        return cv2.resize(low, (w, h), interpolation=cv2.INTER_LINEAR)
