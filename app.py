@@ -102,13 +102,17 @@ def build_demo(shared: SharedModel) -> gr.Blocks:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description="Start the iseg app.")
-    ap.add_argument("--model", default=os.environ.get("ISEG_MODEL", "sam_vit_b"))
-    ap.add_argument("--checkpoint", default=os.environ.get("ISEG_CHECKPOINT", "hub"))
+    ap.add_argument("--model", default=os.environ.get("ISEG_MODEL", "classical"),
+                    help="classical (default: no weights, works offline) or sam_vit_b/l/h")
+    ap.add_argument("--checkpoint", default=os.environ.get("ISEG_CHECKPOINT"),
+                    help="SAM weights: hub (default for SAM), a known name, or a path")
     ap.add_argument("--bf16", choices=["auto", "1", "0"], default=os.environ.get("ISEG_BF16", "auto"),
                     help="image encoder in bfloat16: auto (default) = only where the CPU/GPU runs bf16 natively")
     ap.add_argument("--host", default=os.environ.get("ISEG_HOST", "127.0.0.1"))
     ap.add_argument("--port", type=int, default=int(os.environ.get("PORT", os.environ.get("ISEG_PORT", "7860"))))
     args = ap.parse_args()
+    if args.checkpoint is None and args.model != "classical":
+        args.checkpoint = "hub"
     tune_allocator()
     bf16 = args.bf16 == "1" or (args.bf16 == "auto" and bf16_is_fast(default_device()))
     shared = SharedModel(args.model, args.checkpoint, torch.bfloat16 if bf16 else torch.float32)
