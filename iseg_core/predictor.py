@@ -92,10 +92,13 @@ class Predictor:
         prompts = validate_prompts(prompts, embedding.original_size)
         if not prompts and prev_logits is None:
             raise PromptError("nothing to segment from: give at least one prompt or previous logits")
-        prev = self.model.check_logits(prev_logits) if prev_logits is not None else None
+        prev = None
+        if prev_logits is not None:
+            if isinstance(prev_logits, np.ndarray):
+                prev_logits = torch.from_numpy(prev_logits)
+            if not isinstance(prev_logits, torch.Tensor):
+                raise PromptError(f"prev_logits must be a tensor or array, got {type(prev_logits).__name__}")
+            prev = self.model.check_logits(prev_logits)
         decoded = self.model.decode(embedding, prompts, prev, multimask)
-        if soft:
-            full = self.model.upsample_logits(embedding, decoded.logits, mask_size)
-            return Prediction(mask=full > threshold, logits=decoded.logits, score=decoded.score, soft=full)
-        mask = self.model.upsample(embedding, decoded.logits, threshold, mask_size)
-        return Prediction(mask=mask, logits=decoded.logits, score=decoded.score)
+        full = self.model.upsample_logits(embedding, decoded.logits, mask_size)
+        return Prediction(mask=full > threshold, logits=decoded.logits, score=decoded.score, soft=full if soft else None)

@@ -106,12 +106,13 @@ def coco_mval(root: Path) -> Iterator[Sample]:
     yield from davis(root)
 
 
-def _instances(path: Path, ids: List[int], stem: str, ignore_value: Optional[int] = 255) -> Iterator[Sample]:
+def _instances(image: Path, mask: Path, ids: List[int], stem: str, ignore_value: Optional[int] = 255) -> Iterator[Sample]:
+    """One sample per object id of an instance mask; ``ignore_value`` pixels (VOC's void) are ignored."""
     for obj in ids:
         def load(obj=obj):
-            m = _read_gray(path)
+            m = _read_gray(mask)
             return m == obj, (m == ignore_value) if ignore_value is not None else None
-        yield Sample(f"{stem}#{obj}", path, load)
+        yield Sample(f"{stem}#{obj}", image, load)
 
 
 def pascal_voc(root: Path, split: str = "val") -> Iterator[Sample]:
@@ -126,8 +127,7 @@ def pascal_voc(root: Path, split: str = "val") -> Iterator[Sample]:
             if not p.is_file():
                 raise DatasetError(f"PascalVOC {split} lists {stem} but {p} is missing")
         ids = sorted(int(v) for v in np.unique(_read_gray(msk)) if v not in (0, 255))
-        for s in _instances(msk, ids, stem):
-            yield Sample(s.name, img, s.load_mask)
+        yield from _instances(img, msk, ids, stem)
 
 
 def sbd(root: Path, split: str = "val") -> Iterator[Sample]:
@@ -164,8 +164,7 @@ def images_and_masks(root: Path, images: str = "images", masks: str = "masks") -
         if values in ([255], [1]) or len(values) <= 1:
             yield Sample(stem, img, _merged_objects(msk))
         else:
-            for s in _instances(msk, values, stem, ignore_value=None):
-                yield Sample(s.name, img, s.load_mask)
+            yield from _instances(img, msk, values, stem, ignore_value=None)
 
 
 def coco(annotations: Path, images: Path) -> Iterator[Sample]:

@@ -15,7 +15,8 @@ import numpy as np
 
 from ..cache import EmbeddingCache
 from ..predictor import Predictor
-from ..prompts import Box, Click, Contour, Prompt, Scribble
+from ..errors import PromptError
+from ..prompts import Box, Click, Contour, Prompt, Scribble, validate_prompts
 from .clicker import next_click
 from .interactions import first_interaction, prompt_to_json
 from .metrics import boundary_iou, iou
@@ -93,10 +94,11 @@ def _shift(p: Prompt, dx: float, dy: float, flip_w: Optional[int] = None) -> Pro
 
 
 def _inside(p: Prompt, w: int, h: int) -> bool:
-    if isinstance(p, Box):
-        return p.x0 >= 0 and p.y0 >= 0 and p.x1 <= w and p.y1 <= h
-    pts = [(p.x, p.y)] if isinstance(p, Click) else p.points
-    return all(0 <= x < w and 0 <= y < h for x, y in pts)
+    try:
+        validate_prompts([p], (h, w))
+    except PromptError:
+        return False
+    return True
 
 
 class ObjectEvaluator:
@@ -148,7 +150,7 @@ class ObjectEvaluator:
         for step in range(max_clicks):
             t0 = time.perf_counter()
             clicks = [p for p in prompts if isinstance(p, Click)]
-            if self.zoom_in is not None and step > self.zoom_in.skip_clicks - 1 and step > 0:
+            if self.zoom_in is not None and step >= max(1, self.zoom_in.skip_clicks):
                 new = _roi(pred, clicks, self.zoom_in)
                 last = prompts[-1]
                 moved = roi == full or (isinstance(last, Click) and last.positive and not (

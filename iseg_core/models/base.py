@@ -68,16 +68,11 @@ class Segmenter(abc.ABC):
 
     @abc.abstractmethod
     def check_logits(self, logits: torch.Tensor) -> torch.Tensor:
-        """Return ``logits`` in the shape ``decode`` accepts as ``prev_logits``, or raise PromptError."""
+        """Return the tensor ``logits`` (the Predictor converts arrays) in the shape ``decode`` accepts as
+        ``prev_logits``, or raise PromptError."""
 
     @abc.abstractmethod
     def upsample_logits(
         self, embedding: ImageEmbedding, logits: torch.Tensor, size: Optional[Tuple[int, int]] = None
     ) -> np.ndarray:
         """Float32 logits at ``size`` (H, W; default the original image size) from low-res ``logits``."""
-
-    def upsample(
-        self, embedding: ImageEmbedding, logits: torch.Tensor, threshold: float = 0.0, size: Optional[Tuple[int, int]] = None
-    ) -> np.ndarray:
-        """Boolean mask at ``size`` (H, W; default the original image size) from low-res ``logits``."""
-        return self.upsample_logits(embedding, logits, size) > threshold

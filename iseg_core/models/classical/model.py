@@ -60,10 +60,8 @@ class ClassicalSegmenter(Segmenter):
         return ImageEmbedding(model_key=self.cache_key, original_size=(h, w), data=work, nbytes=work.nbytes,
                               extra={"scale": (work.shape[0] / h, work.shape[1] / w)})
 
-    def check_logits(self, logits) -> torch.Tensor:
-        if isinstance(logits, np.ndarray):
-            logits = torch.from_numpy(logits)
-        if not isinstance(logits, torch.Tensor) or logits.dim() not in (2, 3) or (logits.dim() == 3 and logits.shape[0] != 1):
+    def check_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        if logits.dim() not in (2, 3) or (logits.dim() == 3 and logits.shape[0] != 1):
             raise PromptError("prev_logits must be the (1, h, w) logits of a previous classical prediction")
         return logits.reshape(logits.shape[-2:]).float()
 
@@ -133,12 +131,12 @@ class ClassicalSegmenter(Segmenter):
         labels[hard == 1] = cv2.GC_FGD
         labels[hard == 2] = cv2.GC_BGD
 
-        fg = self._cut(work, labels, seeds_fg, prev)
+        fg = self._cut(work, labels, seeds_fg)
         logits = self._signed_distance(fg)
         score = float(fg.mean())
         return Decoded(logits=torch.from_numpy(logits).unsqueeze(0), score=score)
 
-    def _roi(self, labels: np.ndarray, prev: Optional[np.ndarray]) -> Tuple[int, int, int, int]:
+    def _roi(self, labels: np.ndarray) -> Tuple[int, int, int, int]:
         """Crop around what may be object (probable or certain foreground), grown by ``roi_margin``."""
         h, w = labels.shape
         maybe = (labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)
@@ -150,19 +148,17 @@ class ClassicalSegmenter(Segmenter):
         my = max(4, (y1 - y0) * self.config.roi_margin)
         return (int(max(0, x0 - mx)), int(max(0, y0 - my)), int(min(w, x1 + mx)), int(min(h, y1 + my)))
 
-    def _cut(self, work: np.ndarray, labels: np.ndarray, seeds_fg, prev) -> np.ndarray:
+    def _cut(self, work: np.ndarray, labels: np.ndarray, seeds_fg) -> np.ndarray:
         h, w = labels.shape
-        x0, y0, x1, y1 = self._roi(labels, prev)
+        x0, y0, x1, y1 = self._roi(labels)
         sub = labels[y0:y1, x0:x1].copy()
         # the crop's frame is background unless it is the image border (objects may touch the border)
-        if y0 > 0:
-            sub[0, :] = np.where(sub[0, :] == cv2.GC_FGD, cv2.GC_FGD, cv2.GC_BGD)
-        if y1 < h:
-            sub[-1, :] = np.where(sub[-1, :] == cv2.GC_FGD, cv2.GC_FGD, cv2.GC_BGD)
-        if x0 > 0:
-            sub[:, 0] = np.where(sub[:, 0] == cv2.GC_FGD, cv2.GC_FGD, cv2.GC_BGD)
-        if x1 < w:
-            sub[:, -1] = np.where(sub[:, -1] == cv2.GC_FGD, cv2.GC_FGD, cv2.GC_BGD)
+        frame = np.zeros(sub.shape, bool)
+        frame[0, :] |= y0 > 0
+        frame[-1, :] |= y1 < h
+        frame[:, 0] |= x0 > 0
+        frame[:, -1] |= x1 < w
+        sub[frame & (sub != cv2.GC_FGD)] = cv2.GC_BGD
         is_fg = (sub == cv2.GC_FGD) | (sub == cv2.GC_PR_FGD)
         fg = np.zeros((h, w), bool)
         if not is_fg.any():

@@ -11,6 +11,11 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def to_tokens(x: torch.Tensor) -> torch.Tensor:
+    """``(B, C, h, w)`` -> contiguous ``(B, h*w, C)`` (no copy when ``x`` is a view of such a tensor)."""
+    return x.flatten(2).transpose(1, 2).contiguous()
+
+
 class LayerNorm2d(nn.Module):
     """LayerNorm over the channel axis of an ``(B, C, H, W)`` tensor (eps 1e-6, as SAM)."""
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import MLP, FeedForward, LayerNorm2d, ProjectedAttention
+from .layers import MLP, FeedForward, LayerNorm2d, ProjectedAttention, to_tokens
 
 
 class TwoWayBlock(nn.Module):
@@ -138,10 +138,8 @@ class SamMaskDecoder(nn.Module):
 
     def forward(self, image_embedding, image_pe, sparse, dense, multimask_output: bool):
         """SAM's decoder contract: masks ``(B, 3 or 1, 4h, 4w)`` and IoU predictions ``(B, 3 or 1)``."""
-        def tokens(x):
-            return x.flatten(2).transpose(1, 2).contiguous()
-
-        mask_tokens, iou, image = self.run_transformer(tokens(image_embedding), tokens(image_pe), sparse, tokens(dense))
+        mask_tokens, iou, image = self.run_transformer(
+            to_tokens(image_embedding), to_tokens(image_pe), sparse, to_tokens(dense))
         index = torch.arange(1, self.num_mask_tokens) if multimask_output else torch.tensor([0])
         masks = self.read_masks(self.upscaled_pixels(image), mask_tokens, index, image_embedding.shape[-2:])
         return masks, iou[:, index]

@@ -22,6 +22,7 @@ from ...prompts import Prompt
 from ...runtime import bf16_is_fast
 from ..base import Decoded, ImageEmbedding, Segmenter
 from .checkpoint import check_sam_state_dict, module_to_official, official_to_module
+from .layers import to_tokens
 from .mask_decoder import SamMaskDecoder
 from .prompt_encoder import SamPromptEncoder
 from .prompting import to_sam_inputs
@@ -147,7 +148,7 @@ class SamSegmenter(Segmenter):
         x, input_size = self.preprocess(image)
         features = self.network.image_encoder(x.to(self.encoder_dtype)).float()
         # Stored token-major (what the decoder reads); ``data`` stays (1, C, h, w) as a view of it.
-        features = features.flatten(2).transpose(1, 2).contiguous().transpose(1, 2).unflatten(2, features.shape[-2:])
+        features = to_tokens(features).transpose(1, 2).unflatten(2, features.shape[-2:])
         return ImageEmbedding(
             model_key=self.cache_key,
             original_size=(int(image.shape[0]), int(image.shape[1])),
@@ -164,13 +165,9 @@ class SamSegmenter(Segmenter):
     @staticmethod
     def _tokens(embedding: ImageEmbedding) -> torch.Tensor:
         """The embedding as a contiguous ``(1, h*w, C)`` sequence (free for embeddings made by :meth:`encode`)."""
-        return embedding.data.flatten(2).transpose(1, 2).contiguous()
+        return to_tokens(embedding.data)
 
-    def check_logits(self, logits) -> torch.Tensor:
-        if isinstance(logits, np.ndarray):
-            logits = torch.from_numpy(logits)
-        if not isinstance(logits, torch.Tensor):
-            raise PromptError(f"prev_logits must be a tensor or array, got {type(logits).__name__}")
+    def check_logits(self, logits: torch.Tensor) -> torch.Tensor:
         h, w = self._mask_size
         if logits.numel() != h * w or logits.shape[-2:] != (h, w):
             raise PromptError(

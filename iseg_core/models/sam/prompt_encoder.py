@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import FourierPositionEncoding, LayerNorm2d
+from .layers import FourierPositionEncoding, LayerNorm2d, to_tokens
 
 # Point labels as the decoder sees them.
 PAD_LABEL, NEGATIVE, POSITIVE = -1, 0, 1
@@ -48,7 +48,7 @@ class SamPromptEncoder(nn.Module):
             nn.Conv2d(mask_in_chans, embed_dim, kernel_size=1),
         )
         self.no_mask_embed = nn.Embedding(1, embed_dim)
-        self._dense_pe: Optional[Tuple[int, torch.Tensor]] = None
+        self._dense_pe: Optional[Tuple[tuple, torch.Tensor, torch.Tensor]] = None  # (key, grid, tokens)
 
     @property
     def mask_input_size(self) -> Tuple[int, int]:
@@ -59,15 +59,14 @@ class SamPromptEncoder(nn.Module):
         g = self.pe_layer.positional_encoding_gaussian_matrix
         key = (g._version, g.data_ptr(), g.device)  # load_state_dict and .to() both change one of these
         if self._dense_pe is None or self._dense_pe[0] != key:
-            self._dense_pe = (key, self.pe_layer.grid(*self.embedding_size).unsqueeze(0))
+            grid = self.pe_layer.grid(*self.embedding_size).unsqueeze(0)
+            self._dense_pe = (key, grid, to_tokens(grid))
         return self._dense_pe[1]
 
     def dense_pe_tokens(self) -> torch.Tensor:
         """:meth:`dense_pe` as a contiguous token sequence ``(1, h*w, C)`` (what the decoder consumes)."""
-        pe = self.dense_pe()
-        if getattr(self, "_pe_tokens", (None,))[0] is not pe:
-            self._pe_tokens = (pe, pe.flatten(2).transpose(1, 2).contiguous())
-        return self._pe_tokens[1]
+        self.dense_pe()
+        return self._dense_pe[2]
 
     def _encode_coords(self, xy: torch.Tensor) -> torch.Tensor:
         # +0.5: a coordinate names a pixel; its centre is what gets encoded.
