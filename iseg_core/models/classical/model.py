@@ -33,6 +33,8 @@ class ClassicalConfig:
     # background and everything inside it "probably object" (GrabCut's rectangle start; the object is
     # then the part the cut keeps around the clicks)
     roi_margin: float = 0.25  # crop around the object: its box grown by this fraction per side
+    local_changes: bool = True  # a correcting click changes its own region: parts of the change that do not
+    # touch the click are undone (the re-fitted colour models otherwise flip far regions back and forth)
     logit_scale: float = 1.0  # logits = scale x signed distance (working pixels) to the cut's edge
     logit_clip: float = 8.0
 
@@ -44,7 +46,7 @@ class ClassicalSegmenter(Segmenter):
         self.name = name
         self.config = config
         c = config
-        self.version = f"grabcut-{c.long_side}-{c.iterations}-{c.click_radius:g}-{c.click_fit:g}-{c.first_click_frame:g}-{c.roi_margin:g}"
+        self.version = f"grabcut-{c.long_side}-{c.iterations}-{c.click_radius:g}-{c.click_fit:g}-{c.first_click_frame:g}-{c.roi_margin:g}{'-local' if c.local_changes else ''}"
         self.device = torch.device("cpu")
 
     @property
@@ -132,6 +134,8 @@ class ClassicalSegmenter(Segmenter):
         labels[hard == 2] = cv2.GC_BGD
 
         fg = self._cut(work, labels, seeds_fg)
+        if prev is not None and prompts and isinstance(prompts[-1], Click) and c.local_changes:
+            fg = self._keep_local(fg, prev, prompts[-1], pt)
         logits = self._signed_distance(fg)
         score = float(fg.mean())
         return Decoded(logits=torch.from_numpy(logits).unsqueeze(0), score=score)
@@ -184,6 +188,18 @@ class ClassicalSegmenter(Segmenter):
             cut = np.isin(comp, list(keep))
         fg[y0:y1, x0:x1] = cut
         return fg
+
+    def _keep_local(self, fg: np.ndarray, prev: np.ndarray, click: Click, pt) -> np.ndarray:
+        """``fg`` where it differs from ``prev`` in a region connected to the click, else ``prev``."""
+        x, y = pt(click.x, click.y)
+        n, comp = cv2.connectedComponents((fg != prev).astype(np.uint8), connectivity=8)
+        if n <= 1:
+            return fg
+        disk = np.zeros(fg.shape, np.uint8)
+        cv2.circle(disk, (x, y), 2, 1, -1)
+        near = np.unique(comp[disk > 0])
+        back = (comp > 0) & ~np.isin(comp, near[near > 0])
+        return np.where(back, prev, fg)
 
     def _signed_distance(self, fg: np.ndarray) -> np.ndarray:
         m = fg.astype(np.uint8)
