@@ -55,3 +55,39 @@ def tiny_pair():
     """(official tiny SAM, our segmenter with the same weights)."""
     ref = official_tiny_sam()
     return ref, tiny_segmenter(ref)
+
+
+# -- databases: a SQLite file per test, and a real PostgreSQL server for the session ----------------------
+_PG_SKIPPED = []
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    from tests.pg_server import PostgresServer, find_bin
+
+    bindir = find_bin()
+    if bindir is None:
+        msg = ("PostgreSQL server binaries (initdb, pg_ctl) not found: PostgreSQL tests SKIPPED. "
+               "Install Debian's 'postgresql' package (.ci/run does).")
+        if os.environ.get("ISEG_REQUIRE_POSTGRES") == "1":
+            pytest.fail(msg)
+        _PG_SKIPPED.append(msg)
+        pytest.skip(msg)
+    server = PostgresServer(bindir).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    """A fresh, empty database of each kind."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'iseg.db'}"
+    server = request.getfixturevalue("postgres")
+    return server.create_database(f"t_{os.getpid()}_{abs(hash(request.node.nodeid)) % 10**9}")
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _PG_SKIPPED:
+        terminalreporter.write_sep("!", "POSTGRESQL TESTS WERE SKIPPED", red=True, bold=True)
+        terminalreporter.write_line(_PG_SKIPPED[0], red=True)

@@ -1,0 +1,91 @@
+"""``python -m storage import-coco|export-coco|export-png|import-images|stats`` on the store of
+``--database`` (default ``$ISEG_DATABASE_URL`` or ``$ISEG_HOME/iseg.db``)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .coco import export_coco, export_png, import_coco, write_json_atomic
+from .errors import StorageError
+from .images import _EXTENSIONS
+from .store import Store
+
+IMAGE_SUFFIXES = set(_EXTENSIONS.values()) | {".jpeg", ".tiff"}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m storage", description=__doc__)
+    ap.add_argument("--database", help="database URL (sqlite:///path.db or postgresql://user:pass@host/db)")
+    ap.add_argument("--images-dir", help="where image files are stored (default $ISEG_HOME/images)")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("import-coco", help="import a COCO instances JSON and its images (all or nothing)")
+    p.add_argument("--project", required=True)
+    p.add_argument("--json", required=True)
+    p.add_argument("--images", required=True, help="folder the file_name entries are relative to")
+    p = sub.add_parser("export-coco", help="write the project as COCO JSON (RLE unless --polygons)")
+    p.add_argument("--project", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--polygons", action="store_true", help="polygons instead of RLE (warns where lossy)")
+    p = sub.add_parser("export-png", help="0/255 PNG per object and an indexed PNG per image")
+    p.add_argument("--project", required=True)
+    p.add_argument("--out", required=True)
+    p = sub.add_parser("import-images", help="add image files (or every image in folders) to a project")
+    p.add_argument("--project", required=True)
+    p.add_argument("paths", nargs="+")
+    p = sub.add_parser("stats", help="counts of projects, images and annotations")
+    p.add_argument("--project")
+    args = ap.parse_args(argv)
+    try:
+        store = Store(args.database, args.images_dir)
+        return _run(store, args)
+    except StorageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(store: Store, args) -> int:
+    if args.cmd == "import-coco":
+        r = import_coco(store, store.project(args.project), args.json, args.images)
+        print(f"images: {r.images_added} added, {r.images_existing} already there; annotations: "
+              f"{r.annotations_added} added, {r.annotations_existing} already there; categories added: "
+              f"{r.categories_added}")
+        for note in r.notes:
+            print(f"note: {note}")
+    elif args.cmd == "export-coco":
+        res = export_coco(store, store.project(args.project, create=False), polygons=args.polygons)
+        write_json_atomic(args.out, res.coco)
+        for w in res.warnings:
+            print(f"warning: {w}", file=sys.stderr)
+        print(f"wrote {args.out}: {len(res.coco['images'])} images, {len(res.coco['annotations'])} annotations, "
+              f"{'polygons' if args.polygons else 'RLE'}")
+    elif args.cmd == "export-png":
+        n = export_png(store, store.project(args.project, create=False), args.out)
+        print(f"wrote {n} PNG files under {args.out}")
+    elif args.cmd == "import-images":
+        project = store.project(args.project)
+        files = []
+        for p in map(Path, args.paths):
+            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES) if p.is_dir() else [p]
+        added = existing = failed = 0
+        for f in files:
+            try:
+                rec = store.add_image(project, f)
+                added += rec.added
+                existing += not rec.added
+            except StorageError as e:
+                failed += 1
+                print(f"skipped: {e}", file=sys.stderr)
+        print(f"images: {added} added, {existing} already there, {failed} skipped")
+        return 1 if failed and not (added or existing) else 0
+    elif args.cmd == "stats":
+        project = store.project(args.project, create=False) if args.project else None
+        s = store.stats(project)
+        print(f"projects {s.projects}  images {s.images} (done {s.images_done})  annotations {s.annotations}")
+        for name, n in sorted(s.categories.items()):
+            print(f"  {name}: {n}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""The database behind a store: a URL (``ISEG_DATABASE_URL``), by default a SQLite file in the data folder.
+
+SQLite runs with WAL (readers never block the writer, a killed process loses no committed transaction),
+``synchronous=FULL`` (a commit is on disk before it returns), foreign keys on, and every write transaction
+opened with ``BEGIN IMMEDIATE`` so that two writers queue on the busy timeout instead of failing half-way.
+PostgreSQL (``postgresql+psycopg://...``) needs nothing special. The schema is brought to the newest Alembic
+revision when the database is opened.
+"""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Optional
+
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from .errors import StorageBusy, StorageError
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+def data_home() -> Path:
+    """The data folder: ``$ISEG_HOME``, else ``./data`` (database file, image store, exports)."""
+    return Path(os.environ.get("ISEG_HOME", "data")).expanduser()
+
+
+def default_url(home: Optional[Path] = None) -> str:
+    return os.environ.get("ISEG_DATABASE_URL") or f"sqlite:///{(home or data_home()) / 'iseg.db'}"
+
+
+def _is_busy(exc: DBAPIError) -> bool:
+    msg = str(exc.orig).lower() if exc.orig is not None else str(exc).lower()
+    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    return "database is locked" in msg or "database is busy" in msg or code in ("40001", "40P01", "55P03")
+
+
+class Database:
+    """Engine + sessions. ``transaction()`` commits on success and turns lock timeouts into ``StorageBusy``."""
+
+    def __init__(self, url: Optional[str] = None, *, busy_timeout: float = 30.0, migrate: bool = True):
+        self.url = url or default_url()
+        try:
+            parsed = make_url(self.url)
+        except ArgumentError as e:
+            raise StorageError(f"not a database URL: {self.url!r} (expected e.g. sqlite:///data/iseg.db or "
+                               "postgresql+psycopg://user:pass@host/db)") from e
+        self.dialect = parsed.get_backend_name()
+        if parsed.drivername == "postgresql":  # the driver iseg installs
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        kwargs = {}
+        if self.dialect == "sqlite":
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"timeout": busy_timeout, "check_same_thread": False}
+        elif self.dialect == "postgresql":
+            kwargs["pool_pre_ping"] = True
+        try:
+            self.engine: Engine = create_engine(parsed, **kwargs)
+        except Exception as e:  # missing driver and the like
+            raise StorageError(f"cannot open {parsed.render_as_string(hide_password=True)}: {e}") from e
+        if self.dialect == "sqlite":
+            self._sqlite_setup(busy_timeout)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        if migrate:
+            self.migrate()
+
+    def _sqlite_setup(self, busy_timeout: float) -> None:
+        @event.listens_for(self.engine, "connect")
+        def _on_connect(dbapi_conn, _record):
+            dbapi_conn.isolation_level = None  # SQLAlchemy's "begin" event below opens transactions itself
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+            cur.close()
+
+        @event.listens_for(self.engine, "begin")
+        def _on_begin(conn):
+            # writers take the write lock up front (they queue on busy_timeout instead of failing when a
+            # read turns into a write); readers never wait under WAL
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("iseg_write") else "BEGIN")
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest revision (idempotent; concurrent openers wait for each other)."""
+        from alembic import command
+        from alembic.config import Config
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        try:
+            with self.engine.begin() as conn:
+                if self.dialect == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(7345001)"))  # one migrator at a time
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+        except OperationalError as e:
+            if _is_busy(e):
+                raise StorageBusy(f"database {self.safe_url} is locked by another process; try again") from e
+            raise StorageError(f"cannot open database {self.safe_url}: {e.orig}") from e
+
+    @property
+    def safe_url(self) -> str:
+        return make_url(self.url).render_as_string(hide_password=True)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A read session (rolled back at the end)."""
+        with self._sessions() as s:
+            try:
+                yield s
+            finally:
+                s.rollback()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """One write transaction: all of it is committed, or (on any error) none of it."""
+        with self._sessions() as s:
+            try:
+                with s.begin():
+                    s.connection(execution_options={"iseg_write": True})
+                    yield s
+            except DBAPIError as e:
+                if _is_busy(e):
+                    raise StorageBusy("the database is busy with another writer; nothing was saved, "
+                                      "try again") from e
+                raise
+
+    def close(self) -> None:
+        self.engine.dispose()

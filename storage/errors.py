@@ -1,0 +1,24 @@
+"""Errors storage raises. Each says what to do; ``StorageBusy`` means: nothing was written, try again."""
+from __future__ import annotations
+
+from typing import List
+
+
+class StorageError(Exception):
+    """A request storage cannot carry out (unknown project, missing file, bad mask...)."""
+
+
+class StorageBusy(StorageError):
+    """Another writer held the database for longer than the wait limit; the transaction was rolled back."""
+
+    retryable = True
+
+
+class CocoFormatError(StorageError):
+    """A COCO file that cannot be imported. ``problems`` names every bad record; nothing was imported."""
+
+    def __init__(self, source: str, problems: List[str]):
+        self.problems = list(problems)
+        shown = "\n  ".join(self.problems[:20])
+        more = f"\n  ... and {len(self.problems) - 20} more" if len(self.problems) > 20 else ""
+        super().__init__(f"{source}: {len(self.problems)} problem(s), nothing was imported:\n  {shown}{more}")

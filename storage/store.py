@@ -1,0 +1,320 @@
+"""The repository the app, the CLI and training use: projects, categories, images, annotations, model versions.
+
+Every method opens its own transaction and returns plain records (no ORM objects escape), so a caller never
+holds a session. A save is committed to disk before the method returns.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Union
+
+import numpy as np
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from .database import Database, data_home
+from .errors import StorageError
+from .images import ImageStore
+from .masks import decode_mask, encode_mask
+from . import models as m
+
+
+@dataclass(frozen=True)
+class ProjectRecord:
+    id: int
+    name: str
+
+
+@dataclass(frozen=True)
+class CategoryRecord:
+    id: int
+    coco_id: int
+    name: str
+    supercategory: str = ""
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    id: int
+    project_id: int
+    coco_id: int
+    sha256: str
+    file_name: str
+    path: Path  # absolute path of the stored file
+    width: int
+    height: int
+    done: bool
+    added: bool = False  # True when this call stored it (False: the same content was already there)
+
+
+@dataclass(frozen=True)
+class AnnotationRecord:
+    id: int
+    image_id: int
+    category: CategoryRecord
+    coco_id: Optional[int]
+    rle: str
+    height: int
+    width: int
+    area: int
+    bbox: tuple
+    iscrowd: int = 0
+    author: str = ""
+    model: Optional[str] = None  # "name@version"
+    interactions: Optional[list] = None
+    n_interactions: int = 0
+    seconds: float = 0.0
+
+    def mask(self) -> np.ndarray:
+        return decode_mask(self.rle, self.height, self.width)
+
+
+@dataclass
+class Stats:
+    projects: int = 0
+    images: int = 0
+    images_done: int = 0
+    annotations: int = 0
+    categories: Dict[str, int] = field(default_factory=dict)  # name -> annotations
+
+
+class Store:
+    """``Store()`` opens the default store (``$ISEG_DATABASE_URL`` or ``$ISEG_HOME/iseg.db``, images in
+    ``$ISEG_HOME/images`` or ``$ISEG_IMAGE_DIR``)."""
+
+    def __init__(self, database: Union[Database, str, None] = None, image_root: Union[str, os.PathLike, None] = None):
+        self.db = database if isinstance(database, Database) else Database(database)
+        self.images = ImageStore(image_root or os.environ.get("ISEG_IMAGE_DIR") or data_home() / "images")
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- projects and categories ------------------------------------------------------------------------
+    def project(self, name: str, create: bool = True) -> ProjectRecord:
+        name = name.strip()
+        if not name:
+            raise StorageError("a project needs a name")
+        with self.db.session() as s:
+            p = s.scalar(select(m.Project).where(m.Project.name == name))
+            if p is not None:
+                return ProjectRecord(p.id, p.name)
+        if not create:
+            raise StorageError(f"no project named {name!r}; known: {', '.join(self.project_names()) or 'none'}")
+        try:
+            with self.db.transaction() as s:
+                p = m.Project(name=name)
+                s.add(p)
+                s.flush()
+                return ProjectRecord(p.id, p.name)
+        except IntegrityError:  # created by someone else meanwhile
+            return self.project(name, create=False)
+
+    def project_names(self) -> List[str]:
+        with self.db.session() as s:
+            return list(s.scalars(select(m.Project.name).order_by(m.Project.id)))
+
+    def category(self, project: ProjectRecord, name: str, supercategory: str = "") -> CategoryRecord:
+        """The project's category called ``name``, created with the next free COCO id if missing."""
+        name = name.strip()
+        if not name:
+            raise StorageError("a category needs a name")
+        try:
+            with self.db.transaction() as s:
+                return _record(self._category(s, project.id, name, supercategory))
+        except IntegrityError:
+            return self.category(project, name, supercategory)
+
+    def _category(self, s: Session, project_id: int, name: str, supercategory: str = "",
+                  coco_id: Optional[int] = None) -> m.Category:
+        c = s.scalar(select(m.Category).where(m.Category.project_id == project_id, m.Category.name == name))
+        if c is None:
+            used = set(s.scalars(select(m.Category.coco_id).where(m.Category.project_id == project_id)))
+            if coco_id is None or coco_id in used:
+                coco_id = max(used, default=0) + 1
+            c = m.Category(project_id=project_id, name=name, supercategory=supercategory, coco_id=coco_id)
+            s.add(c)
+            s.flush()
+        return c
+
+    def categories(self, project: ProjectRecord) -> List[CategoryRecord]:
+        with self.db.session() as s:
+            return [_record(c) for c in s.scalars(select(m.Category).where(m.Category.project_id == project.id)
+                                                  .order_by(m.Category.coco_id))]
+
+    # -- images -----------------------------------------------------------------------------------------
+    def add_image(self, project: ProjectRecord, source: Union[bytes, str, os.PathLike], file_name: str = "",
+                  coco_id: Optional[int] = None) -> ImageRecord:
+        """Store an image file in the project; the same content added again returns the existing image."""
+        if not isinstance(source, (bytes, bytearray)):
+            file_name = file_name or Path(source).name
+        stored = self.images.put(source, file_name)
+        try:
+            with self.db.transaction() as s:
+                img, added = self._image(s, project.id, stored, file_name or stored.sha256[:12], coco_id)
+                return self._image_record(img, added)
+        except IntegrityError:  # the same content added by another process at the same moment
+            with self.db.session() as s:
+                img = s.scalar(select(m.Image).where(m.Image.project_id == project.id,
+                                                     m.Image.sha256 == stored.sha256))
+                if img is None:
+                    raise
+                return self._image_record(img, False)
+
+    def _image(self, s: Session, project_id: int, stored, file_name: str, coco_id: Optional[int] = None):
+        img = s.scalar(select(m.Image).where(m.Image.project_id == project_id, m.Image.sha256 == stored.sha256))
+        if img is not None:
+            return img, False
+        taken = coco_id is not None and s.scalar(select(m.Image.id).where(
+            m.Image.project_id == project_id, m.Image.coco_id == coco_id)) is not None
+        if coco_id is None or taken:
+            coco_id = (s.scalar(select(func.max(m.Image.coco_id)).where(m.Image.project_id == project_id)) or 0) + 1
+        img = m.Image(project_id=project_id, coco_id=coco_id, sha256=stored.sha256, file_name=file_name,
+                      stored_path=stored.path, width=stored.width, height=stored.height)
+        s.add(img)
+        s.flush()
+        return img, True
+
+    def _image_record(self, img: m.Image, added: bool = False) -> ImageRecord:
+        return ImageRecord(img.id, img.project_id, img.coco_id, img.sha256, img.file_name,
+                           self.images.path(img.stored_path), img.width, img.height, img.done, added)
+
+    def images_of(self, project: ProjectRecord) -> List[ImageRecord]:
+        with self.db.session() as s:
+            rows = s.scalars(select(m.Image).where(m.Image.project_id == project.id).order_by(m.Image.id))
+            return [self._image_record(i) for i in rows]
+
+    def image(self, image_id: int) -> ImageRecord:
+        with self.db.session() as s:
+            img = s.get(m.Image, image_id)
+            if img is None:
+                raise StorageError(f"no image with id {image_id}")
+            return self._image_record(img)
+
+    def set_done(self, image_id: int, done: bool = True) -> None:
+        with self.db.transaction() as s:
+            img = s.get(m.Image, image_id)
+            if img is None:
+                raise StorageError(f"no image with id {image_id}")
+            img.done = done
+
+    # -- annotations ------------------------------------------------------------------------------------
+    def save_annotation(self, image_id: int, mask: np.ndarray, category: Union[str, CategoryRecord], *,
+                        author: str = "", model: Optional[tuple] = None, interactions: Optional[list] = None,
+                        seconds: float = 0.0, replace_id: Optional[int] = None) -> AnnotationRecord:
+        """Save one object's mask (full image resolution) in one transaction; ``replace_id`` re-edits an
+        existing annotation in place. ``model`` is ``(name, version)`` of the model that produced it."""
+        return self.save_annotations(image_id, [dict(mask=mask, category=category, author=author, model=model,
+                                                     interactions=interactions, seconds=seconds,
+                                                     replace_id=replace_id)])[0]
+
+    def save_annotations(self, image_id: int, objects: Sequence[dict], done: Optional[bool] = None
+                         ) -> List[AnnotationRecord]:
+        """Save several objects of one image (and optionally mark it done) in one transaction: all or none."""
+        prepared = []
+        with self.db.session() as s:
+            img = s.get(m.Image, image_id)
+            if img is None:
+                raise StorageError(f"no image with id {image_id}")
+            size, project = (img.height, img.width), ProjectRecord(img.project_id, "")
+        for k, obj in enumerate(objects):
+            mask = np.asarray(obj["mask"])
+            if mask.shape != size:
+                raise StorageError(f"object {k}: mask is {mask.shape[1]}x{mask.shape[0]}, image {image_id} is "
+                                   f"{size[1]}x{size[0]}; nothing was saved")
+            enc = encode_mask(mask)
+            if enc.area == 0:
+                raise StorageError(f"object {k}: the mask is empty; nothing was saved")
+            cat = obj["category"]
+            # categories and model versions are created first, each in a transaction of its own that copes
+            # with another writer creating the same one at the same moment
+            category = self.category(project, (cat.name if isinstance(cat, CategoryRecord) else str(cat)) or "object")
+            version = self.register_model_version(*obj["model"]) if obj.get("model") else None
+            prepared.append((obj, enc, category.id, version))
+        with self.db.transaction() as s:
+            img = s.get(m.Image, image_id)
+            out = []
+            for obj, enc, category_id, version_id in prepared:
+                if obj.get("replace_id") is not None:
+                    ann = s.get(m.Annotation, obj["replace_id"])
+                    if ann is None or ann.image_id != image_id:
+                        raise StorageError(f"no annotation {obj['replace_id']} on image {image_id}; nothing was saved")
+                else:
+                    ann = m.Annotation(image_id=image_id)
+                    s.add(ann)
+                interactions = obj.get("interactions")
+                ann.category_id = category_id
+                ann.rle = enc.counts
+                ann.area = enc.area
+                ann.bbox_x, ann.bbox_y, ann.bbox_w, ann.bbox_h = enc.bbox
+                ann.author = obj.get("author") or ""
+                ann.model_version_id = version_id
+                ann.interactions = list(interactions) if interactions is not None else None
+                ann.n_interactions = len(interactions) if interactions is not None else 0
+                ann.seconds = float(obj.get("seconds") or 0.0)
+                s.flush()
+                out.append(self._annotation_record(ann, img))
+            if done is not None:
+                img.done = done
+            return out
+
+    def _model_version(self, s: Session, name: str, version: str, checkpoint: Optional[str] = None,
+                       metrics: Optional[dict] = None) -> m.ModelVersion:
+        v = s.scalar(select(m.ModelVersion).where(m.ModelVersion.name == name, m.ModelVersion.version == version))
+        if v is None:
+            v = m.ModelVersion(name=name, version=version, checkpoint=checkpoint, metrics=metrics)
+            s.add(v)
+            s.flush()
+        return v
+
+    def register_model_version(self, name: str, version: str, checkpoint: Optional[str] = None,
+                               metrics: Optional[dict] = None) -> int:
+        try:
+            with self.db.transaction() as s:
+                return self._model_version(s, name, version, checkpoint, metrics).id
+        except IntegrityError:
+            return self.register_model_version(name, version, checkpoint, metrics)
+
+    def _annotation_record(self, a: m.Annotation, img: m.Image) -> AnnotationRecord:
+        mv = a.model_version
+        return AnnotationRecord(a.id, a.image_id, _record(a.category), a.coco_id, a.rle, img.height, img.width,
+                                a.area, (a.bbox_x, a.bbox_y, a.bbox_w, a.bbox_h), a.iscrowd, a.author,
+                                f"{mv.name}@{mv.version}" if mv else None, a.interactions, a.n_interactions,
+                                a.seconds)
+
+    def annotations(self, image_id: int) -> List[AnnotationRecord]:
+        with self.db.session() as s:
+            img = s.get(m.Image, image_id)
+            if img is None:
+                raise StorageError(f"no image with id {image_id}")
+            return [self._annotation_record(a, img) for a in img.annotations]
+
+    def delete_annotation(self, annotation_id: int) -> None:
+        with self.db.transaction() as s:
+            a = s.get(m.Annotation, annotation_id)
+            if a is None:
+                raise StorageError(f"no annotation with id {annotation_id}")
+            s.delete(a)
+
+    # -- overview ---------------------------------------------------------------------------------------
+    def stats(self, project: Optional[ProjectRecord] = None) -> Stats:
+        with self.db.session() as s:
+            img_q = select(func.count(m.Image.id))
+            done_q = select(func.count(m.Image.id)).where(m.Image.done.is_(True))
+            ann_q = select(func.count(m.Annotation.id)).join(m.Image)
+            cat_q = (select(m.Category.name, func.count(m.Annotation.id))
+                     .join(m.Annotation, m.Annotation.category_id == m.Category.id).group_by(m.Category.name))
+            if project is not None:
+                img_q = img_q.where(m.Image.project_id == project.id)
+                done_q = done_q.where(m.Image.project_id == project.id)
+                ann_q = ann_q.where(m.Image.project_id == project.id)
+                cat_q = cat_q.where(m.Category.project_id == project.id)
+            return Stats(projects=1 if project else s.scalar(select(func.count(m.Project.id))),
+                         images=s.scalar(img_q), images_done=s.scalar(done_q), annotations=s.scalar(ann_q),
+                         categories={n: c for n, c in s.execute(cat_q)})
+
+
+def _record(c: m.Category) -> CategoryRecord:
+    return CategoryRecord(c.id, c.coco_id, c.name, c.supercategory)
