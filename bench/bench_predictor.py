@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import platform
 import sys
 import tempfile
@@ -24,11 +23,11 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import print_table, summary, time_ms  # noqa: E402
+from bench.common import data_dir, print_table, summary, time_ms  # noqa: E402
 from iseg_core import Click, EmbeddingCache, Predictor, load_model  # noqa: E402
 from iseg_core.runtime import bf16_is_fast, tune_allocator  # noqa: E402
 
-DATA = Path(os.environ.get("ISEG_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
+DATA = data_dir()
 
 
 def main() -> None:

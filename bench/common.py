@@ -1,10 +1,17 @@
 """Timing helpers shared by the benchmarks: warm-up, then median and p95 of wall-clock milliseconds."""
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 from typing import Callable, List, Sequence
 
 import numpy as np
+
+
+def data_dir() -> Path:
+    """The shared benchmark data: $ISEG_DATA_DIR, else ../shared/data beside the project."""
+    return Path(os.environ.get("ISEG_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
 
 
 def time_ms(fn: Callable[[], object], runs: int, warmup: int = 1) -> List[float]:
