@@ -1,0 +1,228 @@
+"""Per-user annotation state, independent of any UI: the image being annotated, the object being drawn
+(its prompts, masks and logits after each prompt, a redo stack), and the objects finished on this image.
+
+``SessionManager`` owns one model per process (its embedding cache shared by every session), a session per
+browser tab, and a background thread that encodes the next image of a queue before the user opens it.
+"""
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .cache import EmbeddingCache
+from .errors import IsegError, PromptError
+from .models.base import Segmenter
+from .predictor import Prediction, Predictor, image_hash
+from .prompts import Box, Click, Contour, Prompt, Scribble, validate_prompts
+
+
+def prompt_to_dict(p: Prompt) -> dict:
+    if isinstance(p, Click):
+        return {"type": "click", "x": p.x, "y": p.y, "positive": p.positive}
+    if isinstance(p, Box):
+        return {"type": "box", "x0": p.x0, "y0": p.y0, "x1": p.x1, "y1": p.y1}
+    if isinstance(p, Scribble):
+        return {"type": "scribble", "points": [list(map(float, q)) for q in p.points], "positive": p.positive}
+    if isinstance(p, Contour):
+        return {"type": "contour", "points": [list(map(float, q)) for q in p.points]}
+    raise PromptError(f"unknown prompt {p!r}")
+
+
+def prompt_from_dict(d: dict) -> Prompt:
+    kind = d.get("type")
+    if kind == "click":
+        return Click(float(d["x"]), float(d["y"]), bool(d.get("positive", True)))
+    if kind == "box":
+        return Box(float(d["x0"]), float(d["y0"]), float(d["x1"]), float(d["y1"]))
+    if kind == "scribble":
+        return Scribble([tuple(map(float, q)) for q in d["points"]], bool(d.get("positive", True)))
+    if kind == "contour":
+        return Contour([tuple(map(float, q)) for q in d["points"]])
+    raise PromptError(f"unknown prompt type {kind!r}")
+
+
+@dataclass
+class Step:
+    """The state after one prompt: what the model returned for all prompts so far."""
+
+    prompt: Prompt
+    mask: np.ndarray  # bool (H, W), image size
+    logits: torch.Tensor  # the model's low-res logits, fed back with the next prompt
+    score: float
+
+
+@dataclass
+class FinishedObject:
+    mask: np.ndarray
+    category: str
+    prompts: List[dict]
+    seconds: float
+    stored_id: Optional[int] = None  # annotation id once saved
+
+
+@dataclass
+class AnnotationSession:
+    """One user's work on one image at a time. Not thread-safe on its own: the manager locks it per call."""
+
+    predictor: Predictor
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    image: Optional[np.ndarray] = None
+    image_key: Optional[str] = None  # content id (storage sha256 or pixel hash)
+    image_ref: Optional[int] = None  # the caller's id for the image (storage image id)
+    steps: List[Step] = field(default_factory=list)
+    redo_stack: List[Step] = field(default_factory=list)
+    objects: List[FinishedObject] = field(default_factory=list)
+    editing: Optional[int] = None  # index into objects being re-edited
+    started: float = field(default_factory=time.monotonic)
+    lock: threading.RLock = field(default_factory=threading.RLock)
+
+    # -- image ------------------------------------------------------------------------------------------
+    def open_image(self, image: np.ndarray, key: Optional[str] = None, ref: Optional[int] = None,
+                   objects: Sequence[FinishedObject] = ()) -> None:
+        """Make ``image`` current (encoding it unless cached) and forget the previous image's drawing."""
+        self.predictor.set_image(image, key)
+        self.image, self.image_key, self.image_ref = image, key or image_hash(image), ref
+        self.objects = list(objects)
+        self._reset_object()
+
+    def _reset_object(self) -> None:
+        self.steps, self.redo_stack, self.editing = [], [], None
+        self.started = time.monotonic()
+
+    def _need_image(self) -> None:
+        if self.image is None:
+            raise IsegError("open an image first")
+
+    # -- prompts ----------------------------------------------------------------------------------------
+    @property
+    def prompts(self) -> List[Prompt]:
+        return [s.prompt for s in self.steps]
+
+    @property
+    def mask(self) -> Optional[np.ndarray]:
+        return self.steps[-1].mask if self.steps else None
+
+    def add(self, prompt: Prompt) -> Step:
+        """Add one prompt to the current object and segment with all of them (previous logits fed back).
+        A prompt outside the image raises PromptError and changes nothing."""
+        self._need_image()
+        validate_prompts([prompt], self.image.shape[:2])
+        prev = self.steps[-1].logits if self.steps else None
+        pred: Prediction = self.predictor.predict(self.prompts + [prompt], prev_logits=prev)
+        step = Step(prompt, pred.mask, pred.logits, pred.score)
+        self.steps.append(step)
+        self.redo_stack.clear()
+        return step
+
+    def undo(self) -> bool:
+        if not self.steps:
+            return False
+        self.redo_stack.append(self.steps.pop())
+        return True
+
+    def redo(self) -> bool:
+        if not self.redo_stack:
+            return False
+        self.steps.append(self.redo_stack.pop())
+        return True
+
+    def clear(self) -> None:
+        self._reset_object()
+
+    # -- objects ----------------------------------------------------------------------------------------
+    def finish_object(self, category: str) -> FinishedObject:
+        """Close the current object (its mask, category, prompt log, time spent) and start a new one."""
+        if self.mask is None or not self.mask.any():
+            raise IsegError("nothing to finish: the current object has no mask yet")
+        obj = FinishedObject(self.mask.copy(), category.strip() or "object",
+                             [prompt_to_dict(p) for p in self.prompts], time.monotonic() - self.started)
+        if self.editing is not None:
+            old = self.objects[self.editing]
+            obj.stored_id = old.stored_id
+            obj.seconds += old.seconds
+            self.objects[self.editing] = obj
+        else:
+            self.objects.append(obj)
+        self._reset_object()
+        return obj
+
+    def delete_object(self, index: int) -> FinishedObject:
+        if not 0 <= index < len(self.objects):
+            raise IsegError(f"no object {index + 1}; this image has {len(self.objects)}")
+        if self.editing == index:
+            self._reset_object()
+        return self.objects.pop(index)
+
+    def edit_object(self, index: int) -> None:
+        """Re-open a finished object: its prompts are replayed (so later prompts refine it as before)."""
+        if not 0 <= index < len(self.objects):
+            raise IsegError(f"no object {index + 1}; this image has {len(self.objects)}")
+        prompts = [prompt_from_dict(d) for d in self.objects[index].prompts]
+        self._reset_object()
+        for p in prompts:
+            self.add(p)
+        self.editing = index
+
+
+class SessionManager:
+    """Sessions by id over one shared model and embedding cache, plus background pre-encoding."""
+
+    def __init__(self, model_loader: Callable[[], Segmenter], cache: Optional[EmbeddingCache] = None,
+                 max_sessions: int = 1000):
+        self._loader = model_loader
+        self._model: Optional[Segmenter] = None
+        self.cache = cache if cache is not None else EmbeddingCache()
+        self._sessions: Dict[str, AnnotationSession] = {}
+        self._lock = threading.Lock()
+        self._max = max_sessions
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="iseg-precompute")
+        self._pending: Dict[str, Future] = {}
+
+    @property
+    def model(self) -> Segmenter:
+        with self._lock:
+            if self._model is None:
+                self._model = self._loader()
+            return self._model
+
+    def session(self, session_id: str) -> AnnotationSession:
+        model = self.model
+        with self._lock:
+            s = self._sessions.get(session_id)
+            if s is None:
+                if len(self._sessions) >= self._max:  # forget the oldest
+                    self._sessions.pop(next(iter(self._sessions)))
+                s = AnnotationSession(Predictor(model, self.cache), id=session_id)
+                self._sessions[session_id] = s
+            return s
+
+    def drop(self, session_id: str) -> None:
+        with self._lock:
+            self._sessions.pop(session_id, None)
+
+    def precompute(self, image: np.ndarray, key: str) -> Future:
+        """Encode ``image`` in the background so that opening it later costs no encoder run."""
+        with self._lock:
+            fut = self._pending.get(key)
+            if fut is not None and not fut.done():
+                return fut
+
+            def run():
+                Predictor(self.model, self.cache).set_image(image, key)
+
+            fut = self._pool.submit(run)
+            self._pending[key] = fut
+            return fut
+
+    def is_encoded(self, key: str) -> bool:
+        return (self.model.cache_key, key) in self.cache
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,5 @@
+"""The annotation studio: Gradio Blocks page (``ui.app``) over plain actions (``ui.studio``)."""
+from .app import HEAD, build_app
+from .studio import Studio, View
+
+__all__ = ["HEAD", "Studio", "View", "build_app"]

@@ -1,0 +1,193 @@
+"""The Gradio Blocks page of the studio, and the named API endpoints (twins of every action).
+
+The page is a thin layer over :class:`ui.studio.Studio`: each event handler takes the browser session's id
+(``gr.Request.session_hash``) and returns the studio's ``View``. All editing events share one queue
+(``concurrency_id="edit"``, limit 1) with ``trigger_mode="multiple"``: clicks made while one is processed wait
+their turn in order instead of being dropped.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+from typing import Optional
+
+import gradio as gr
+
+from .studio import Studio, View
+
+TOOLS = ["positive", "negative", "box", "contour"]
+SHORTCUTS = [("1 / 2", "positive / negative clicks"), ("Shift+click", "the opposite click"), ("B", "box tool"),
+             ("C", "contour tool"), ("Enter", "close the contour"), ("Ctrl+Z / Ctrl+Y", "undo / redo"),
+             ("Space / N", "finish the object (saved)"), ("A", "accept the image (saved), next"),
+             ("→ / ←", "next / previous image"), ("Esc", "clear the current object")]
+
+# Keyboard shortcuts and the Shift state for clicks (Gradio has no hotkey API: buttons are clicked by id).
+HEAD = """<script>
+window.__isegShift = false;
+document.addEventListener('keyup', e => { if (e.key === 'Shift') window.__isegShift = false; });
+document.addEventListener('keydown', e => {
+  if (e.key === 'Shift') { window.__isegShift = true; return; }
+  const t = e.target; if (t && (t.tagName === 'INPUT' || t.tagName === 'TEXTAREA' || t.isContentEditable)) return;
+  const click = id => { const b = document.getElementById(id); if (b) { b.click(); e.preventDefault(); } };
+  const tool = v => { const r = document.querySelector('#tool input[value="' + v + '"]'); if (r) { r.click(); e.preventDefault(); } };
+  const k = e.key.toLowerCase();
+  if ((e.ctrlKey || e.metaKey) && k === 'z') return click(e.shiftKey ? 'redo_btn' : 'undo_btn');
+  if ((e.ctrlKey || e.metaKey) && k === 'y') return click('redo_btn');
+  if (e.ctrlKey || e.metaKey || e.altKey) return;
+  if (k === ' ' || k === 'n') return click('finish_btn');
+  if (k === 'a') return click('accept_btn');
+  if (k === 'enter') return click('close_btn');
+  if (k === 'escape') return click('clear_btn');
+  if (k === 'arrowright') return click('next_btn');
+  if (k === 'arrowleft') return click('prev_btn');
+  if (k === '1') return tool('positive');
+  if (k === '2') return tool('negative');
+  if (k === 'b') return tool('box');
+  if (k === 'c') return tool('contour');
+});
+</script>"""
+
+
+def _sid(request: Optional[gr.Request]) -> str:
+    return (request.session_hash if request is not None and request.session_hash else "default")
+
+
+def _out(v: View):
+    return v.image, v.status, v.objects, v.info
+
+
+def _handler(action, n_inputs: int, convert=None):
+    """A Gradio handler for ``action(session_id, *inputs)``. Gradio passes the request to a parameter annotated
+    ``gr.Request``; the signature is written out so that it finds it after the ``n_inputs`` values."""
+
+    def handler(*args):
+        *values, request = args
+        if convert is not None:
+            values = convert(*values)
+        return _out(action(_sid(request), *values))
+
+    params = [inspect.Parameter(f"v{i}", inspect.Parameter.POSITIONAL_OR_KEYWORD) for i in range(n_inputs)]
+    params.append(inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=gr.Request))
+    handler.__signature__ = inspect.Signature(params)
+    handler.__annotations__ = {"request": gr.Request}
+    return handler
+
+
+def _points(text: str):
+    try:
+        pts = json.loads(text) if isinstance(text, str) else text
+    except json.JSONDecodeError as e:
+        raise gr.Error(f"points must be JSON like [[x, y], [x, y]]: {e}")
+    return pts
+
+
+def build_app(studio: Studio) -> gr.Blocks:
+    keys = " · ".join(f"**{k}** {v}" for k, v in SHORTCUTS)
+    with gr.Blocks(title="iseg", delete_cache=(3600, 3600)) as demo:
+        gr.Markdown("# iseg: interactive segmentation studio\n" + keys)
+        status = gr.Markdown(elem_id="status")
+        with gr.Row():
+            with gr.Column(scale=3):
+                view = gr.Image(type="numpy", interactive=False, format="png", show_label=False, elem_id="canvas",
+                                buttons=["download"])
+            with gr.Column(scale=1, min_width=300):
+                tool = gr.Radio(TOOLS, value="positive", label="Tool", elem_id="tool")
+                with gr.Row():
+                    undo_btn = gr.Button("Undo", elem_id="undo_btn", size="sm")
+                    redo_btn = gr.Button("Redo", elem_id="redo_btn", size="sm")
+                    clear_btn = gr.Button("Clear", elem_id="clear_btn", size="sm")
+                close_btn = gr.Button("Close contour", elem_id="close_btn", size="sm")
+                category = gr.Textbox("object", label="Category", elem_id="category")
+                finish_btn = gr.Button("Finish object", variant="primary", elem_id="finish_btn")
+                accept_btn = gr.Button("Accept image", variant="primary", elem_id="accept_btn")
+                with gr.Row():
+                    prev_btn = gr.Button("← Previous", elem_id="prev_btn", size="sm")
+                    next_btn = gr.Button("Next →", elem_id="next_btn", size="sm")
+                objects = gr.Dataframe(headers=["#", "category", "pixels", "prompts", "state"], interactive=False,
+                                       label="Objects", elem_id="objects")
+                with gr.Row():
+                    obj_num = gr.Number(1, precision=0, label="Object #", minimum=1, elem_id="obj_num")
+                    edit_btn = gr.Button("Edit", size="sm", elem_id="edit_btn")
+                    delete_btn = gr.Button("Delete", size="sm", elem_id="delete_btn")
+                opacity = gr.Slider(0.0, 1.0, 0.5, step=0.05, label="Overlay opacity", elem_id="opacity")
+                contours = gr.Checkbox(True, label="Contour lines", elem_id="contours")
+                model = gr.Dropdown(_model_choices(), value=studio.default_model, label="Model", elem_id="model")
+                upload = gr.File(file_count="multiple", label="Add images", elem_id="upload")
+                with gr.Row():
+                    export_btn = gr.Button("Export COCO", elem_id="export_btn")
+                    polygons = gr.Checkbox(False, label="as polygons")
+                export_file = gr.File(label="COCO file", interactive=False, elem_id="export_file")
+        info = gr.JSON(visible=False)
+        shift = gr.Checkbox(False, visible=False)
+        # inputs of the API twins (hidden on the page)
+        hx, hy, hx1, hy1 = (gr.Number(0, visible=False) for _ in range(4))
+        hpos = gr.Checkbox(True, visible=False)
+        hpoints = gr.Textbox("[]", visible=False)
+        outs = [view, status, objects, info]
+        edit = dict(concurrency_id="edit", concurrency_limit=1, trigger_mode="multiple")
+
+        def on_select(tool_name, shift_held, evt: gr.SelectData, request: gr.Request):
+            x, y = evt.index
+            return _out(studio.image_click(_sid(request), tool_name, x, y, negative=bool(shift_held)))
+
+        view.select(on_select, [tool, shift], outs, js="(t, s) => [t, !!window.__isegShift]",
+                    api_visibility="private", **edit)
+
+        def bind(button, fn, inputs, api_name):
+            button.click(fn, inputs, outs, api_name=api_name, **edit)
+
+        bind(undo_btn, _handler(studio.undo, 0), [], "undo")
+        bind(redo_btn, _handler(studio.redo, 0), [], "redo")
+        bind(clear_btn, _handler(studio.clear, 0), [], "clear")
+        bind(close_btn, _handler(studio.close_contour, 0), [], "close_contour")
+        bind(finish_btn, _handler(studio.finish_object, 1), [category], "finish_object")
+        bind(accept_btn, _handler(studio.accept_image, 1), [category], "accept_image")
+        bind(prev_btn, _handler(lambda sid: studio.next_image(sid, -1), 0), [], "previous_image")
+        bind(next_btn, _handler(studio.next_image, 0), [], "next_image")
+        bind(edit_btn, _handler(studio.edit_object, 1), [obj_num], "edit_object")
+        bind(delete_btn, _handler(studio.delete_object, 1), [obj_num], "delete_object")
+        opacity.release(_handler(studio.set_options, 2), [opacity, contours], outs,
+                        api_visibility="private", **edit)
+        contours.change(_handler(studio.set_options, 2), [opacity, contours], outs,
+                        api_visibility="private", **edit)
+        model.change(_handler(studio.set_model, 1), [model], outs, api_name="set_model",
+                     **edit)
+        upload.upload(_handler(studio.upload, 1, lambda files: ([getattr(f, "name", f) for f in files or []],)),
+                      [upload], outs, api_visibility="private", **edit)
+
+        def on_export(poly, request: gr.Request):
+            v, path = studio.export(_sid(request), bool(poly))
+            return (*_out(v), path)
+
+        export_btn.click(on_export, [polygons], outs + [export_file], api_name="export_coco", **edit)
+
+        # API twins: image coordinates in original pixels, called by name from gradio_client
+        api = gr.Button(visible=False)
+        api.click(_handler(studio.add_click, 3), [hx, hy, hpos], outs,
+                  api_name="add_click", **edit)
+        api.click(_handler(studio.add_box, 4),
+                  [hx, hy, hx1, hy1], outs, api_name="add_box", **edit)
+        api.click(_handler(studio.add_scribble, 2, lambda pts, p: (_points(pts), p)), [hpoints, hpos],
+                  outs, api_name="add_scribble", **edit)
+        api.click(_handler(studio.add_contour, 1, lambda pts: (_points(pts),)), [hpoints], outs,
+                  api_name="add_contour", **edit)
+        api.click(_handler(studio.open_index, 1, lambda i: (int(i),)), [hx], outs, api_name="open_image",
+                  **edit)
+        api.click(_handler(studio.upload, 1, lambda paths: (_points(paths),)), [hpoints], outs,
+                  api_name="add_images", **edit)
+        api.click(_handler(studio.view, 0), [], outs, api_name="get_state", **edit)
+
+        def on_load(request: gr.Request):
+            sid = _sid(request)
+            if studio.tab(sid).index < 0:
+                return _out(studio.open_index(sid, 0))
+            return _out(studio.view(sid))
+
+        demo.load(on_load, [], outs, api_visibility="private")
+    return demo
+
+
+def _model_choices():
+    from iseg_core.models import list_models
+
+    return list_models()

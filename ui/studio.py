@@ -1,0 +1,391 @@
+"""The studio's actions as plain functions of a session id: what the Gradio page calls on each event and what
+the named API endpoints expose (``add_click``, ``add_box``, ``undo``, ``finish_object``, ``accept_image``...).
+
+Coordinates given to these functions are original-image pixels. Every action returns a ``View``: the overlay
+at display size, a status line, the object table and a small JSON summary (what tests and API users read).
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from iseg_core.errors import IsegError
+from iseg_core.image import load_image
+from iseg_core.models import list_models, load_model
+from iseg_core.prompts import Box, Click, Contour, Scribble
+from iseg_core.session import FinishedObject, SessionManager, prompt_to_dict
+from storage import Store, StorageError, export_coco
+from storage.coco import write_json_atomic
+
+from .render import ViewOptions, display_copy, render
+
+SAMPLES = Path(__file__).resolve().parent / "samples"
+
+
+@dataclass
+class View:
+    image: Optional[np.ndarray]
+    status: str
+    objects: List[list]
+    info: dict
+
+
+@dataclass
+class TabState:
+    """What the page needs beyond the annotation session: queue position, display copy, half-drawn shapes."""
+
+    index: int = -1
+    image_id: Optional[int] = None
+    display: Optional[np.ndarray] = None
+    scale: float = 1.0
+    pending: List[Tuple[float, float]] = field(default_factory=list)  # box corner / contour vertices
+    pending_kind: str = ""
+    options: ViewOptions = field(default_factory=ViewOptions)
+    model: str = ""
+    message: str = ""
+
+
+class Studio:
+    def __init__(self, store: Store, project: str = "default", model: str = "classical",
+                 checkpoint: Optional[str] = None, model_loader: Optional[Callable[[str], object]] = None,
+                 export_dir: Optional[Path] = None, author: str = ""):
+        self.store = store
+        self.project = store.project(project)
+        self._loader = model_loader or (lambda name: load_model(
+            name, checkpoint=checkpoint if name == model else ("hub" if name != "classical" else None)))
+        self.default_model = model
+        self._managers: Dict[str, SessionManager] = {}
+        self._tabs: Dict[str, TabState] = {}
+        self._lock = threading.Lock()
+        self.export_dir = Path(export_dir or Path(os.environ.get("ISEG_HOME", "data")) / "exports")
+        self.author = author
+        self.manager(model)  # fail early (and clearly) when the default model cannot load
+
+    # -- plumbing ---------------------------------------------------------------------------------------
+    def manager(self, name: str) -> SessionManager:
+        with self._lock:
+            mgr = self._managers.get(name)
+        if mgr is None:
+            model = self._loader(name)  # raises a clear IsegError (e.g. weights missing) before anything changes
+            mgr = SessionManager(lambda: model)
+            with self._lock:
+                mgr = self._managers.setdefault(name, mgr)
+        return mgr
+
+    def tab(self, sid: str) -> TabState:
+        with self._lock:
+            t = self._tabs.get(sid)
+            if t is None:
+                t = self._tabs[sid] = TabState(model=self.default_model)
+            return t
+
+    def _session(self, sid: str):
+        return self.manager(self.tab(sid).model).session(sid)
+
+    def ensure_samples(self) -> int:
+        """On a first run (an empty project), add the bundled sample images. Returns how many were added."""
+        if self.store.images_of(self.project):
+            return 0
+        n = 0
+        for f in sorted(SAMPLES.glob("*.jpg")):
+            n += self.store.add_image(self.project, f).added
+        return n
+
+    def queue(self):
+        return self.store.images_of(self.project)
+
+    # -- the view ---------------------------------------------------------------------------------------
+    def view(self, sid: str, message: Optional[str] = None) -> View:
+        t = self.tab(sid)
+        s = self._session(sid)
+        if message is not None:
+            t.message = message
+        queue = self.queue()
+        done = sum(i.done for i in queue)
+        with s.lock:
+            img = None
+            if t.display is not None:
+                img = render(t.display, t.scale, [o.mask for o in s.objects], s.mask, s.prompts, t.pending,
+                             t.pending_kind, t.options, s.editing)
+            rows = [[k + 1, o.category, int(o.mask.sum()), len(o.prompts), "saved" if o.stored_id else "not saved"]
+                    for k, o in enumerate(s.objects)]
+            current = queue[t.index] if 0 <= t.index < len(queue) else None
+            info = {
+                "session": sid, "model": t.model, "image_index": t.index, "image_id": t.image_id,
+                "file_name": current.file_name if current else None,
+                "image_size": list(s.image.shape[:2]) if s.image is not None else None,
+                "prompts": [prompt_to_dict(p) for p in s.prompts], "mask_area": int(s.mask.sum()) if s.mask is not None else 0,
+                "score": float(s.steps[-1].score) if s.steps else None, "redo": len(s.redo_stack),
+                "objects": [{"category": o.category, "area": int(o.mask.sum()), "id": o.stored_id} for o in s.objects],
+                "editing": s.editing, "pending": [list(p) for p in t.pending], "pending_kind": t.pending_kind,
+                "queue": {"done": done, "total": len(queue)},
+            }
+        head = f"**{done} / {len(queue)} images done**"
+        if current:
+            head += f" · image {t.index + 1}: `{current.file_name}` ({current.width}x{current.height})"
+            head += " · accepted" if current.done else ""
+        status = head + (f"\n\n{t.message}" if t.message else "")
+        return View(img, status, rows, info)
+
+    # -- images -----------------------------------------------------------------------------------------
+    def open_index(self, sid: str, index: int) -> View:
+        queue = self.queue()
+        if not queue:
+            return self.view(sid, "The project has no images yet: upload some.")
+        index = int(index) % len(queue)
+        rec = queue[index]
+        t = self.tab(sid)
+        s = self._session(sid)
+        try:
+            loaded = load_image(rec.path)
+        except IsegError as e:
+            return self.view(sid, f"Cannot open {rec.file_name}: {e}")
+        if loaded.rgb.shape[:2] != (rec.height, rec.width):
+            return self.view(sid, f"{rec.file_name} is {rec.width}x{rec.height}, larger than this app's pixel limit; "
+                                  "annotate a downscaled copy.")
+        stored = [FinishedObject(a.mask(), a.category.name, a.interactions or [], a.seconds, a.id)
+                  for a in self.store.annotations(rec.id)]
+        t0 = time.perf_counter()
+        with s.lock:
+            s.open_image(loaded.rgb, rec.sha256, rec.id, stored)
+            t.index, t.image_id = index, rec.id
+            t.display, t.scale = display_copy(loaded.rgb)
+            t.pending, t.pending_kind = [], ""
+        enc = time.perf_counter() - t0
+        self._precompute_next(sid, index, queue)
+        msg = f"Opened in {enc:.1f} s. Click on an object." if enc > 0.5 else "Click on an object."
+        return self.view(sid, msg)
+
+    def _precompute_next(self, sid: str, index: int, queue) -> None:
+        if len(queue) < 2:
+            return
+        nxt = queue[(index + 1) % len(queue)]
+        mgr = self.manager(self.tab(sid).model)
+        if mgr.is_encoded(nxt.sha256):
+            return
+        try:
+            rgb = load_image(nxt.path).rgb
+        except IsegError:
+            return
+        mgr.precompute(rgb, nxt.sha256)
+
+    def next_image(self, sid: str, step: int = 1) -> View:
+        return self.open_index(sid, self.tab(sid).index + step)
+
+    def upload(self, sid: str, paths: Sequence[str]) -> View:
+        added, problems, first_new = 0, [], None
+        for p in paths or []:
+            try:
+                rec = self.store.add_image(self.project, p, file_name=Path(p).name)
+                added += rec.added
+                if first_new is None:
+                    first_new = rec.id
+            except StorageError as e:
+                problems.append(str(e))
+        msg = f"Added {added} image(s)." + ("".join(f"\n\n**Skipped:** {p}" for p in problems))
+        ids = [i.id for i in self.queue()]
+        if first_new is not None:
+            self.open_index(sid, ids.index(first_new))
+        return self.view(sid, msg)
+
+    # -- prompts ----------------------------------------------------------------------------------------
+    def _add(self, sid: str, prompt) -> View:
+        s = self._session(sid)
+        if s.image is None:
+            return self.view(sid, "Open an image first.")
+        t0 = time.perf_counter()
+        try:
+            with s.lock:
+                step = s.add(prompt)
+        except IsegError as e:
+            return self.view(sid, f"**Not added:** {e}")
+        ms = (time.perf_counter() - t0) * 1e3
+        return self.view(sid, f"{len(s.steps)} prompt(s) · mask {int(step.mask.sum())} px · {ms:.0f} ms")
+
+    def add_click(self, sid: str, x: float, y: float, positive: bool = True) -> View:
+        return self._add(sid, Click(float(x), float(y), bool(positive)))
+
+    def add_box(self, sid: str, x0: float, y0: float, x1: float, y1: float) -> View:
+        x0, x1 = sorted((float(x0), float(x1)))
+        y0, y1 = sorted((float(y0), float(y1)))
+        return self._add(sid, Box(x0, y0, x1, y1))
+
+    def add_scribble(self, sid: str, points: Sequence[Sequence[float]], positive: bool = True) -> View:
+        try:
+            prompt = Scribble([(float(x), float(y)) for x, y in points], bool(positive))
+        except (TypeError, ValueError, IsegError) as e:
+            return self.view(sid, f"**Not added:** a scribble needs a list of [x, y] points ({e})")
+        return self._add(sid, prompt)
+
+    def add_contour(self, sid: str, points: Sequence[Sequence[float]]) -> View:
+        try:
+            prompt = Contour([(float(x), float(y)) for x, y in points])
+        except (TypeError, ValueError, IsegError) as e:
+            return self.view(sid, f"**Not added:** a contour needs a list of [x, y] points ({e})")
+        return self._add(sid, prompt)
+
+    def image_click(self, sid: str, mode: str, x: float, y: float, negative: bool = False) -> View:
+        """A click on the displayed image (display pixels), interpreted by the tool ``mode``."""
+        t = self.tab(sid)
+        ox, oy = x / t.scale, y / t.scale
+        if mode == "box":
+            if t.pending_kind != "box":
+                t.pending, t.pending_kind = [(ox, oy)], "box"
+                return self.view(sid, "Box: now click the opposite corner.")
+            (x0, y0), t.pending, t.pending_kind = t.pending[0], [], ""
+            return self.add_box(sid, x0, y0, ox, oy)
+        if mode == "contour":
+            if t.pending_kind != "contour":
+                t.pending, t.pending_kind = [], "contour"
+            t.pending.append((ox, oy))
+            return self.view(sid, f"Contour: {len(t.pending)} point(s); press Enter or 'Close contour' to finish.")
+        t.pending, t.pending_kind = [], ""
+        return self.add_click(sid, ox, oy, positive=(mode != "negative") != bool(negative))
+
+    def close_contour(self, sid: str) -> View:
+        t = self.tab(sid)
+        pts, t.pending, t.pending_kind = list(t.pending), [], ""
+        if len(pts) < 3:
+            return self.view(sid, "A contour needs at least 3 points.")
+        return self.add_contour(sid, pts)
+
+    def undo(self, sid: str) -> View:
+        t = self.tab(sid)
+        if t.pending:
+            t.pending.pop()
+            if not t.pending:
+                t.pending_kind = ""
+            return self.view(sid, "Removed the last point.")
+        s = self._session(sid)
+        with s.lock:
+            ok = s.undo()
+        return self.view(sid, "Undone." if ok else "Nothing to undo.")
+
+    def redo(self, sid: str) -> View:
+        s = self._session(sid)
+        with s.lock:
+            ok = s.redo()
+        return self.view(sid, "Redone." if ok else "Nothing to redo.")
+
+    def clear(self, sid: str) -> View:
+        t = self.tab(sid)
+        t.pending, t.pending_kind = [], ""
+        s = self._session(sid)
+        with s.lock:
+            s.clear()
+        return self.view(sid, "Cleared the current object.")
+
+    # -- objects and saving -----------------------------------------------------------------------------
+    def _model_version(self, sid: str) -> Tuple[str, str]:
+        model = self.manager(self.tab(sid).model).model
+        return model.name, getattr(model, "version", "unknown")
+
+    def finish_object(self, sid: str, category: str = "object") -> View:
+        """Close the current object and save it (one transaction) before saying so."""
+        s = self._session(sid)
+        with s.lock:
+            try:
+                obj = s.finish_object(category or "object")
+            except IsegError as e:
+                return self.view(sid, str(e))
+            try:
+                rec = self.store.save_annotation(s.image_ref, obj.mask, obj.category, author=self.author,
+                                                 model=self._model_version(sid), interactions=obj.prompts,
+                                                 seconds=obj.seconds, replace_id=obj.stored_id)
+            except StorageError as e:
+                return self.view(sid, f"**Not saved** (the object is kept here, try again): {e}")
+            obj.stored_id = rec.id
+            n = len(s.objects)
+        return self.view(sid, f"Saved object {n} ({obj.category}).")
+
+    def delete_object(self, sid: str, number: int) -> View:
+        s = self._session(sid)
+        with s.lock:
+            try:
+                obj = s.delete_object(int(number) - 1)
+            except IsegError as e:
+                return self.view(sid, str(e))
+            if obj.stored_id is not None:
+                try:
+                    self.store.delete_annotation(obj.stored_id)
+                except StorageError as e:
+                    s.objects.insert(int(number) - 1, obj)
+                    return self.view(sid, f"**Not deleted:** {e}")
+        return self.view(sid, f"Deleted object {number}.")
+
+    def edit_object(self, sid: str, number: int) -> View:
+        s = self._session(sid)
+        with s.lock:
+            try:
+                s.edit_object(int(number) - 1)
+            except IsegError as e:
+                return self.view(sid, str(e))
+        return self.view(sid, f"Editing object {number}: add prompts, then finish it again.")
+
+    def accept_image(self, sid: str, category: str = "object") -> View:
+        """Save the object in progress (if any) and every unsaved one, mark the image done, in one
+        transaction; then open the next image."""
+        s = self._session(sid)
+        t = self.tab(sid)
+        with s.lock:
+            if s.image_ref is None:
+                return self.view(sid, "Open an image first.")
+            if s.mask is not None and s.mask.any():
+                s.finish_object(category or "object")
+            unsaved = [o for o in s.objects if o.stored_id is None]
+            version = self._model_version(sid)
+            try:
+                recs = self.store.save_annotations(s.image_ref, [
+                    dict(mask=o.mask, category=o.category, author=self.author, model=version,
+                         interactions=o.prompts, seconds=o.seconds) for o in unsaved], done=True)
+            except StorageError as e:
+                return self.view(sid, f"**Not saved** (nothing was lost here, try again): {e}")
+            for o, r in zip(unsaved, recs):
+                o.stored_id = r.id
+            n = len(s.objects)
+        index = t.index
+        if len(self.queue()) > 1:
+            self.open_index(sid, index + 1)
+        return self.view(sid, f"Saved image {index + 1} with {n} object(s).")
+
+    def export(self, sid: str, polygons: bool = False) -> Tuple[View, Optional[str]]:
+        res = export_coco(self.store, self.project, polygons=polygons)
+        path = self.export_dir / f"{self.project.name}-{time.strftime('%Y%m%d-%H%M%S')}{'-polygons' if polygons else ''}.json"
+        try:
+            write_json_atomic(path, res.coco)
+        except StorageError as e:
+            return self.view(sid, f"**Export failed:** {e}"), None
+        warn = "".join(f"\n\n{w}" for w in res.warnings[:5])
+        return self.view(sid, f"Exported {len(res.coco['annotations'])} annotation(s) to `{path}`.{warn}"), str(path)
+
+    # -- settings ---------------------------------------------------------------------------------------
+    def set_options(self, sid: str, opacity: float, contours: bool) -> View:
+        t = self.tab(sid)
+        t.options = ViewOptions(float(opacity), bool(contours))
+        return self.view(sid)
+
+    def set_model(self, sid: str, name: str) -> View:
+        t = self.tab(sid)
+        if name == t.model:
+            return self.view(sid)
+        if name not in list_models():
+            return self.view(sid, f"Unknown model {name!r}; known: {', '.join(list_models())}")
+        try:
+            self.manager(name)
+        except IsegError as e:
+            return self.view(sid, f"**{name} is not available:** {e} Still using {t.model}.")
+        t.model = name
+        if t.index >= 0:
+            return self.open_index(sid, t.index)
+        return self.view(sid, f"Model: {name}.")
+
+    def state_json(self, sid: str) -> str:
+        return json.dumps(self.view(sid).info)
+
