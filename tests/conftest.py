@@ -16,6 +16,14 @@ torch.set_num_threads(2)
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def data_dir() -> Path:
     """The shared benchmark data (../shared/data beside the project, or $ISEG_DATA_DIR)."""
     return Path(os.environ.get("ISEG_DATA_DIR") or ROOT.parent / "shared" / "data")
@@ -91,3 +99,18 @@ def pytest_terminal_summary(terminalreporter):
     if _PG_SKIPPED:
         terminalreporter.write_sep("!", "POSTGRESQL TESTS WERE SKIPPED", red=True, bold=True)
         terminalreporter.write_line(_PG_SKIPPED[0], red=True)
+
+
+def serve_studio(tmp: Path, project: str):
+    """The studio on a fresh SQLite store with the bundled samples, served in this process on a free port.
+    Returns (url, studio, store, demo); the caller closes demo and store."""
+    from storage import Store
+    from ui import HEAD, Studio, build_app
+
+    store = Store(f"sqlite:///{tmp / 'iseg.db'}", tmp / "images")
+    studio = Studio(store, project, "classical", export_dir=tmp / "exports")
+    assert studio.ensure_samples() == 4
+    demo = build_app(studio)
+    _, url, _ = demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(),
+                                    quiet=True, head=HEAD)
+    return url, studio, store, demo

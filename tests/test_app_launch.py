@@ -1,25 +1,20 @@
 """README's app command ends in `python app.py`: the app must come up offline and answer on its port."""
 import os
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
+from tests.conftest import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_app_starts_offline_and_serves_its_page(tmp_path):
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False", GRADIO_TEMP_DIR=str(tmp_path),
-               ISEG_WEIGHTS_DIR=str(tmp_path / "weights"))
+               ISEG_WEIGHTS_DIR=str(tmp_path / "weights"), ISEG_HOME=str(tmp_path / "home"))
     proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
@@ -35,6 +30,8 @@ def test_app_starts_offline_and_serves_its_page(tmp_path):
         assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
         assert body is not None, "app did not answer within 120 s"
         assert "<title>iseg</title>" in body or "iseg" in body
+        assert (tmp_path / "home" / "iseg.db").is_file()  # the embedded default store, with the samples in it
+        assert len(list((tmp_path / "home" / "images").rglob("*.jpg"))) == 4
     finally:
         proc.terminate()
         proc.wait(timeout=20)

@@ -88,7 +88,7 @@ def build_app(studio: Studio) -> gr.Blocks:
         status = gr.Markdown(elem_id="status")
         with gr.Row():
             with gr.Column(scale=3):
-                view = gr.Image(type="numpy", interactive=False, format="png", show_label=False, elem_id="canvas",
+                view = gr.Image(type="numpy", interactive=False, format="png", show_label=False, elem_id="canvas", height=720,
                                 buttons=["download"])
             with gr.Column(scale=1, min_width=300):
                 tool = gr.Radio(TOOLS, value="positive", label="Tool", elem_id="tool")

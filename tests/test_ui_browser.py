@@ -1,0 +1,143 @@
+"""The studio in a real browser: Debian's chromium driven by Playwright against the app served in-process.
+Screenshots of every step go to artifacts/ui/ (kept as test artifacts)."""
+import io
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+from tests.conftest import ROOT, serve_studio
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = ROOT / "artifacts" / "ui"
+ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+if not os.path.exists(CHROMIUM):
+    if os.environ.get("ISEG_REQUIRE_BROWSER") == "1":
+        raise RuntimeError("chromium not found at /usr/bin/chromium (Debian package 'chromium')")
+    pytest.skip("chromium not installed: browser tests SKIPPED (Debian package 'chromium')", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    url, _, store, demo = serve_studio(tmp_path_factory.mktemp("browser"), "browser")
+    yield url, store
+    demo.close()
+    store.close()
+
+
+@pytest.fixture(scope="module")
+def page(app):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+        pg.goto(app[0], wait_until="load")
+        pg.wait_for_selector("#canvas img", timeout=60000)
+        yield pg
+        browser.close()
+
+
+def _status(page) -> str:
+    return page.inner_text("#status")
+
+
+def _wait_status(page, pattern: str, timeout: float = 60000):
+    page.wait_for_function("p => new RegExp(p).test(document.querySelector('#status').innerText)", arg=pattern,
+                           timeout=timeout)
+    return _status(page)
+
+
+def _click_image(page, x, y, **kw):
+    """Click natural pixel (x, y) of the displayed image."""
+    page.wait_for_function("() => { const e = document.querySelector('#canvas img'); "
+                           "return e && e.complete && e.naturalWidth > 0; }", timeout=30000)
+    img = page.locator("#canvas img")
+    box = img.bounding_box()
+    nw, nh = img.evaluate("e => [e.naturalWidth, e.naturalHeight]")
+    scale = min(box["width"] / nw, box["height"] / nh, 1.0)  # object-fit: scale-down never enlarges
+    ox, oy = box["x"] + (box["width"] - nw * scale) / 2, box["y"] + (box["height"] - nh * scale) / 2
+    page.mouse.click(ox + (x + 0.5) * scale, oy + (y + 0.5) * scale, **kw)
+
+
+def _shown(page) -> np.ndarray:
+    """The image as displayed now (the served PNG, decoded)."""
+    data = page.locator("#canvas img").evaluate("""async e => {
+        const r = await fetch(e.src); const b = new Uint8Array(await r.arrayBuffer()); return Array.from(b); }""")
+    return np.array(Image.open(io.BytesIO(bytes(data))).convert("RGB"))
+
+
+def _shot(page, name):
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def test_click_correct_undo_finish_accept_export_in_the_browser(page, app):
+    _, store = app
+    _wait_status(page, r"astronaut\.jpg")
+    before = _shown(page)
+    _shot(page, "01-opened")
+    _click_image(page, 250, 250)
+    _wait_status(page, r"1 prompt\(s\) · mask \d+ px")
+    after = _shown(page)
+    assert after.shape == before.shape
+    changed = np.abs(after.astype(int) - before.astype(int)).sum(axis=2) > 30
+    assert changed[250, 250] and changed.mean() > 0.05  # the mask overlay appeared around the click
+    _shot(page, "02-first-click")
+
+    page.keyboard.down("Shift")  # Shift+click = negative
+    _click_image(page, 30, 30)
+    page.keyboard.up("Shift")
+    status = _wait_status(page, r"2 prompt\(s\)")
+    _shot(page, "03-negative-click")
+    page.keyboard.press("Control+z")
+    _wait_status(page, "Undone")
+    page.locator("#undo_btn").click()  # the button does the same
+    _wait_status(page, "Undone|Nothing to undo")
+    page.keyboard.press("Control+y")
+    _wait_status(page, "Redone")
+    _shot(page, "04-undo-redo")
+
+    page.keyboard.press("Escape")  # clear the object, start again from a box
+    _wait_status(page, "Cleared the current object")
+    page.keyboard.press("b")  # box tool by keyboard: two clicks make a box
+    _click_image(page, 15, 5)
+    _wait_status(page, "opposite corner")
+    _click_image(page, 500, 510)
+    _wait_status(page, r"1 prompt\(s\)")
+    page.keyboard.press("1")  # back to positive clicks
+    _click_image(page, 250, 250)
+    _wait_status(page, r"2 prompt\(s\)")
+    _shot(page, "05-box-then-click")
+
+    page.fill("#category textarea, #category input", "astronaut")
+    page.evaluate("document.activeElement.blur()")  # shortcuts are ignored while typing in a field
+    page.keyboard.press("n")
+    _wait_status(page, r"Saved object 1 \(astronaut\)")
+    assert "astronaut" in page.inner_text("#objects")
+    _shot(page, "06-finished")
+
+    page.locator("#accept_btn").click()
+    _wait_status(page, r"Saved image 1 with 1 object\(s\)")
+    _wait_status(page, r"1 / 4 images done")
+    _shot(page, "07-accepted")
+
+    page.locator("#export_btn").click()
+    status = _wait_status(page, r"Exported \d+ annotation")
+    _shot(page, "08-exported")
+    path = re.search(r"to (\S+\.json)", status).group(1).strip("`")
+    coco = json.loads(Path(path).read_text())
+    cat = next(c["id"] for c in coco["categories"] if c["name"] == "astronaut")
+    anns = [a for a in coco["annotations"] if a["category_id"] == cat]
+    assert len(anns) == 1 and [p["type"] for p in anns[0]["iseg"]["interactions"]] == ["box", "click"]
+    img = store.images_of(store.project("browser"))[0]
+    exported = mask_utils.decode({"size": anns[0]["segmentation"]["size"],
+                                  "counts": anns[0]["segmentation"]["counts"].encode()}).astype(bool)
+    assert np.array_equal(exported, store.annotations(img.id)[0].mask()) and exported.sum() > 5000
