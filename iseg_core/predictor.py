@@ -102,3 +102,9 @@ class Predictor:
         decoded = self.model.decode(embedding, prompts, prev, multimask)
         full = self.model.upsample_logits(embedding, decoded.logits, mask_size)
         return Prediction(mask=full > threshold, logits=decoded.logits, score=decoded.score, soft=full if soft else None)
+
+    def mask_from_logits(self, logits: torch.Tensor, size: Optional[Tuple[int, int]] = None,
+                         threshold: float = 0.0) -> np.ndarray:
+        """The mask of ``Prediction.logits`` (of the current image) at ``size`` (default the image size): a
+        prediction made at a display size gives its full-resolution mask only when it is needed."""
+        return self.model.upsample_logits(self._current(), logits, size) > threshold

@@ -53,7 +53,7 @@ class Step:
     """The state after one prompt: what the model returned for all prompts so far."""
 
     prompt: Prompt
-    mask: np.ndarray  # bool (H, W), image size
+    mask: np.ndarray  # bool, the session's display size (the image size when it has none)
     logits: torch.Tensor  # the model's low-res logits, fed back with the next prompt
     score: float
 
@@ -65,6 +65,13 @@ class FinishedObject:
     prompts: List[dict]
     seconds: float
     stored_id: Optional[int] = None  # annotation id once saved
+    preview: Optional[np.ndarray] = None  # the mask at display size, filled by whoever draws it
+
+    @property
+    def area(self) -> int:
+        if getattr(self, "_area", None) is None or self._area[0] is not self.mask:
+            self._area = (self.mask, int(np.count_nonzero(self.mask)))
+        return self._area[1]
 
 
 @dataclass
@@ -80,15 +87,18 @@ class AnnotationSession:
     redo_stack: List[Step] = field(default_factory=list)
     objects: List[FinishedObject] = field(default_factory=list)
     editing: Optional[int] = None  # index into objects being re-edited
+    display_size: Optional[tuple] = None  # (h, w) of the masks the steps keep; None = image size. Decoding
+    # at display size skips upsampling every click to full resolution; finish_object makes the full mask
     started: float = field(default_factory=time.monotonic)
     lock: threading.RLock = field(default_factory=threading.RLock)
 
     # -- image ------------------------------------------------------------------------------------------
     def open_image(self, image: np.ndarray, key: Optional[str] = None, ref: Optional[int] = None,
-                   objects: Sequence[FinishedObject] = ()) -> None:
+                   objects: Sequence[FinishedObject] = (), display_size: Optional[tuple] = None) -> None:
         """Make ``image`` current (encoding it unless cached) and forget the previous image's drawing."""
         self.predictor.set_image(image, key)
         self.image, self.image_key, self.image_ref = image, key or image_hash(image), ref
+        self.display_size = tuple(display_size) if display_size and tuple(display_size) != image.shape[:2] else None
         self.objects = list(objects)
         self._reset_object()
 
@@ -115,7 +125,8 @@ class AnnotationSession:
         self._need_image()
         validate_prompts([prompt], self.image.shape[:2])
         prev = self.steps[-1].logits if self.steps else None
-        pred: Prediction = self.predictor.predict(self.prompts + [prompt], prev_logits=prev)
+        pred: Prediction = self.predictor.predict(self.prompts + [prompt], prev_logits=prev,
+                                                  mask_size=self.display_size)
         step = Step(prompt, pred.mask, pred.logits, pred.score)
         self.steps.append(step)
         self.redo_stack.clear()
@@ -141,8 +152,11 @@ class AnnotationSession:
         """Close the current object (its mask, category, prompt log, time spent) and start a new one."""
         if self.mask is None or not self.mask.any():
             raise IsegError("nothing to finish: the current object has no mask yet")
-        obj = FinishedObject(self.mask.copy(), category.strip() or "object",
-                             [prompt_to_dict(p) for p in self.prompts], time.monotonic() - self.started)
+        full = self.mask.copy() if self.display_size is None else self.predictor.mask_from_logits(self.steps[-1].logits)
+        if not full.any():
+            raise IsegError("nothing to finish: at full resolution the mask is empty")
+        obj = FinishedObject(full, category.strip() or "object", [prompt_to_dict(p) for p in self.prompts],
+                             time.monotonic() - self.started, preview=self.mask.copy())
         if self.editing is not None:
             old = self.objects[self.editing]
             obj.stored_id = old.stored_id

@@ -44,7 +44,7 @@ def render(display: np.ndarray, scale: float, objects: Sequence[np.ndarray], cur
            prompts: Sequence[Prompt], pending: Sequence[Tuple[float, float]] = (), pending_kind: str = "",
            options: ViewOptions = ViewOptions(), selected: Optional[int] = None) -> np.ndarray:
     """The overlay as uint8 RGB at display size. ``objects`` and ``current`` are full-size masks."""
-    out = display.astype(np.float32)
+    out = display.copy()
     shape = display.shape[:2]
     a = float(np.clip(options.opacity, 0.0, 1.0))
     layers: List[Tuple[np.ndarray, tuple, int]] = []
@@ -56,9 +56,9 @@ def render(display: np.ndarray, scale: float, objects: Sequence[np.ndarray], cur
     if current is not None:
         layers.append((to_display(current, shape), CURRENT, 2))
     for m, colour, width in layers:
-        if m.any():
-            out[m] = (1 - a) * out[m] + a * np.asarray(colour, np.float32)
-    out = out.astype(np.uint8)
+        if m.any():  # blend the whole frame in uint8, then copy it where the mask is (both in OpenCV's C++)
+            tinted = cv2.addWeighted(out, 1.0 - a, np.full_like(out, colour), a, 0.0)
+            cv2.copyTo(tinted, m.view(np.uint8), out)
     if options.contours:
         for m, colour, width in layers:
             cnts, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)

@@ -24,7 +24,7 @@ from iseg_core.session import FinishedObject, SessionManager, prompt_to_dict
 from storage import Store, StorageError, export_coco
 from storage.coco import write_json_atomic
 
-from .render import ViewOptions, display_copy, render
+from .render import ViewOptions, display_copy, render, to_display
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
 
@@ -66,6 +66,7 @@ class Studio:
         self._lock = threading.Lock()
         self.export_dir = Path(export_dir or Path(os.environ.get("ISEG_HOME", "data")) / "exports")
         self.author = author
+        self._queue_cache = None
         self.manager(model)  # fail early (and clearly) when the default model cannot load
 
     # -- plumbing ---------------------------------------------------------------------------------------
@@ -98,8 +99,14 @@ class Studio:
             n += self.store.add_image(self.project, f).added
         return n
 
-    def queue(self):
-        return self.store.images_of(self.project)
+    def queue(self, fresh: bool = False):
+        """The project's images in order. Cached for a second: every click shows the progress, and a project
+        of thousands of images should not be listed from the database on each one."""
+        now = time.monotonic()
+        cached = self._queue_cache
+        if fresh or cached is None or now - cached[0] > 1.0:
+            cached = self._queue_cache = (now, self.store.images_of(self.project))
+        return cached[1]
 
     # -- the view ---------------------------------------------------------------------------------------
     def view(self, sid: str, message: Optional[str] = None) -> View:
@@ -112,18 +119,22 @@ class Studio:
         with s.lock:
             img = None
             if t.display is not None:
-                img = render(t.display, t.scale, [o.mask for o in s.objects], s.mask, s.prompts, t.pending,
+                for o in s.objects:
+                    if o.preview is None:
+                        o.preview = to_display(o.mask, t.display.shape[:2])
+                img = render(t.display, t.scale, [o.preview for o in s.objects], s.mask, s.prompts, t.pending,
                              t.pending_kind, t.options, s.editing)
-            rows = [[k + 1, o.category, int(o.mask.sum()), len(o.prompts), "saved" if o.stored_id else "not saved"]
+            rows = [[k + 1, o.category, o.area, len(o.prompts), "saved" if o.stored_id else "not saved"]
                     for k, o in enumerate(s.objects)]
             current = queue[t.index] if 0 <= t.index < len(queue) else None
             info = {
                 "session": sid, "model": t.model, "image_index": t.index, "image_id": t.image_id,
                 "file_name": current.file_name if current else None,
                 "image_size": list(s.image.shape[:2]) if s.image is not None else None,
-                "prompts": [prompt_to_dict(p) for p in s.prompts], "mask_area": int(s.mask.sum()) if s.mask is not None else 0,
+                "prompts": [prompt_to_dict(p) for p in s.prompts],
+                "mask_area": int(s.mask.sum()) if s.mask is not None else 0,  # pixels of the displayed mask
                 "score": float(s.steps[-1].score) if s.steps else None, "redo": len(s.redo_stack),
-                "objects": [{"category": o.category, "area": int(o.mask.sum()), "id": o.stored_id} for o in s.objects],
+                "objects": [{"category": o.category, "area": o.area, "id": o.stored_id} for o in s.objects],
                 "editing": s.editing, "pending": [list(p) for p in t.pending], "pending_kind": t.pending_kind,
                 "queue": {"done": done, "total": len(queue)},
             }
@@ -154,9 +165,9 @@ class Studio:
                   for a in self.store.annotations(rec.id)]
         t0 = time.perf_counter()
         with s.lock:
-            s.open_image(loaded.rgb, rec.sha256, rec.id, stored)
-            t.index, t.image_id = index, rec.id
             t.display, t.scale = display_copy(loaded.rgb)
+            s.open_image(loaded.rgb, rec.sha256, rec.id, stored, display_size=t.display.shape[:2])
+            t.index, t.image_id = index, rec.id
             t.pending, t.pending_kind = [], ""
         enc = time.perf_counter() - t0
         self._precompute_next(sid, index, queue)
@@ -190,7 +201,7 @@ class Studio:
             except StorageError as e:
                 problems.append(str(e))
         msg = f"Added {added} image(s)." + ("".join(f"\n\n**Skipped:** {p}" for p in problems))
-        ids = [i.id for i in self.queue()]
+        ids = [i.id for i in self.queue(fresh=True)]
         if first_new is not None:
             self.open_index(sid, ids.index(first_new))
         return self.view(sid, msg)
@@ -351,7 +362,7 @@ class Studio:
                 o.stored_id = r.id
             n = len(s.objects)
         index = t.index
-        if len(self.queue()) > 1:
+        if len(self.queue(fresh=True)) > 1:
             self.open_index(sid, index + 1)
         return self.view(sid, f"Saved image {index + 1} with {n} object(s).")
 

@@ -1,0 +1,130 @@
+"""Click-to-overlay latency in a real browser: Debian's chromium (Playwright) clicks on the studio's image and
+waits until the new overlay is decoded and shown.
+
+    python bench/bench_ui.py [--clicks 20] [--models classical,sam_vit_b]
+
+For each model (``sam_vit_b`` with random weights: the decoder's cost does not depend on them) and each image
+(a 2 MP and a 12 MP resize of GrabCut 124080), the image is opened (encoded once, not timed; the studio's
+background encoding of the next image is waited for, as it competes for the CPU), then ``--clicks``
+positive clicks are made one after the other, each timed from the mouse click to the overlay's ``load``.
+Also printed: the server-side part of the same clicks (prediction + overlay rendering), from the studio's
+status line. Ratios are against the classical 2 MP row.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.common import data_dir, print_table, summary  # noqa: E402
+from iseg_core import load_model  # noqa: E402
+from iseg_core.runtime import tune_allocator  # noqa: E402
+from storage import Store  # noqa: E402
+from tests.conftest import free_port  # noqa: E402
+from ui import HEAD, Studio, build_app  # noqa: E402
+
+ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
+SIZES = {"2 MP": (1632, 1224), "12 MP": (4000, 3000)}
+
+
+def _images(tmp: Path):
+    photo = np.array(Image.open(data_dir() / "GrabCut" / "data_GT" / "124080.jpg").convert("RGB"))
+    paths = {}
+    for label, (w, h) in SIZES.items():
+        p = tmp / f"photo_{w}x{h}.png"
+        Image.fromarray(cv2.resize(photo, (w, h), interpolation=cv2.INTER_CUBIC)).save(p, compress_level=1)
+        paths[label] = p
+    return paths
+
+
+def _wait_new_overlay(page, old_src: str) -> None:
+    page.wait_for_function("""old => { const e = document.querySelector('#canvas img');
+        return e && e.src !== old && e.complete && e.naturalWidth > 0; }""", arg=old_src, timeout=120000)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--clicks", type=int, default=20)
+    ap.add_argument("--models", default="classical,sam_vit_b")
+    args = ap.parse_args()
+    tune_allocator()
+    from playwright.sync_api import sync_playwright
+
+    tmp = Path(tempfile.mkdtemp(prefix="iseg-bench-ui-"))
+    paths = _images(tmp)
+    rows, ref = [], None
+    for model_name in args.models.split(","):
+        store = Store(f"sqlite:///{tmp / f'{model_name}.db'}", tmp / "images")
+        studio = Studio(store, "bench", model_name, model_loader=lambda n: load_model(n, checkpoint=None),
+                        export_dir=tmp / "exports")
+        for p in paths.values():
+            store.add_image(studio.project, p)
+        demo = build_app(studio)
+        _, url, _ = demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(),
+                                        quiet=True, head=HEAD)
+        try:
+            with sync_playwright() as pw:
+                browser = pw.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=ARGS)
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                page.goto(url, wait_until="load")
+                page.wait_for_selector("#canvas img", timeout=600000)
+                # the studio encodes the next image in the background; clicks are timed once that is done
+                deadline = time.monotonic() + 600
+                while not all(studio.manager(model_name).is_encoded(i.sha256) for i in studio.queue()):
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("background encoding did not finish in 600 s")
+                    time.sleep(0.5)
+                for k, label in enumerate(SIZES):
+                    if k:  # next image (encoded in the background meanwhile, or now)
+                        old = page.locator("#canvas img").get_attribute("src")
+                        page.locator("#next_btn").click()
+                        _wait_new_overlay(page, old)
+                        page.wait_for_function("() => /photo_4000/.test(document.querySelector('#status').innerText)",
+                                               timeout=600000)
+                    e2e, server = [], []
+                    for i in range(args.clicks + 1):
+                        if i % 5 == 0:  # a fresh object every 5 clicks (a lone click and 4 refinements)
+                            page.locator("#clear_btn").click()  # the image may not change: wait on the status
+                            page.wait_for_function("() => /Cleared/.test(document.querySelector('#status').innerText)",
+                                                   timeout=60000)
+                        img = page.locator("#canvas img")
+                        box = img.bounding_box()
+                        nw, nh = img.evaluate("e => [e.naturalWidth, e.naturalHeight]")
+                        s = min(box["width"] / nw, box["height"] / nh, 1.0)
+                        ox, oy = box["x"] + (box["width"] - nw * s) / 2, box["y"] + (box["height"] - nh * s) / 2
+                        x, y = nw * (0.40 + 0.04 * (i % 5)), nh * (0.45 + 0.03 * (i % 3))
+                        old = img.get_attribute("src")
+                        t0 = time.perf_counter()
+                        page.mouse.click(ox + x * s, oy + y * s)
+                        _wait_new_overlay(page, old)
+                        dt = (time.perf_counter() - t0) * 1e3
+                        m = re.search(r"· (\d+) ms", page.inner_text("#status"))
+                        if i:  # the first click warms up
+                            e2e.append(dt)
+                            server.append(float(m.group(1)) if m else float("nan"))
+                    med, p95 = summary(e2e)
+                    smed, _ = summary(server)
+                    ref = ref or med
+                    rows.append((model_name if model_name == "classical" else f"{model_name} (random weights)",
+                                 label, med, p95, smed, med / ref))
+                browser.close()
+        finally:
+            demo.close()
+            store.close()
+    print(f"\nclick -> overlay shown in chromium, {args.clicks} clicks per row (ms)\n")
+    print_table(rows, ["model", "image", "median", "p95", "predict median", "ratio"])
+
+
+if __name__ == "__main__":
+    main()
