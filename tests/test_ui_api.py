@@ -1,6 +1,7 @@
 """The studio's named API endpoints, driven with gradio_client against the app served in this process."""
 import io
 import json
+import time
 import struct
 import zlib
 
@@ -153,3 +154,42 @@ def test_bad_input_gets_a_message_and_the_app_keeps_working(served, tmp_path):
     assert "sam_vit_b is not available" in status and "Still using classical" in status
     info = c.predict(*INSIDE, True, api_name="/add_click")[3]  # still works
     assert info["mask_area"] > 0 and info["model"] == "classical"
+
+
+def test_navigation_twins(served):
+    url, _, _ = served
+    c = Client(url, verbose=False)
+    assert c.predict(1, api_name="/open_image")[3]["file_name"] == "chelsea.jpg"
+    assert c.predict(api_name="/next_image")[3]["file_name"] == "coffee.jpg"
+    assert c.predict(api_name="/previous_image")[3]["file_name"] == "chelsea.jpg"
+    assert c.predict(api_name="/previous_image")[3]["file_name"] == "astronaut.jpg"
+    assert c.predict(api_name="/previous_image")[3]["file_name"] == "rocket.jpg"  # wraps around
+
+
+def test_a_click_made_while_the_image_encodes_is_applied_after_it(tmp_path):
+    """A real (randomly initialised) SAM ViT-B: opening an image runs its encoder for seconds on a CPU. A click
+    sent right behind the open request waits in the queue and is applied to that image, not lost."""
+    from iseg_core import load_model
+    from storage import Store
+    from ui import HEAD, Studio, build_app
+    from tests.conftest import free_port
+
+    store = Store(f"sqlite:///{tmp_path / 'iseg.db'}", tmp_path / "images")
+    studio = Studio(store, "sam", "sam_vit_b", model_loader=lambda name: load_model(name, checkpoint=None))
+    studio.ensure_samples()
+    demo = build_app(studio)
+    _, url, _ = demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(),
+                                    quiet=True, head=HEAD)
+    try:
+        c = Client(url, verbose=False)
+        opening = c.submit(2, api_name="/open_image")
+        time.sleep(0.5)  # the open request is in (the encoder runs for seconds); the click comes during it
+        click = c.submit(300, 200, True, api_name="/add_click")
+        opened = opening.result(timeout=600)
+        _, status, _, info = click.result(timeout=600)
+        assert opened[3]["file_name"] == "coffee.jpg"
+        assert info["file_name"] == "coffee.jpg" and len(info["prompts"]) == 1, status
+        assert info["model"] == "sam_vit_b" and info["score"] is not None
+    finally:
+        demo.close()
+        store.close()
