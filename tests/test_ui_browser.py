@@ -61,6 +61,7 @@ def _click_image(page, x, y, **kw):
     page.wait_for_function("() => { const e = document.querySelector('#canvas img'); "
                            "return e && e.complete && e.naturalWidth > 0; }", timeout=30000)
     img = page.locator("#canvas img")
+    img.scroll_into_view_if_needed()  # buttons further down (Export) scroll the page
     box = img.bounding_box()
     nw, nh = img.evaluate("e => [e.naturalWidth, e.naturalHeight]")
     scale = min(box["width"] / nw, box["height"] / nh, 1.0)  # object-fit: scale-down never enlarges
@@ -141,3 +142,35 @@ def test_click_correct_undo_finish_accept_export_in_the_browser(page, app):
     exported = mask_utils.decode({"size": anns[0]["segmentation"]["size"],
                                   "counts": anns[0]["segmentation"]["counts"].encode()}).astype(bool)
     assert np.array_equal(exported, store.annotations(img.id)[0].mask()) and exported.sum() > 5000
+
+
+def test_scribble_and_contour_tools_in_the_browser(page, app):
+    _, store = app
+    for _ in range(4):  # to chelsea.jpg (the first test leaves the page on it; arrows otherwise)
+        if "chelsea.jpg" in _status(page):
+            break
+        page.keyboard.press("ArrowRight")
+        page.wait_for_timeout(500)
+    _wait_status(page, r"chelsea\.jpg")
+    page.evaluate("document.activeElement.blur()")
+    page.keyboard.press("s")  # scribble: click its points, Enter ends it
+    _click_image(page, 200, 150)
+    _wait_status(page, r"Scribble: 1 point")
+    _click_image(page, 260, 170)
+    _wait_status(page, r"Scribble: 2 point")
+    page.keyboard.press("Enter")
+    _wait_status(page, r"1 prompt\(s\) · mask \d+ px")
+    page.keyboard.press("c")  # contour: three or more points, Enter closes it
+    for x, y in [(60, 40), (420, 40), (420, 290), (60, 290)]:
+        _click_image(page, x, y)
+    _wait_status(page, r"Contour: 4 point")
+    _shot(page, "09-contour-points")
+    page.keyboard.press("Enter")
+    _wait_status(page, r"2 prompt\(s\)")
+    _shot(page, "10-scribble-and-contour")
+    page.keyboard.press("n")
+    _wait_status(page, r"Saved object 1")
+    img = next(i for i in store.images_of(store.project("browser")) if i.file_name == "chelsea.jpg")
+    [ann] = store.annotations(img.id)
+    assert [p["type"] for p in ann.interactions] == ["scribble", "contour"] and ann.interactions[0]["positive"]
+    assert ann.area > 1000

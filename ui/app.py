@@ -20,9 +20,10 @@ import numpy as np
 
 from .studio import Studio, View
 
-TOOLS = ["positive", "negative", "box", "contour"]
+TOOLS = ["positive", "negative", "box", "contour", "scribble"]
 SHORTCUTS = [("1 / 2", "positive / negative clicks"), ("Shift+click", "the opposite click"), ("B", "box tool"),
-             ("C", "contour tool"), ("Enter", "close the contour"), ("Ctrl+Z / Ctrl+Y", "undo / redo"),
+             ("C", "contour tool"), ("S", "scribble tool (click its points; Shift on the first = negative)"),
+             ("Enter", "close the contour / end the scribble"), ("Ctrl+Z / Ctrl+Y", "undo / redo"),
              ("Space / N", "finish the object (saved)"), ("A", "accept the image (saved), next"),
              ("→ / ←", "next / previous image"), ("Esc", "clear the current object")]
 
@@ -49,6 +50,7 @@ document.addEventListener('keydown', e => {
   if (k === '2') return tool('negative');
   if (k === 'b') return tool('box');
   if (k === 'c') return tool('contour');
+  if (k === 's') return tool('scribble');
 });
 </script>"""
 
@@ -119,7 +121,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                     undo_btn = gr.Button("Undo", elem_id="undo_btn", size="sm")
                     redo_btn = gr.Button("Redo", elem_id="redo_btn", size="sm")
                     clear_btn = gr.Button("Clear", elem_id="clear_btn", size="sm")
-                close_btn = gr.Button("Close contour", elem_id="close_btn", size="sm")
+                close_btn = gr.Button("Close shape", elem_id="close_btn", size="sm")
                 category = gr.Textbox("object", label="Category", elem_id="category")
                 finish_btn = gr.Button("Finish object", variant="primary", elem_id="finish_btn")
                 accept_btn = gr.Button("Accept image", variant="primary", elem_id="accept_btn")

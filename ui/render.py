@@ -68,10 +68,11 @@ def render(display: np.ndarray, scale: float, objects: Sequence[np.ndarray], cur
         _draw_prompt(out, p, scale, r)
     if pending:
         pts = np.array([(x * scale, y * scale) for x, y in pending], np.int32)
+        colour = (255, 200, 0) if pending_kind != "scribble" else (0, 200, 0)
         for q in pts:
-            cv2.circle(out, tuple(int(v) for v in q), r, (255, 200, 0), -1)
+            cv2.circle(out, tuple(int(v) for v in q), r, colour, -1)
         if len(pts) > 1:
-            cv2.polylines(out, [pts], pending_kind == "contour" and len(pts) > 2, (255, 200, 0), 2)
+            cv2.polylines(out, [pts], pending_kind == "contour" and len(pts) > 2, colour, 2)
     return out
 
 

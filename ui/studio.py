@@ -46,7 +46,8 @@ class TabState:
     display: Optional[np.ndarray] = None
     scale: float = 1.0
     pending: List[Tuple[float, float]] = field(default_factory=list)  # box corner / contour vertices
-    pending_kind: str = ""
+    pending_kind: str = ""  # "box", "contour" or "scribble" while one is being clicked
+    pending_positive: bool = True
     options: ViewOptions = field(default_factory=ViewOptions)
     model: str = ""
     message: str = ""
@@ -252,17 +253,24 @@ class Studio:
                 return self.view(sid, "Box: now click the opposite corner.")
             (x0, y0), t.pending, t.pending_kind = t.pending[0], [], ""
             return self.add_box(sid, x0, y0, ox, oy)
-        if mode == "contour":
-            if t.pending_kind != "contour":
-                t.pending, t.pending_kind = [], "contour"
+        if mode in ("contour", "scribble"):
+            if t.pending_kind != mode:
+                # a scribble's polarity is set by its first point (Shift = negative)
+                t.pending, t.pending_kind, t.pending_positive = [], mode, not negative
             t.pending.append((ox, oy))
-            return self.view(sid, f"Contour: {len(t.pending)} point(s); press Enter or 'Close contour' to finish.")
+            what = "Contour" if mode == "contour" else ("Scribble" if t.pending_positive else "Negative scribble")
+            return self.view(sid, f"{what}: {len(t.pending)} point(s); press Enter or 'Close shape' to finish.")
         t.pending, t.pending_kind = [], ""
         return self.add_click(sid, ox, oy, positive=(mode != "negative") != bool(negative))
 
     def close_contour(self, sid: str) -> View:
+        """End the shape being clicked: a contour (>= 3 points) or a scribble (>= 2 points)."""
         t = self.tab(sid)
-        pts, t.pending, t.pending_kind = list(t.pending), [], ""
+        kind, pts, t.pending, t.pending_kind = t.pending_kind, list(t.pending), [], ""
+        if kind == "scribble":
+            if len(pts) < 2:
+                return self.view(sid, "A scribble needs at least 2 points.")
+            return self.add_scribble(sid, pts, t.pending_positive)
         if len(pts) < 3:
             return self.view(sid, "A contour needs at least 3 points.")
         return self.add_contour(sid, pts)
