@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable, Sequence, Tuple, Union
+from typing import Iterable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -148,3 +148,20 @@ def resample_polyline(points: Sequence[Point], n: int) -> np.ndarray:
     # One point goes to the middle of the stroke; more are spread end to end.
     t = np.linspace(0.0, cum[-1], n) if n > 1 else np.array([cum[-1] / 2])
     return np.stack([np.interp(t, cum, pts[:, 0]), np.interp(t, cum, pts[:, 1])], axis=1)
+
+
+def to_crop(p: Prompt, dx: float, dy: float, flip_w: Optional[int] = None) -> Prompt:
+    """``p`` in the frame of a crop whose top-left corner is ``(dx, dy)`` (i.e. translated by ``(-dx, -dy)``)
+    and, with ``flip_w``, mirrored in a crop ``flip_w`` pixels wide."""
+    def fx(x):
+        x = x - dx
+        return (flip_w - 1 - x) if flip_w is not None else x
+
+    if isinstance(p, Click):
+        return Click(fx(p.x), p.y - dy, p.positive)
+    if isinstance(p, Box):
+        if flip_w is None:
+            return Box(p.x0 - dx, p.y0 - dy, p.x1 - dx, p.y1 - dy)
+        return Box(flip_w - (p.x1 - dx), p.y0 - dy, flip_w - (p.x0 - dx), p.y1 - dy)
+    pts = [(fx(x), y - dy) for x, y in p.points]
+    return Scribble(pts, p.positive) if isinstance(p, Scribble) else Contour(pts)

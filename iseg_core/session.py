@@ -6,6 +6,7 @@ browser tab, and a background thread that encodes the next image of a queue befo
 """
 from __future__ import annotations
 
+import math
 import threading
 import time
 import uuid
@@ -19,8 +20,8 @@ import torch
 from .cache import EmbeddingCache
 from .errors import IsegError, PromptError
 from .models.base import Segmenter
-from .predictor import Prediction, Predictor, image_hash
-from .prompts import Box, Click, Contour, Prompt, Scribble, validate_prompts
+from .predictor import Predictor, image_hash
+from .prompts import Box, Click, Contour, Prompt, Scribble, to_crop, validate_prompts
 
 
 def prompt_to_dict(p: Prompt) -> dict:
@@ -33,6 +34,15 @@ def prompt_to_dict(p: Prompt) -> dict:
     if isinstance(p, Contour):
         return {"type": "contour", "points": [list(map(float, q)) for q in p.points]}
     raise PromptError(f"unknown prompt {p!r}")
+
+
+def _extent(p: Prompt):
+    """(xs, ys) of the points that define ``p``."""
+    if isinstance(p, Click):
+        return [p.x], [p.y]
+    if isinstance(p, Box):
+        return [p.x0, p.x1], [p.y0, p.y1]
+    return [x for x, _ in p.points], [y for _, y in p.points]
 
 
 def prompt_from_dict(d: dict) -> Prompt:
@@ -87,8 +97,10 @@ class AnnotationSession:
     redo_stack: List[Step] = field(default_factory=list)
     objects: List[FinishedObject] = field(default_factory=list)
     editing: Optional[int] = None  # index into objects being re-edited
+    threshold: float = 0.0  # logit threshold of the masks (SAM: 0 = probability 0.5)
     display_size: Optional[tuple] = None  # (h, w) of the masks the steps keep; None = image size. Decoding
     # at display size skips upsampling every click to full resolution; finish_object makes the full mask
+    zoom: Optional[tuple] = None  # (x0, y0, x1, y1): the model sees only this crop (ZoomIn), None = whole image
     started: float = field(default_factory=time.monotonic)
     lock: threading.RLock = field(default_factory=threading.RLock)
 
@@ -103,8 +115,83 @@ class AnnotationSession:
         self._reset_object()
 
     def _reset_object(self) -> None:
-        self.steps, self.redo_stack, self.editing = [], [], None
+        if self.zoom is not None and self.image is not None:
+            self.predictor.set_image(self.image, self.image_key)
+        self.steps, self.redo_stack, self.editing, self.zoom = [], [], None, None
         self.started = time.monotonic()
+
+    # -- frames: the whole image, or the ZoomIn crop --------------------------------------------------------
+    def _display_box(self) -> tuple:
+        """The zoom crop in display pixels (x0, y0, x1, y1) and the display size (h, w)."""
+        h, w = self.image.shape[:2]
+        dh, dw = self.display_size or (h, w)
+        x0, y0, x1, y1 = self.zoom
+        sx, sy = dw / w, dh / h
+        return (round(x0 * sx), round(y0 * sy), max(round(x0 * sx) + 1, round(x1 * sx)),
+                max(round(y0 * sy) + 1, round(y1 * sy))), (dh, dw)
+
+    def _mask(self, logits: torch.Tensor, full: bool = False) -> np.ndarray:
+        """The mask of ``logits`` (in the current frame) in the whole image, at display size or full size."""
+        size = None if full else self.display_size
+        if self.zoom is None:
+            return self.predictor.mask_from_logits(logits, size, self.threshold)
+        if full:
+            x0, y0, x1, y1 = self.zoom
+            out = np.zeros(self.image.shape[:2], bool)
+        else:
+            (x0, y0, x1, y1), shape = self._display_box()
+            out = np.zeros(shape, bool)
+        out[y0:y1, x0:x1] = self.predictor.mask_from_logits(logits, (y1 - y0, x1 - x0), self.threshold)
+        return out
+
+    def _predict(self, prompts: List[Prompt], prev: Optional[torch.Tensor]) -> Step:
+        if self.zoom is None:
+            pred = self.predictor.predict(prompts, prev_logits=prev, mask_size=self.display_size,
+                                          threshold=self.threshold)
+            return Step(prompts[-1], pred.mask, pred.logits, pred.score)
+        x0, y0 = self.zoom[:2]
+        (dx0, dy0, dx1, dy1), shape = self._display_box()
+        pred = self.predictor.predict([to_crop(p, x0, y0) for p in prompts], prev_logits=prev,
+                                      mask_size=(dy1 - dy0, dx1 - dx0), threshold=self.threshold)
+        mask = np.zeros(shape, bool)
+        mask[dy0:dy1, dx0:dx1] = pred.mask  # the crop's mask pasted into the whole frame
+        return Step(prompts[-1], mask, pred.logits, pred.score)
+
+    def _replay(self, prompts: List[Prompt]) -> None:
+        self.steps, self.redo_stack = [], []
+        for k in range(len(prompts)):
+            self.steps.append(self._predict(prompts[:k + 1], self.steps[-1].logits if self.steps else None))
+
+    def zoom_in(self, expansion: float = 1.4, min_crop: int = 200) -> tuple:
+        """RITM's ZoomIn for small objects: the model looks at a crop around the current object (encoded on
+        its own, so a resizing model sees it at a higher resolution) and the prompts are replayed there."""
+        from .eval.loop import ZoomIn, zoom_roi
+
+        if not self.steps:
+            raise IsegError("zoom in needs an object: click on it first")
+        full = self._mask(self.steps[-1].logits, full=True)
+        clicks = [p for p in self.prompts if isinstance(p, Click)]
+        x0, y0, x1, y1 = zoom_roi(full, clicks, ZoomIn(expansion=expansion, min_crop=min_crop))
+        for xs, ys in map(_extent, self.prompts):  # every prompt must stay inside the crop to be replayed
+            x0, y0 = min(x0, int(math.floor(min(xs)))), min(y0, int(math.floor(min(ys))))
+            x1, y1 = max(x1, int(math.ceil(max(xs))) + 1), max(y1, int(math.ceil(max(ys))) + 1)
+        h, w = full.shape
+        roi = x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
+        if (x1 - x0) * (y1 - y0) >= 0.8 * full.size:
+            raise IsegError("the object already fills most of the image: zooming in would not help")
+        prompts = self.prompts
+        self.predictor.set_image(np.ascontiguousarray(self.image[y0:y1, x0:x1]), f"{self.image_key}:{x0},{y0},{x1},{y1}")
+        self.zoom = roi
+        self._replay(prompts)
+        return roi
+
+    def zoom_out(self) -> None:
+        if self.zoom is None:
+            return
+        prompts = self.prompts
+        self.predictor.set_image(self.image, self.image_key)
+        self.zoom = None
+        self._replay(prompts)
 
     def _need_image(self) -> None:
         if self.image is None:
@@ -124,10 +211,14 @@ class AnnotationSession:
         A prompt outside the image raises PromptError and changes nothing."""
         self._need_image()
         validate_prompts([prompt], self.image.shape[:2])
+        if self.zoom is not None:
+            x0, y0, x1, y1 = self.zoom
+            try:
+                validate_prompts([to_crop(prompt, x0, y0)], (y1 - y0, x1 - x0))
+            except PromptError:  # outside the zoomed crop: back to the whole image first
+                self.zoom_out()
         prev = self.steps[-1].logits if self.steps else None
-        pred: Prediction = self.predictor.predict(self.prompts + [prompt], prev_logits=prev,
-                                                  mask_size=self.display_size)
-        step = Step(prompt, pred.mask, pred.logits, pred.score)
+        step = self._predict(self.prompts + [prompt], prev)
         self.steps.append(step)
         self.redo_stack.clear()
         return step
@@ -147,12 +238,18 @@ class AnnotationSession:
     def clear(self) -> None:
         self._reset_object()
 
+    def set_threshold(self, threshold: float) -> None:
+        """Re-threshold every step's logits (no decoding): a softer or tighter edge for the current object."""
+        self.threshold = float(threshold)
+        for step in self.steps + self.redo_stack:
+            step.mask = self._mask(step.logits)
+
     # -- objects ----------------------------------------------------------------------------------------
     def finish_object(self, category: str) -> FinishedObject:
         """Close the current object (its mask, category, prompt log, time spent) and start a new one."""
         if self.mask is None or not self.mask.any():
             raise IsegError("nothing to finish: the current object has no mask yet")
-        full = self.mask.copy() if self.display_size is None else self.predictor.mask_from_logits(self.steps[-1].logits)
+        full = self.mask.copy() if self.display_size is None else self._mask(self.steps[-1].logits, full=True)
         if not full.any():
             raise IsegError("nothing to finish: at full resolution the mask is empty")
         obj = FinishedObject(full, category.strip() or "object", [prompt_to_dict(p) for p in self.prompts],

@@ -193,3 +193,31 @@ def test_a_click_made_while_the_image_encodes_is_applied_after_it(tmp_path):
     finally:
         demo.close()
         store.close()
+
+
+def test_threshold_and_zoom_twins(served):
+    url, _, store = served
+    c = Client(url, verbose=False)
+    c.predict(0, api_name="/open_image")
+    c.predict(api_name="/clear")
+    area = c.predict(380, 0, 470, 280, api_name="/add_box")[3]["mask_area"]  # the space shuttle, top right
+    tighter = c.predict(3.0, api_name="/set_threshold")[3]["mask_area"]
+    looser = c.predict(-3.0, api_name="/set_threshold")[3]["mask_area"]
+    back = c.predict(0.0, api_name="/set_threshold")[3]["mask_area"]
+    assert 0 < tighter < area < looser and back == area
+
+    _, status, _, info = c.predict(api_name="/zoom_in")
+    x0, y0, x1, y1 = info["zoom"]
+    assert "Zoomed in" in status and (x1 - x0) * (y1 - y0) < 0.8 * 512 * 512 and len(info["prompts"]) == 1
+    assert info["mask_area"] > 0
+    info = c.predict(420, 100, True, api_name="/add_click")[3]  # inside the crop: stays zoomed
+    assert info["zoom"] == [x0, y0, x1, y1] and len(info["prompts"]) == 2
+    info = c.predict(20, 500, False, api_name="/add_click")[3]  # outside: back to the whole image
+    assert info["zoom"] is None and len(info["prompts"]) == 3
+    _, status, _, info = c.predict("shuttle", api_name="/finish_object")
+    saved = [a for a in store.annotations(info["image_id"]) if a.category.name == "shuttle"]
+    assert len(saved) == 1 and saved[0].area > 0
+
+    c.predict(250, 250, True, api_name="/add_click")  # a lone click on the astronaut: a large object
+    status = c.predict(api_name="/zoom_in")[1]
+    assert "already fills most of the image" in status

@@ -23,7 +23,7 @@ from .studio import Studio, View
 TOOLS = ["positive", "negative", "box", "contour", "scribble"]
 SHORTCUTS = [("1 / 2", "positive / negative clicks"), ("Shift+click", "the opposite click"), ("B", "box tool"),
              ("C", "contour tool"), ("S", "scribble tool (click its points; Shift on the first = negative)"),
-             ("Enter", "close the contour / end the scribble"), ("Ctrl+Z / Ctrl+Y", "undo / redo"),
+             ("Enter", "close the contour / end the scribble"), ("Z / Shift+Z", "zoom in on / out of a small object"), ("Ctrl+Z / Ctrl+Y", "undo / redo"),
              ("Space / N", "finish the object (saved)"), ("A", "accept the image (saved), next"),
              ("→ / ←", "next / previous image"), ("Esc", "clear the current object")]
 
@@ -51,6 +51,7 @@ document.addEventListener('keydown', e => {
   if (k === 'b') return tool('box');
   if (k === 'c') return tool('contour');
   if (k === 's') return tool('scribble');
+  if (k === 'z') return click(e.shiftKey ? 'unzoom_btn' : 'zoom_btn');
 });
 </script>"""
 
@@ -121,7 +122,10 @@ def build_app(studio: Studio) -> gr.Blocks:
                     undo_btn = gr.Button("Undo", elem_id="undo_btn", size="sm")
                     redo_btn = gr.Button("Redo", elem_id="redo_btn", size="sm")
                     clear_btn = gr.Button("Clear", elem_id="clear_btn", size="sm")
-                close_btn = gr.Button("Close shape", elem_id="close_btn", size="sm")
+                with gr.Row():
+                    close_btn = gr.Button("Close shape", elem_id="close_btn", size="sm")
+                    zoom_btn = gr.Button("Zoom in", elem_id="zoom_btn", size="sm")
+                    unzoom_btn = gr.Button("Zoom out", elem_id="unzoom_btn", size="sm")
                 category = gr.Textbox("object", label="Category", elem_id="category")
                 finish_btn = gr.Button("Finish object", variant="primary", elem_id="finish_btn")
                 accept_btn = gr.Button("Accept image", variant="primary", elem_id="accept_btn")
@@ -136,6 +140,8 @@ def build_app(studio: Studio) -> gr.Blocks:
                     delete_btn = gr.Button("Delete", size="sm", elem_id="delete_btn")
                 opacity = gr.Slider(0.0, 1.0, 0.5, step=0.05, label="Overlay opacity", elem_id="opacity")
                 contours = gr.Checkbox(True, label="Contour lines", elem_id="contours")
+                threshold = gr.Slider(-4.0, 4.0, 0.0, step=0.25, label="Mask threshold (logits; higher = tighter)",
+                                      elem_id="threshold")
                 model = gr.Dropdown(_model_choices(), value=studio.default_model, label="Model", elem_id="model")
                 upload = gr.File(file_count="multiple", label="Add images", elem_id="upload")
                 with gr.Row():
@@ -153,7 +159,10 @@ def build_app(studio: Studio) -> gr.Blocks:
 
         def on_select(tool_name, shift_held, evt: gr.SelectData, request: gr.Request):
             x, y = evt.index
-            return _out(studio.image_click(_sid(request), tool_name, x, y, negative=bool(shift_held)))
+            v = studio.image_click(_sid(request), tool_name, x, y, negative=bool(shift_held))
+            # a click never changes the object table: skipping it (and the hidden state) saves Gradio's
+            # DataFrame round trip on every click
+            return _frame(v.image), v.status, gr.skip(), gr.skip()
 
         view.select(on_select, [tool, shift], outs, js="(t, s) => [t, !!window.__isegShift]",
                     api_visibility="private", show_progress="hidden", **edit)
@@ -165,6 +174,8 @@ def build_app(studio: Studio) -> gr.Blocks:
         bind(redo_btn, _handler(studio.redo, 0), [], "redo")
         bind(clear_btn, _handler(studio.clear, 0), [], "clear")
         bind(close_btn, _handler(studio.close_contour, 0), [], "close_contour")
+        bind(zoom_btn, _handler(studio.zoom, 0), [], "zoom_in")
+        bind(unzoom_btn, _handler(lambda sid: studio.zoom(sid, False), 0), [], "zoom_out")
         bind(finish_btn, _handler(studio.finish_object, 1), [category], "finish_object")
         bind(accept_btn, _handler(studio.accept_image, 1), [category], "accept_image")
         bind(prev_btn, _handler(lambda sid: studio.next_image(sid, -1), 0), [], "previous_image")
@@ -175,6 +186,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                         api_visibility="private", **edit)
         contours.change(_handler(studio.set_options, 2), [opacity, contours], outs,
                         api_visibility="private", **edit)
+        threshold.release(_handler(studio.set_threshold, 1), [threshold], outs, api_name="set_threshold", **edit)
         model.change(_handler(studio.set_model, 1), [model], outs, api_name="set_model",
                      **edit)
         upload.upload(_handler(studio.upload, 1, lambda files: ([getattr(f, "name", f) for f in files or []],)),

@@ -42,7 +42,8 @@ class ViewOptions:
 
 def render(display: np.ndarray, scale: float, objects: Sequence[np.ndarray], current: Optional[np.ndarray],
            prompts: Sequence[Prompt], pending: Sequence[Tuple[float, float]] = (), pending_kind: str = "",
-           options: ViewOptions = ViewOptions(), selected: Optional[int] = None) -> np.ndarray:
+           options: ViewOptions = ViewOptions(), selected: Optional[int] = None,
+           zoom: Optional[Tuple[float, float, float, float]] = None) -> np.ndarray:
     """The overlay as uint8 RGB at display size. ``objects`` and ``current`` are full-size masks."""
     out = display.copy()
     shape = display.shape[:2]
@@ -64,6 +65,9 @@ def render(display: np.ndarray, scale: float, objects: Sequence[np.ndarray], cur
             cnts, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
             cv2.drawContours(out, cnts, -1, (255, 255, 255) if width == 2 else colour, width)
     r = max(3, round(max(shape) / 160))
+    if zoom is not None:  # the crop the model works on
+        x0, y0, x1, y1 = (int(round(v * scale)) for v in zoom)
+        cv2.rectangle(out, (x0, y0), (max(x0, x1 - 1), max(y0, y1 - 1)), (0, 230, 230), 1)
     for p in prompts:
         _draw_prompt(out, p, scale, r)
     if pending:

@@ -124,7 +124,7 @@ class Studio:
                     if o.preview is None:
                         o.preview = to_display(o.mask, t.display.shape[:2])
                 img = render(t.display, t.scale, [o.preview for o in s.objects], s.mask, s.prompts, t.pending,
-                             t.pending_kind, t.options, s.editing)
+                             t.pending_kind, t.options, s.editing, zoom=s.zoom)
             rows = [[k + 1, o.category, o.area, len(o.prompts), "saved" if o.stored_id else "not saved"]
                     for k, o in enumerate(s.objects)]
             current = queue[t.index] if 0 <= t.index < len(queue) else None
@@ -136,7 +136,7 @@ class Studio:
                 "mask_area": int(s.mask.sum()) if s.mask is not None else 0,  # pixels of the displayed mask
                 "score": float(s.steps[-1].score) if s.steps else None, "redo": len(s.redo_stack),
                 "objects": [{"category": o.category, "area": o.area, "id": o.stored_id} for o in s.objects],
-                "editing": s.editing, "pending": [list(p) for p in t.pending], "pending_kind": t.pending_kind,
+                "editing": s.editing, "zoom": list(s.zoom) if s.zoom else None, "pending": [list(p) for p in t.pending], "pending_kind": t.pending_kind,
                 "queue": {"done": done, "total": len(queue)},
             }
         head = f"**{done} / {len(queue)} images done**"
@@ -389,6 +389,33 @@ class Studio:
         t = self.tab(sid)
         t.options = ViewOptions(float(opacity), bool(contours))
         return self.view(sid)
+
+    def zoom(self, sid: str, zoom_in: bool = True) -> View:
+        """ZoomIn for small objects: the model works on a crop around the current object (re-encoded: a few
+        seconds with SAM on a CPU), prompts are replayed there; a click outside the crop zooms back out."""
+        s = self._session(sid)
+        with s.lock:
+            if s.image is None:
+                return self.view(sid, "Open an image first.")
+            try:
+                if zoom_in:
+                    x0, y0, x1, y1 = s.zoom_in()
+                    msg = f"Zoomed in on {x1 - x0}x{y1 - y0} px around the object; a click outside zooms out."
+                else:
+                    s.zoom_out()
+                    msg = "Zoomed out."
+            except IsegError as e:
+                return self.view(sid, str(e))
+        return self.view(sid, msg)
+
+    def set_threshold(self, sid: str, threshold: float) -> View:
+        s = self._session(sid)
+        with s.lock:
+            if s.image is not None:
+                s.set_threshold(threshold)
+            else:
+                s.threshold = float(threshold)
+        return self.view(sid, f"Mask threshold {float(threshold):+.2f} (logits).")
 
     def set_model(self, sid: str, name: str) -> View:
         t = self.tab(sid)

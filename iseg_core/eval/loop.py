@@ -16,7 +16,7 @@ import numpy as np
 from ..cache import EmbeddingCache
 from ..predictor import Predictor
 from ..errors import PromptError
-from ..prompts import Box, Click, Contour, Prompt, Scribble, validate_prompts
+from ..prompts import Click, Prompt, to_crop, validate_prompts
 from .clicker import next_click
 from .interactions import first_interaction, prompt_to_json
 from .metrics import boundary_iou, iou
@@ -63,7 +63,8 @@ def _box_iou(a, b) -> float:
     return inter / union if union else 0.0
 
 
-def _roi(mask: np.ndarray, clicks: List[Click], zoom: ZoomIn) -> Tuple[int, int, int, int]:
+def zoom_roi(mask: np.ndarray, clicks: List[Click], zoom: ZoomIn) -> Tuple[int, int, int, int]:
+    """RITM's ZoomIn crop (x0, y0, x1, y1) around ``mask`` (image size) and the positive clicks."""
     h, w = mask.shape
     ys, xs = np.nonzero(mask)
     px = [c.x for c in clicks if c.positive] + (list(xs[[0, -1]]) + [xs.min(), xs.max()] if xs.size else [])
@@ -75,22 +76,6 @@ def _roi(mask: np.ndarray, clicks: List[Click], zoom: ZoomIn) -> Tuple[int, int,
     x0, x1 = int(max(0, math.floor(cx - bw / 2))), int(min(w, math.ceil(cx + bw / 2)))
     y0, y1 = int(max(0, math.floor(cy - bh / 2))), int(min(h, math.ceil(cy + bh / 2)))
     return x0, y0, x1, y1
-
-
-def _shift(p: Prompt, dx: float, dy: float, flip_w: Optional[int] = None) -> Prompt:
-    """``p`` translated by ``(-dx, -dy)`` and, with ``flip_w``, mirrored in an image ``flip_w`` wide."""
-    def fx(x):
-        x = x - dx
-        return (flip_w - 1 - x) if flip_w is not None else x
-
-    if isinstance(p, Click):
-        return Click(fx(p.x), p.y - dy, p.positive)
-    if isinstance(p, Box):
-        if flip_w is None:
-            return Box(p.x0 - dx, p.y0 - dy, p.x1 - dx, p.y1 - dy)
-        return Box(flip_w - (p.x1 - dx), p.y0 - dy, flip_w - (p.x0 - dx), p.y1 - dy)
-    pts = [(fx(x), y - dy) for x, y in p.points]
-    return Scribble(pts, p.positive) if isinstance(p, Scribble) else Contour(pts)
 
 
 def _inside(p: Prompt, w: int, h: int) -> bool:
@@ -124,12 +109,12 @@ class ObjectEvaluator:
     def _predict(self, image_shape, prompts: List[Prompt], roi, prev) -> Tuple[np.ndarray, tuple]:
         x0, y0, x1, y1 = roi
         w, h = x1 - x0, y1 - y0
-        local = [_shift(p, x0, y0) for p in prompts]
+        local = [to_crop(p, x0, y0) for p in prompts]
         local = [p for p in local if _inside(p, w, h)]
         a = self.predictor.predict(local, prev_logits=prev[0], soft=True)
         soft, logits = a.soft, (a.logits, None)
         if self.flipped is not None:
-            mirrored = [_shift(p, x0, y0, flip_w=w) for p in prompts]
+            mirrored = [to_crop(p, x0, y0, flip_w=w) for p in prompts]
             b = self.flipped.predict([p for p in mirrored if _inside(p, w, h)], prev_logits=prev[1], soft=True)
             soft = 0.5 * (soft + b.soft[:, ::-1])
             logits = (a.logits, b.logits)
@@ -151,7 +136,7 @@ class ObjectEvaluator:
             t0 = time.perf_counter()
             clicks = [p for p in prompts if isinstance(p, Click)]
             if self.zoom_in is not None and step >= max(1, self.zoom_in.skip_clicks):
-                new = _roi(pred, clicks, self.zoom_in)
+                new = zoom_roi(pred, clicks, self.zoom_in)
                 last = prompts[-1]
                 moved = roi == full or (isinstance(last, Click) and last.positive and not (
                     roi[0] <= last.x < roi[2] and roi[1] <= last.y < roi[3])) or _box_iou(new, roi) < self.zoom_in.recompute_iou
