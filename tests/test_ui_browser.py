@@ -174,3 +174,50 @@ def test_scribble_and_contour_tools_in_the_browser(page, app):
     [ann] = store.annotations(img.id)
     assert [p["type"] for p in ann.interactions] == ["scribble", "contour"] and ann.interactions[0]["positive"]
     assert ann.area > 1000
+
+
+def _drag(page, points, button="left"):
+    """Press at the first natural pixel, move through the others, release at the last."""
+    img = page.locator("#canvas img")
+    img.scroll_into_view_if_needed()
+    box = img.bounding_box()
+    nw, nh = img.evaluate("e => [e.naturalWidth, e.naturalHeight]")
+    s = min(box["width"] / nw, box["height"] / nh, 1.0)
+    ox, oy = box["x"] + (box["width"] - nw * s) / 2, box["y"] + (box["height"] - nh * s) / 2
+    page.mouse.move(ox + points[0][0] * s, oy + points[0][1] * s)
+    page.mouse.down(button=button)
+    for x, y in points[1:]:
+        page.mouse.move(ox + x * s, oy + y * s, steps=4)
+    page.mouse.up(button=button)
+
+
+def test_drag_box_right_click_and_brush_stroke(page, app):
+    _, store = app
+    for _ in range(4):  # to rocket.jpg
+        if "rocket.jpg" in _status(page):
+            break
+        page.keyboard.press("ArrowRight")
+        page.wait_for_timeout(500)
+    _wait_status(page, r"rocket\.jpg")
+    page.evaluate("document.activeElement.blur()")
+    page.keyboard.press("1")
+    _drag(page, [(250, 20), (330, 200), (390, 410)])  # a drag with the click tool = a box
+    _wait_status(page, r"1 prompt\(s\)")
+    _shot(page, "11-drag-box")
+    _click_image(page, 40, 40, button="right")  # right-click = negative
+    _wait_status(page, r"2 prompt\(s\)")
+    page.keyboard.press("s")
+    _drag(page, [(300, 150), (310, 220), (320, 300)])  # a brush stroke
+    _wait_status(page, r"3 prompt\(s\)")
+    _drag(page, [(600, 380), (620, 300)], button="right")  # a negative stroke
+    _wait_status(page, r"4 prompt\(s\)")
+    _shot(page, "12-right-click-and-strokes")
+    page.keyboard.press("n")
+    _wait_status(page, r"Saved object 1")
+    img = next(i for i in store.images_of(store.project("browser")) if i.file_name == "rocket.jpg")
+    [ann] = store.annotations(img.id)
+    kinds = [(p["type"], p.get("positive")) for p in ann.interactions]
+    assert kinds == [("box", None), ("click", False), ("scribble", True), ("scribble", False)]
+    box = ann.interactions[0]
+    assert abs(box["x0"] - 250) < 3 and abs(box["y1"] - 410) < 3
+    assert len(ann.interactions[2]["points"]) >= 3

@@ -8,20 +8,17 @@ their turn in order instead of being dropped.
 from __future__ import annotations
 
 import inspect
-import itertools
 import json
-import tempfile
-from pathlib import Path
 from typing import Optional
 
-import cv2
 import gradio as gr
-import numpy as np
 
+from .canvas import CSS, JS, TEMPLATE, frame_value
 from .studio import Studio, View
 
 TOOLS = ["positive", "negative", "box", "contour", "scribble"]
-SHORTCUTS = [("1 / 2", "positive / negative clicks"), ("Shift+click", "the opposite click"), ("B", "box tool"),
+SHORTCUTS = [("1 / 2", "positive / negative clicks"), ("right-click or Shift+click", "the opposite click"),
+             ("drag", "a box (scribble tool: a stroke)"), ("B", "box tool"),
              ("C", "contour tool"), ("S", "scribble tool (click its points; Shift on the first = negative)"),
              ("Enter", "close the contour / end the scribble"), ("Z / Shift+Z", "zoom in on / out of a small object"), ("Ctrl+Z / Ctrl+Y", "undo / redo"),
              ("Space / N", "finish the object (saved)"), ("A", "accept the image (saved), next"),
@@ -60,26 +57,8 @@ def _sid(request: Optional[gr.Request]) -> str:
     return (request.session_hash if request is not None and request.session_hash else "default")
 
 
-_FRAMES = Path(tempfile.mkdtemp(prefix="iseg-frames-"))
-_frame_counter = itertools.count()
-
-
-def _frame(image: Optional[np.ndarray]) -> Optional[str]:
-    """The overlay as a JPEG file (quality 95, no chroma subsampling, so contour lines stay crisp): 2-3 ms for
-    a 1024-px frame where Gradio's own PNG encoding takes ~250 ms. Gradio copies the file into its cache, so a
-    ring of names is reused."""
-    if image is None:
-        return None
-    path = _FRAMES / f"frame-{next(_frame_counter) % 64}.jpg"
-    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(image[:, :, ::-1]),
-                           [cv2.IMWRITE_JPEG_QUALITY, 95, cv2.IMWRITE_JPEG_SAMPLING_FACTOR,
-                            cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444])
-    path.write_bytes(buf.tobytes())
-    return str(path)
-
-
 def _out(v: View):
-    return _frame(v.image), v.status, v.objects, v.info
+    return frame_value(v.image), v.status, v.objects, v.info
 
 
 def _handler(action, n_inputs: int, convert=None):
@@ -114,8 +93,8 @@ def build_app(studio: Studio) -> gr.Blocks:
         status = gr.Markdown(elem_id="status")
         with gr.Row():
             with gr.Column(scale=3):
-                view = gr.Image(type="filepath", interactive=False, show_label=False, elem_id="canvas", height=720,
-                                buttons=["download"])
+                view = gr.HTML({"src": ""}, html_template=TEMPLATE, css_template=CSS, js_on_load=JS,
+                               elem_id="canvas", apply_default_css=False, padding=False)
             with gr.Column(scale=1, min_width=300):
                 tool = gr.Radio(TOOLS, value="positive", label="Tool", elem_id="tool")
                 with gr.Row():
@@ -149,7 +128,6 @@ def build_app(studio: Studio) -> gr.Blocks:
                     polygons = gr.Checkbox(False, label="as polygons")
                 export_file = gr.File(label="COCO file", interactive=False, elem_id="export_file")
         info = gr.JSON(visible=False)
-        shift = gr.Checkbox(False, visible=False)
         # inputs of the API twins (hidden on the page)
         hx, hy, hx1, hy1 = (gr.Number(0, visible=False) for _ in range(4))
         hpos = gr.Checkbox(True, visible=False)
@@ -157,15 +135,14 @@ def build_app(studio: Studio) -> gr.Blocks:
         outs = [view, status, objects, info]
         edit = dict(concurrency_id="edit", concurrency_limit=1, trigger_mode="multiple")
 
-        def on_select(tool_name, shift_held, evt: gr.SelectData, request: gr.Request):
-            x, y = evt.index
-            v = studio.image_click(_sid(request), tool_name, x, y, negative=bool(shift_held))
-            # a click never changes the object table: skipping it (and the hidden state) saves Gradio's
+        def on_select(tool_name, evt: gr.SelectData, request: gr.Request):
+            v = studio.gesture(_sid(request), tool_name, evt.value if isinstance(evt.value, dict) else
+                               {"kind": "click", "point": evt.index, "negative": False})
+            # a gesture never changes the object table: skipping it (and the hidden state) saves Gradio's
             # DataFrame round trip on every click
-            return _frame(v.image), v.status, gr.skip(), gr.skip()
+            return frame_value(v.image), v.status, gr.skip(), gr.skip()
 
-        view.select(on_select, [tool, shift], outs, js="(t, s) => [t, !!window.__isegShift]",
-                    api_visibility="private", show_progress="hidden", **edit)
+        view.select(on_select, [tool], outs, api_visibility="private", show_progress="hidden", **edit)
 
         def bind(button, fn, inputs, api_name):
             button.click(fn, inputs, outs, api_name=api_name, **edit)

@@ -263,6 +263,25 @@ class Studio:
         t.pending, t.pending_kind = [], ""
         return self.add_click(sid, ox, oy, positive=(mode != "negative") != bool(negative))
 
+    def gesture(self, sid: str, mode: str, g: dict) -> View:
+        """A pointer gesture on the canvas (display pixels): ``{"kind": "click", "point", "negative"}``,
+        ``{"kind": "box", "box": [x0, y0, x1, y1]}`` or ``{"kind": "scribble", "points", "negative"}``."""
+        t = self.tab(sid)
+        try:
+            kind = g.get("kind")
+            if kind == "box":
+                x0, y0, x1, y1 = (float(v) / t.scale for v in g["box"])
+                t.pending, t.pending_kind = [], ""
+                return self.add_box(sid, x0, y0, x1, y1)
+            if kind == "scribble":
+                pts = [(float(x) / t.scale, float(y) / t.scale) for x, y in g["points"]]
+                t.pending, t.pending_kind = [], ""
+                return self.add_scribble(sid, pts, not g.get("negative"))
+            x, y = (float(v) for v in g["point"])
+            return self.image_click(sid, mode, x, y, negative=bool(g.get("negative")))
+        except (KeyError, TypeError, ValueError) as e:
+            return self.view(sid, f"**Not understood:** {e}")
+
     def close_contour(self, sid: str) -> View:
         """End the shape being clicked: a contour (>= 3 points) or a scribble (>= 2 points)."""
         t = self.tab(sid)

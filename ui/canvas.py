@@ -1,0 +1,80 @@
+"""The image canvas of the page: a ``gr.HTML`` component showing the overlay frame, with pointer handling in
+the browser so that every prompt is drawn the way annotation tools draw it:
+
+- click (left = positive, right or Shift = negative; in the box / contour / scribble tools a click is a vertex)
+- drag in the click tools or the box tool = a box (a rubber band follows the pointer)
+- drag in the scribble tool = a brush stroke (drawn as it goes; right button or Shift = negative)
+
+Each finished gesture reaches Python as one ``select`` event whose ``evt.value`` says what it is, in the
+frame's natural pixels. The frame travels as a JPEG data URL inside the event's answer (no second request).
+"""
+from __future__ import annotations
+
+import base64
+from typing import Optional
+
+import cv2
+import numpy as np
+
+TEMPLATE = """<div class="iseg-canvas">
+  <img src="${value.src || ''}" draggable="false" alt="image" />
+  <canvas class="iseg-draw"></canvas>
+</div>"""
+
+CSS = """
+.iseg-canvas { position: relative; display: flex; justify-content: center; align-items: center;
+               height: 720px; background: #f4f4f5; user-select: none; touch-action: none; }
+.iseg-canvas img { max-width: 100%; max-height: 100%; object-fit: contain; cursor: crosshair; }
+.iseg-canvas canvas { position: absolute; left: 0; top: 0; width: 100%; height: 100%; pointer-events: none; }
+"""
+
+# Delegated listeners on the component's root survive re-renders of the template.
+JS = """
+const tool = () => { const r = document.querySelector('#tool input:checked'); return r ? r.value : 'positive'; };
+let drag = null;
+const img = () => element.querySelector('img');
+const natural = (e) => { const i = img(); const r = i.getBoundingClientRect();
+  return [(e.clientX - r.left) * i.naturalWidth / r.width, (e.clientY - r.top) * i.naturalHeight / r.height]; };
+const ctx = () => { const c = element.querySelector('canvas.iseg-draw'); const r = element.getBoundingClientRect();
+  c.width = r.width; c.height = r.height; const g = c.getContext('2d'); g.clearRect(0, 0, c.width, c.height); return [c, g]; };
+const screen = (p) => { const i = img(); const r = i.getBoundingClientRect(); const o = element.getBoundingClientRect();
+  return [r.left - o.left + p[0] * r.width / i.naturalWidth, r.top - o.top + p[1] * r.height / i.naturalHeight]; };
+element.addEventListener('contextmenu', e => { if (e.target.tagName === 'IMG') e.preventDefault(); });
+element.addEventListener('pointerdown', e => {
+  if (e.target.tagName !== 'IMG' || !img().naturalWidth) return;
+  e.preventDefault(); img().setPointerCapture(e.pointerId);
+  drag = { start: natural(e), points: [natural(e)], negative: e.button === 2 || e.shiftKey, t: tool() };
+});
+element.addEventListener('pointermove', e => {
+  if (!drag) return; const p = natural(e); drag.points.push(p);
+  const [c, g] = ctx(); g.lineWidth = 2;
+  if (drag.t === 'scribble') { g.strokeStyle = drag.negative ? '#dc0000' : '#00c800'; g.lineWidth = 4; g.beginPath();
+    drag.points.forEach((q, k) => { const s = screen(q); k ? g.lineTo(s[0], s[1]) : g.moveTo(s[0], s[1]); }); g.stroke(); }
+  else if (drag.t !== 'contour') { const a = screen(drag.start), b = screen(p); g.strokeStyle = '#ffc800';
+    g.strokeRect(Math.min(a[0], b[0]), Math.min(a[1], b[1]), Math.abs(a[0] - b[0]), Math.abs(a[1] - b[1])); }
+});
+element.addEventListener('pointerup', e => {
+  if (!drag) return; const d = drag; drag = null; const p = natural(e);
+  const moved = Math.hypot(p[0] - d.start[0], p[1] - d.start[1]) * img().getBoundingClientRect().width / img().naturalWidth > 6;
+  const neg = d.negative || e.shiftKey || window.__isegShift;
+  if (d.t === 'scribble' && moved) {
+    trigger('select', { index: d.start.map(Math.round), value: { kind: 'scribble', points: d.points, negative: neg } });
+  } else if (moved && d.t !== 'contour') {
+    trigger('select', { index: d.start.map(Math.round), value: { kind: 'box', box: [d.start[0], d.start[1], p[0], p[1]] } });
+  } else {
+    trigger('select', { index: d.start.map(Math.round), value: { kind: 'click', point: d.start, negative: neg } });
+  }
+});
+"""
+
+
+def frame_value(image: Optional[np.ndarray]) -> dict:
+    """The canvas value for an RGB frame: a JPEG data URL (quality 95, 4:4:4 so contour lines stay crisp;
+    2-3 ms for a 1024-px frame, where PNG encoding takes ~250 ms)."""
+    if image is None:
+        return {"src": ""}
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(image[:, :, ::-1]),
+                           [cv2.IMWRITE_JPEG_QUALITY, 95, cv2.IMWRITE_JPEG_SAMPLING_FACTOR,
+                            cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444])
+    return {"src": "data:image/jpeg;base64," + base64.b64encode(buf.tobytes()).decode("ascii"),
+            "width": int(image.shape[1]), "height": int(image.shape[0])}
