@@ -50,7 +50,7 @@ def _images(tmp: Path):
 
 def _wait_new_overlay(page, old_src: str) -> None:
     page.wait_for_function("""old => { const e = document.querySelector('#canvas img');
-        return e && e.src !== old && e.complete && e.naturalWidth > 0; }""", arg=old_src, timeout=120000)
+        return e && e.getAttribute('src') !== old && e.complete && e.naturalWidth > 0; }""", arg=old_src, timeout=120000)
 
 
 def main() -> None:
@@ -99,8 +99,12 @@ def main() -> None:
                             page.wait_for_function("() => /Cleared/.test(document.querySelector('#status').innerText)",
                                                    timeout=60000)
                         img = page.locator("#canvas img")
+                        for _ in range(600):  # the canvas re-renders its <img> when a new frame arrives
+                            nw, nh = img.evaluate("e => e.complete ? [e.naturalWidth, e.naturalHeight] : [0, 0]")
+                            if nw:
+                                break
+                            time.sleep(0.05)
                         box = img.bounding_box()
-                        nw, nh = img.evaluate("e => [e.naturalWidth, e.naturalHeight]")
                         s = min(box["width"] / nw, box["height"] / nh, 1.0)
                         ox, oy = box["x"] + (box["width"] - nw * s) / 2, box["y"] + (box["height"] - nh * s) / 2
                         x, y = nw * (0.40 + 0.04 * (i % 5)), nh * (0.45 + 0.03 * (i % 3))

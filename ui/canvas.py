@@ -6,14 +6,18 @@ the browser so that every prompt is drawn the way annotation tools draw it:
 - drag in the scribble tool = a brush stroke (drawn as it goes; right button or Shift = negative)
 
 Each finished gesture reaches Python as one ``select`` event whose ``evt.value`` says what it is, in the
-frame's natural pixels. The frame travels as a JPEG data URL inside the event's answer (no second request).
+frame's natural pixels. The frame is a JPEG file that Gradio serves as a static file.
 """
 from __future__ import annotations
 
-import base64
+import itertools
+import tempfile
+import threading
+from pathlib import Path
 from typing import Optional
 
 import cv2
+import gradio as gr
 import numpy as np
 
 TEMPLATE = """<div class="iseg-canvas">
@@ -68,13 +72,42 @@ element.addEventListener('pointerup', e => {
 """
 
 
+class FrameFiles:
+    """Overlay frames as JPEG files under one folder that Gradio serves as static files (no copy into its
+    cache, nothing inlined into the event's answer): the page gets a short URL and fetches the image. Names
+    are unique (the browser caches by URL); the oldest files beyond ``keep`` are deleted."""
+
+    def __init__(self, keep: int = 256):
+        self.dir = Path(tempfile.mkdtemp(prefix="iseg-frames-"))
+        self.keep = keep
+        self._count = itertools.count()
+        self._lock = threading.Lock()
+        gr.set_static_paths([self.dir])
+
+    def write(self, image: np.ndarray) -> str:
+        ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(image[:, :, ::-1]),
+                               [cv2.IMWRITE_JPEG_QUALITY, 95, cv2.IMWRITE_JPEG_SAMPLING_FACTOR,
+                                cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444])
+        with self._lock:
+            n = next(self._count)
+        path = self.dir / f"frame-{n:09d}.jpg"
+        path.write_bytes(buf.tobytes())
+        old = self.dir / f"frame-{n - self.keep:09d}.jpg"
+        if n >= self.keep:
+            old.unlink(missing_ok=True)
+        return str(path)
+
+
+_FRAMES: Optional[FrameFiles] = None
+
+
 def frame_value(image: Optional[np.ndarray]) -> dict:
-    """The canvas value for an RGB frame: a JPEG data URL (quality 95, 4:4:4 so contour lines stay crisp;
+    """The canvas value for an RGB frame: the URL of a JPEG (quality 95, 4:4:4 so contour lines stay crisp;
     2-3 ms for a 1024-px frame, where PNG encoding takes ~250 ms)."""
+    global _FRAMES
     if image is None:
         return {"src": ""}
-    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(image[:, :, ::-1]),
-                           [cv2.IMWRITE_JPEG_QUALITY, 95, cv2.IMWRITE_JPEG_SAMPLING_FACTOR,
-                            cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444])
-    return {"src": "data:image/jpeg;base64," + base64.b64encode(buf.tobytes()).decode("ascii"),
-            "width": int(image.shape[1]), "height": int(image.shape[0])}
+    if _FRAMES is None:
+        _FRAMES = FrameFiles()
+    return {"src": "gradio_api/file=" + _FRAMES.write(image), "width": int(image.shape[1]),
+            "height": int(image.shape[0])}
