@@ -10,9 +10,10 @@ frame's natural pixels. The frame is a JPEG file that Gradio serves as a static 
 """
 from __future__ import annotations
 
-import itertools
+import secrets
 import tempfile
 import threading
+from collections import deque
 from pathlib import Path
 from typing import Optional
 
@@ -75,12 +76,13 @@ element.addEventListener('pointerup', e => {
 class FrameFiles:
     """Overlay frames as JPEG files under one folder that Gradio serves as static files (no copy into its
     cache, nothing inlined into the event's answer): the page gets a short URL and fetches the image. Names
-    are unique (the browser caches by URL); the oldest files beyond ``keep`` are deleted."""
+    are unique and random (the browser caches by URL; nobody can list them); the oldest files beyond
+    ``keep`` are deleted."""
 
     def __init__(self, keep: int = 256):
         self.dir = Path(tempfile.mkdtemp(prefix="iseg-frames-"))
         self.keep = keep
-        self._count = itertools.count()
+        self._written: deque = deque()
         self._lock = threading.Lock()
         gr.set_static_paths([self.dir])
 
@@ -88,12 +90,13 @@ class FrameFiles:
         ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(image[:, :, ::-1]),
                                [cv2.IMWRITE_JPEG_QUALITY, 95, cv2.IMWRITE_JPEG_SAMPLING_FACTOR,
                                 cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444])
-        with self._lock:
-            n = next(self._count)
-        path = self.dir / f"frame-{n:09d}.jpg"
+        # random names: the folder is served to anyone who knows a name, so names must not be guessable
+        path = self.dir / f"frame-{secrets.token_urlsafe(12)}.jpg"
         path.write_bytes(buf.tobytes())
-        old = self.dir / f"frame-{n - self.keep:09d}.jpg"
-        if n >= self.keep:
+        with self._lock:
+            self._written.append(path)
+            old = self._written.popleft() if len(self._written) > self.keep else None
+        if old is not None:
             old.unlink(missing_ok=True)
         return str(path)
 
