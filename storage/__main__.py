@@ -8,10 +8,8 @@ from pathlib import Path
 
 from .coco import export_coco, export_png, import_coco, write_json_atomic
 from .errors import StorageError
-from .images import _EXTENSIONS
+from .images import IMAGE_SUFFIXES
 from .store import Store
-
-IMAGE_SUFFIXES = set(_EXTENSIONS.values()) | {".jpeg", ".tiff"}
 
 
 def main(argv=None) -> int:

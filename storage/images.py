@@ -23,6 +23,7 @@ from iseg_core.image import load_image
 from .errors import StorageError
 
 _EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif", "GIF": ".gif"}
+IMAGE_SUFFIXES = set(_EXTENSIONS.values()) | {".jpeg", ".tiff"}  # what folder imports pick up
 
 
 @dataclass(frozen=True)

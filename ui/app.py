@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import inspect
 import json
+from pathlib import Path
 from typing import Optional
 
 import gradio as gr
+
+from storage.images import IMAGE_SUFFIXES
 
 from .canvas import CSS, JS, TEMPLATE, frame_value
 from .studio import Studio, View
@@ -122,7 +125,9 @@ def build_app(studio: Studio) -> gr.Blocks:
                 threshold = gr.Slider(-4.0, 4.0, 0.0, step=0.25, label="Mask threshold (logits; higher = tighter)",
                                       elem_id="threshold")
                 model = gr.Dropdown(_model_choices(), value=studio.default_model, label="Model", elem_id="model")
-                upload = gr.File(file_count="multiple", label="Add images", elem_id="upload")
+                with gr.Row():
+                    upload = gr.File(file_count="multiple", label="Add images", elem_id="upload")
+                    upload_dir = gr.File(file_count="directory", label="Add a folder", elem_id="upload_dir")
                 with gr.Row():
                     export_btn = gr.Button("Export COCO", elem_id="export_btn")
                     polygons = gr.Checkbox(False, label="as polygons")
@@ -168,6 +173,10 @@ def build_app(studio: Studio) -> gr.Blocks:
                      **edit)
         upload.upload(_handler(studio.upload, 1, lambda files: ([getattr(f, "name", f) for f in files or []],)),
                       [upload], outs, api_visibility="private", **edit)
+        # a folder: only its image files (the rest of a folder is not worth a "skipped" line each)
+        upload_dir.upload(_handler(studio.upload, 1, lambda files: ([
+            getattr(f, "name", f) for f in files or [] if Path(getattr(f, "name", f)).suffix.lower() in IMAGE_SUFFIXES],)),
+            [upload_dir], outs, api_visibility="private", **edit)
 
         def on_export(poly, request: gr.Request):
             v, path = studio.export(_sid(request), bool(poly))
