@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -19,7 +20,9 @@ import torch  # noqa: E402
 from iseg_core import IsegError, load_model  # noqa: E402
 from iseg_core.models import default_device  # noqa: E402
 from iseg_core.runtime import bf16_is_fast, tune_allocator  # noqa: E402
-from storage import StorageError, Store  # noqa: E402
+from storage import StorageError, Store, default_url  # noqa: E402
+from storage.database import sqlite_file  # noqa: E402
+from storage.snapshot import Snapshotter, restore_latest  # noqa: E402
 from ui import HEAD, Studio, build_app  # noqa: E402
 
 
@@ -33,8 +36,12 @@ def main() -> None:
                     help="image encoder in bfloat16: auto (default) = only where the CPU/GPU runs bf16 natively")
     ap.add_argument("--project", default=os.environ.get("ISEG_PROJECT", "default"))
     ap.add_argument("--database", default=None, help="database URL (default $ISEG_DATABASE_URL or $ISEG_HOME/iseg.db)")
-    ap.add_argument("--host", default=os.environ.get("ISEG_HOST", "127.0.0.1"))
-    ap.add_argument("--port", type=int, default=int(os.environ.get("PORT", os.environ.get("ISEG_PORT", "7860"))))
+    # on Hugging Face Spaces (SPACE_ID set) and in Docker the app must listen on all interfaces
+    host = (os.environ.get("ISEG_HOST") or os.environ.get("GRADIO_SERVER_NAME")
+            or ("0.0.0.0" if os.environ.get("SPACE_ID") else "127.0.0.1"))
+    port = os.environ.get("PORT") or os.environ.get("ISEG_PORT") or os.environ.get("GRADIO_SERVER_PORT") or "7860"
+    ap.add_argument("--host", default=host)
+    ap.add_argument("--port", type=int, default=int(port))
     args = ap.parse_args()
     tune_allocator()
     bf16 = args.bf16 == "1" or (args.bf16 == "auto" and bf16_is_fast(default_device()))
@@ -46,6 +53,12 @@ def main() -> None:
             ckpt = "hub"
         return load_model(name, checkpoint=ckpt, dtype=dtype if name != "classical" else None)
 
+    snapshot_dir = os.environ.get("ISEG_SNAPSHOT_DIR")
+    db_file = sqlite_file(args.database or default_url())
+    if snapshot_dir and db_file is not None:
+        restored = restore_latest(db_file, Path(snapshot_dir))
+        if restored:
+            print(f"restored the database from snapshot {restored}")
     try:
         store = Store(args.database)
         studio = Studio(store, args.project, args.model, model_loader=loader, author=os.environ.get("USER", ""))
@@ -54,6 +67,9 @@ def main() -> None:
     added = studio.ensure_samples()
     if added:
         print(f"first run: added {added} sample images to project {args.project!r}")
+    if snapshot_dir and db_file is not None:
+        Snapshotter(db_file, Path(snapshot_dir), float(os.environ.get("ISEG_SNAPSHOT_MINUTES", "10"))).start()
+        print(f"snapshots of {db_file} go to {snapshot_dir}")
     demo = build_app(studio)
     demo.queue(default_concurrency_limit=4).launch(server_name=args.host, server_port=args.port, head=HEAD,
                                                    share=False, max_file_size="200mb")

@@ -32,6 +32,17 @@ def default_url(home: Optional[Path] = None) -> str:
     return os.environ.get("ISEG_DATABASE_URL") or f"sqlite:///{(home or data_home()) / 'iseg.db'}"
 
 
+def sqlite_file(url: str) -> Optional[Path]:
+    """The file of a SQLite URL (None for other databases and in-memory SQLite)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return None
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    return Path(parsed.database).expanduser()
+
+
 def _is_busy(exc: DBAPIError) -> bool:
     msg = str(exc.orig).lower() if exc.orig is not None else str(exc).lower()
     code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
