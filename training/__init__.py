@@ -1,0 +1,1 @@
+"""Training: simulated interactions (``training.simulate``); the fine-tuning loop is still to come (issue 6)."""
