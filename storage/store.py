@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from sqlalchemy import func, select
@@ -20,6 +20,7 @@ from .errors import StorageError
 from .images import ImageStore
 from .masks import decode_mask, encode_mask
 from . import models as m
+from .models import utcnow
 
 
 @dataclass(frozen=True)
@@ -276,6 +277,37 @@ class Store:
                 return self._model_version(s, name, version, checkpoint, metrics).id
         except IntegrityError:
             return self.register_model_version(name, version, checkpoint, metrics)
+
+    def record_training_run(self, base: Tuple[str, str], status: str = "running", params: Optional[dict] = None,
+                            metrics: Optional[dict] = None, message: str = "", result_version_id: Optional[int] = None,
+                            run_id: Optional[int] = None) -> int:
+        """Create (``run_id=None``) or update a training run: its base model ``(name, version)``, status
+        (running, done, kept, failed), parameters, metrics and the model version it produced."""
+        with self.db.transaction() as s:
+            run = s.get(m.TrainingRun, run_id) if run_id is not None else None
+            if run is None:
+                if run_id is not None:
+                    raise StorageError(f"no training run with id {run_id}")
+                run = m.TrainingRun(base_version_id=self._model_version(s, *base).id, started_at=utcnow())
+                s.add(run)
+            run.status = status
+            run.params = params if params is not None else run.params
+            run.metrics = metrics if metrics is not None else run.metrics
+            run.message = message or run.message
+            run.result_version_id = result_version_id if result_version_id is not None else run.result_version_id
+            if status != "running":
+                run.finished_at = utcnow()
+            s.flush()
+            return run.id
+
+    def training_runs(self) -> List[dict]:
+        """All training runs, newest first, with base and result as ``name@version``."""
+        with self.db.session() as s:
+            runs = s.scalars(select(m.TrainingRun).order_by(m.TrainingRun.id.desc())).all()
+            names = {v.id: f"{v.name}@{v.version}" for v in s.scalars(select(m.ModelVersion)).all()}
+            return [{"id": r.id, "status": r.status, "base": names.get(r.base_version_id),
+                     "result": names.get(r.result_version_id), "params": r.params, "metrics": r.metrics,
+                     "message": r.message, "started_at": r.started_at, "finished_at": r.finished_at} for r in runs]
 
     def _annotation_record(self, a: m.Annotation, img: m.Image) -> AnnotationRecord:
         mv = a.model_version

@@ -1,7 +1,8 @@
 """Losses for interactive segmentation: RITM's normalized focal loss, soft Dice, and SAM's IoU-head loss.
 
 All take logits ``(B, H, W)`` (or ``(B, 1, H, W)``), a target of the same size in {0, 1}, and an optional
-``valid`` mask (False = ignored pixel, e.g. GrabCut's band); they return a scalar (mean over the batch).
+``valid`` mask (False = ignored pixel, e.g. GrabCut's band); they return a scalar (mean over the batch), or
+one value per sample with ``reduction="none"`` (to pick the best of SAM's three candidate masks).
 """
 from __future__ import annotations
 
@@ -14,8 +15,17 @@ def _flat(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(x.shape[0], -1).float()
 
 
+def _reduce(per_sample: torch.Tensor, reduction: str) -> torch.Tensor:
+    if reduction == "none":
+        return per_sample
+    if reduction != "mean":
+        raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+    return per_sample.mean()
+
+
 def normalized_focal_loss(logits: torch.Tensor, target: torch.Tensor, valid: Optional[torch.Tensor] = None,
-                          alpha: float = 0.5, gamma: float = 2.0, eps: float = 1e-8) -> torch.Tensor:
+                          alpha: float = 0.5, gamma: float = 2.0, eps: float = 1e-8,
+                          reduction: str = "mean") -> torch.Tensor:
     """Focal loss whose focal weights are rescaled to sum to the number of valid pixels (per sample), so the
     loss keeps its scale as the prediction improves and hard pixels dominate (RITM's NFL)."""
     x, y = _flat(logits), _flat(target) > 0.5
@@ -26,17 +36,17 @@ def normalized_focal_loss(logits: torch.Tensor, target: torch.Tensor, valid: Opt
     beta = (1 - pt) ** gamma * v
     scale = (v.sum(1, keepdim=True) / (beta.sum(1, keepdim=True) + eps)).detach()
     loss = -a * beta * scale * torch.log(pt.clamp_min(eps))
-    return (loss.sum(1) / v.sum(1).clamp_min(1)).mean()
+    return _reduce(loss.sum(1) / v.sum(1).clamp_min(1), reduction)
 
 
 def dice_loss(logits: torch.Tensor, target: torch.Tensor, valid: Optional[torch.Tensor] = None,
-              smooth: float = 1.0) -> torch.Tensor:
+              smooth: float = 1.0, reduction: str = "mean") -> torch.Tensor:
     p, y = torch.sigmoid(_flat(logits)), (_flat(target) > 0.5).float()
     if valid is not None:
         v = (_flat(valid) > 0.5).float()
         p, y = p * v, y * v
     inter = (p * y).sum(1)
-    return (1 - (2 * inter + smooth) / (p.sum(1) + y.sum(1) + smooth)).mean()
+    return _reduce(1 - (2 * inter + smooth) / (p.sum(1) + y.sum(1) + smooth), reduction)
 
 
 def iou_head_loss(predicted_iou: torch.Tensor, logits: torch.Tensor, target: torch.Tensor,

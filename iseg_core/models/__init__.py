@@ -11,7 +11,7 @@ from typing import Callable, Dict, Optional, Union
 
 import torch
 
-from ..errors import UnknownModelError
+from ..errors import CheckpointError, UnknownModelError
 from .base import Decoded, ImageEmbedding, Segmenter
 
 ModelFactory = Callable[..., Segmenter]
@@ -68,18 +68,25 @@ def load_model(
 
 def _build_sam(name, checkpoint, device, dtype):
     from . import sam
-    from .sam.checkpoint import read_checkpoint
+    from .sam.checkpoint import load_checkpoint
     from .. import weights
 
-    version = path = None
+    version = path = encoder_version = None
     if checkpoint is not None:  # resolved first: a missing file fails before the model is built
         path, version = weights.resolve_checkpoint(name, checkpoint)
-        state = read_checkpoint(path)
+        state, meta = load_checkpoint(path)
+        trained_as = meta.get("model")
+        if trained_as and trained_as != name:
+            raise CheckpointError(f"checkpoint {path} was trained as {trained_as!r}, not {name!r}: "
+                                  f"load it with load_model({trained_as!r}, ...)")
+        version = version or meta.get("version")
+        encoder_version = meta.get("encoder_version")
     network = sam.SamNetwork(sam.SAM_CONFIGS[name])
     if path is not None:
         network.load_official_state_dict(state, name, str(path))
         version = version or file_fingerprint(path)
-    return sam.SamSegmenter(name, network, version=version, device=device, encoder_dtype=dtype)
+    return sam.SamSegmenter(name, network, version=version, device=device, encoder_dtype=dtype,
+                            encoder_version=encoder_version)
 
 
 @register_model("classical")
@@ -91,7 +98,7 @@ def _build_classical(name, checkpoint, device, dtype):
     return ClassicalSegmenter(name)
 
 
-for _name in ("sam_vit_b", "sam_vit_l", "sam_vit_h"):
+for _name in ("sam_vit_b", "sam_vit_l", "sam_vit_h", "sam_mini"):
     register_model(_name)(_build_sam)
 
 __all__ = ["Decoded", "ImageEmbedding", "Segmenter", "list_models", "load_model", "register_model"]

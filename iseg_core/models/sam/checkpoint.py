@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import pickle
 import zipfile
-from typing import Dict, Mapping, Optional
+from typing import Dict, Mapping, Optional, Tuple
 
 import torch
 
@@ -35,6 +35,12 @@ def module_to_official(key: str) -> str:
 def read_checkpoint(path: str | os.PathLike) -> Dict[str, torch.Tensor]:
     """Load a flat ``{key: tensor}`` state dict from a ``.pth``/``.pt`` file (or a wrapped one:
     ``{"model": ...}`` or ``{"state_dict": ...}``). Only tensors are unpickled (``weights_only``)."""
+    return load_checkpoint(path)[0]
+
+
+def load_checkpoint(path: str | os.PathLike) -> Tuple[Dict[str, torch.Tensor], dict]:
+    """:func:`read_checkpoint` plus the file's metadata: ``{}`` for SAM's own files, the ``meta`` dict of files
+    written by ``training.finetune`` (model name, base model, data, steps, metrics, encoder version)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {path} does not exist")
@@ -43,14 +49,17 @@ def read_checkpoint(path: str | os.PathLike) -> Dict[str, torch.Tensor]:
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"checkpoint {path} is not a readable PyTorch file (corrupt or truncated?): {first}") from None
+    meta: dict = {}
     if isinstance(obj, Mapping):
+        if isinstance(obj.get("meta"), Mapping):
+            meta = dict(obj["meta"])
         for wrapper in ("model", "state_dict"):
             if wrapper in obj and isinstance(obj[wrapper], Mapping):
                 obj = obj[wrapper]
                 break
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"checkpoint {path} does not hold a state dict of tensors")
-    return dict(obj)
+    return dict(obj), meta
 
 
 def describe_sam_architecture(state: Mapping[str, torch.Tensor]) -> Optional[str]:

@@ -53,6 +53,9 @@ SAM_CONFIGS: Dict[str, SamConfig] = {
     "sam_vit_b": SamConfig(768, 12, 12, (2, 5, 8, 11)),
     "sam_vit_l": SamConfig(1024, 24, 16, (5, 11, 17, 23)),
     "sam_vit_h": SamConfig(1280, 32, 16, (7, 15, 23, 31)),
+    # Not a published model: a small SAM (6.7 M parameters; 256 px input, 16 px patches, a 16x16 embedding,
+    # 64x64 mask logits; SAM's prompt encoder and mask decoder) that trains from scratch on a CPU.
+    "sam_mini": SamConfig(192, 4, 3, (1, 3), image_size=256, patch_size=16, window_size=8),
 }
 
 
@@ -96,6 +99,21 @@ def preprocess_shape(h: int, w: int, long_side: int) -> Tuple[int, int]:
     return int(h * scale + 0.5), int(w * scale + 0.5)
 
 
+def resize_long_side(image: np.ndarray, long_side: int) -> np.ndarray:
+    """``uint8`` RGB resized so its long side is ``long_side`` (PIL bilinear, as SAM does)."""
+    nh, nw = preprocess_shape(image.shape[0], image.shape[1], long_side)
+    return np.array(Image.fromarray(image).resize((nw, nh), Image.BILINEAR))
+
+
+def normalize_padded(resized: np.ndarray, size: int, device=None) -> torch.Tensor:
+    """``(1, 3, size, size)`` float32: SAM's pixel normalisation, zero padding bottom/right."""
+    x = torch.from_numpy(np.ascontiguousarray(resized)).to(device).permute(2, 0, 1).unsqueeze(0).float()
+    mean = torch.tensor(PIXEL_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(PIXEL_STD, device=x.device).view(1, 3, 1, 1)
+    x = (x - mean) / std
+    return F.pad(x, (0, size - resized.shape[1], 0, size - resized.shape[0]))
+
+
 class SamSegmenter(Segmenter):
     """SAM behind the Segmenter interface.
 
@@ -110,6 +128,7 @@ class SamSegmenter(Segmenter):
         version: Optional[str] = None,
         device: Optional[torch.device] = None,
         encoder_dtype: torch.dtype = torch.float32,
+        encoder_version: Optional[str] = None,
     ):
         self.name = name
         self.network = network.eval()
@@ -123,11 +142,17 @@ class SamSegmenter(Segmenter):
                     "slower than float32 here (use dtype=None)", RuntimeWarning, stacklevel=3)
             self.network.image_encoder.to(encoder_dtype)
         base = version or f"random-{uuid.uuid4().hex[:8]}"
-        self.version = base if encoder_dtype == torch.float32 else f"{base}-{str(encoder_dtype).split('.')[-1]}"
+        suffix = "" if encoder_dtype == torch.float32 else f"-{str(encoder_dtype).split('.')[-1]}"
+        self.version = base + suffix
+        # Embeddings depend on the encoder only: a decoder-only fine-tune names its base's encoder here, so
+        # the images already encoded by the base model stay cached when the fine-tuned model swaps in.
+        self.encoder_version = (encoder_version + suffix) if encoder_version else self.version
         cfg = network.config
-        self._mean = torch.tensor(PIXEL_MEAN, device=self.device).view(1, 3, 1, 1)
-        self._std = torch.tensor(PIXEL_STD, device=self.device).view(1, 3, 1, 1)
         self._mask_size = (4 * cfg.embedding_size,) * 2
+
+    @property
+    def cache_key(self) -> str:
+        return f"{self.name}@{self.encoder_version}"
 
     @property
     def config(self) -> SamConfig:
@@ -136,12 +161,8 @@ class SamSegmenter(Segmenter):
     def preprocess(self, image: np.ndarray) -> Tuple[torch.Tensor, Tuple[int, int]]:
         """Resize (long side = image_size, PIL bilinear as SAM does), normalise, pad bottom/right.
         Returns ``(1, 3, S, S)`` float32 on the model device and the resized (H, W)."""
-        size = self.config.image_size
-        nh, nw = preprocess_shape(image.shape[0], image.shape[1], size)
-        resized = np.array(Image.fromarray(image).resize((nw, nh), Image.BILINEAR))
-        x = torch.from_numpy(resized).to(self.device).permute(2, 0, 1).unsqueeze(0).float()
-        x = (x - self._mean) / self._std
-        return F.pad(x, (0, size - nw, 0, size - nh)), (nh, nw)
+        resized = resize_long_side(image, self.config.image_size)
+        return normalize_padded(resized, self.config.image_size, self.device), resized.shape[:2]
 
     @torch.inference_mode()
     def encode(self, image: np.ndarray) -> ImageEmbedding:

@@ -1,0 +1,622 @@
+"""The fine-tuning loop: a SAM-family model learns from masks through simulated interactions.
+
+Each step draws a batch of objects, simulates each one's first prompts (clicks, a box, a scribble or a
+contour: :mod:`training.simulate`), then runs 0..``max_corrections`` no-grad rounds in which the model
+predicts and the evaluation's clicker adds a correction click at the largest error, with the previous
+logits fed back as the mask prompt (RITM's iterative training, as SAM does it). The last round is the one
+with gradients. Losses: normalized focal + soft Dice on the chosen mask, MSE of the IoU head; for a lone
+click without a previous mask (SAM's ambiguous case) the best of the three candidate masks is trained.
+
+Modes:
+- ``decoder`` (default when starting from weights): the image encoder is frozen and runs once per image;
+  embeddings are kept (float16) for the rest of the run, so a step costs only prompt decoding. Fast on a CPU.
+- ``full`` (default from random weights): the encoder trains too, on augmented crops (scale, flip, colour).
+
+Mixed precision (bfloat16 autocast) on CUDA; ``torchrun --nproc_per_node N -m training.finetune ...`` trains
+with DistributedDataParallel (NCCL on GPUs, gloo on CPUs), each rank drawing its own batches.
+
+The data of a step is a pure function of ``(seed, rank, step)``, so a run resumed from a checkpoint goes on
+exactly as if it had not stopped. Checkpoints hold the weights under SAM's own key names (``load_model``
+reads them), the metadata (base model, data, steps, metrics) and the optimizer state for resuming.
+"""
+from __future__ import annotations
+
+import copy
+import datetime
+import hashlib
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from iseg_core.cache import EmbeddingCache
+from iseg_core.errors import CheckpointError, IsegError
+from iseg_core.eval.datasets import DatasetError, Sample
+from iseg_core.eval.loop import ObjectEvaluator
+from iseg_core.eval.metrics import summarize
+from iseg_core.models.sam.checkpoint import load_checkpoint
+from iseg_core.models.sam.layers import to_tokens
+from iseg_core.models.sam.model import SamSegmenter, normalize_padded, preprocess_shape, resize_long_side
+from iseg_core.models.sam.prompting import to_sam_inputs
+from iseg_core.predictor import Predictor
+from iseg_core.prompts import Click, Prompt
+
+from .data import AugmentConfig, TrainingObject, augment
+from .losses import dice_loss, normalized_focal_loss
+from .simulate import SamplerConfig, correction_click, sample_prompts
+
+FORMAT = "iseg-finetune/1"
+Progress = Callable[[dict], None]
+
+
+@dataclass
+class FinetuneConfig:
+    steps: int = 500
+    batch_size: int = 8
+    lr: float = 1e-4
+    weight_decay: float = 0.05
+    warmup: int = 20  # linear warm-up steps, then cosine decay to 5 % of lr
+    grad_clip: float = 1.0
+    mode: str = "auto"  # "decoder", "full", or "auto" (decoder from weights, full from random weights)
+    max_corrections: int = 3  # no-grad correction rounds per sample: uniform in 0..max_corrections
+    seed: int = 0
+    save_every: int = 100  # steps between checkpoints (0: only at the end)
+    amp: bool = True  # bfloat16 autocast on CUDA; ignored on a CPU
+    augment: bool = True  # full mode: random scale, flip, crop and colour
+    focal_weight: float = 1.0
+    dice_weight: float = 1.0
+    iou_weight: float = 1.0
+
+    def check(self) -> None:
+        if self.mode not in ("auto", "decoder", "full"):
+            raise IsegError(f"mode must be decoder, full or auto, got {self.mode!r}")
+        if self.steps < 1 or self.batch_size < 1:
+            raise IsegError(f"steps and batch_size must be positive, got {self.steps} and {self.batch_size}")
+
+
+@dataclass
+class TrainSample:
+    """One training object prepared for a step, in the model's input frame (long side = image size)."""
+
+    key: str  # the object name: its cached embedding in decoder mode
+    input_size: Tuple[int, int]  # (nh, nw) of the resized image inside the padded square
+    gt: np.ndarray  # bool (nh, nw)
+    prompts: List[Prompt]
+    corrections: int
+    pixels: Optional[torch.Tensor] = None  # (1, 3, S, S) normalised input, full mode
+    image: Optional[np.ndarray] = None  # the original image, decoder mode, for a first encoding
+
+
+def _resize_mask(mask: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+    """A boolean mask at ``size`` (h, w): pixels more than half covered; a thin object keeps any covered pixel."""
+    h, w = size
+    frac = cv2.resize(mask.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
+    out = frac > 0.5
+    return out if out.any() or not mask.any() else frac > 0
+
+
+def _world() -> Tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class Trainer:
+    """Trains ``model`` (a :class:`SamSegmenter`) on ``objects``; see the module docstring."""
+
+    def __init__(self, model: SamSegmenter, objects: Sequence[TrainingObject], config: FinetuneConfig = FinetuneConfig(),
+                 starting_from: Optional[str] = None, data: str = "", progress: Optional[Progress] = None):
+        if not isinstance(model, SamSegmenter):
+            raise IsegError(f"{model.name} has no trainable weights: fine-tuning needs a SAM-family model")
+        if not objects:
+            raise DatasetError("no objects to train on")
+        config.check()
+        self.model, self.objects, self.config = model, list(objects), config
+        self.net = model.network
+        self.device = model.device
+        mode = config.mode
+        if mode == "auto":
+            mode = "decoder" if starting_from else "full"
+        self.mode = mode
+        self.data = data
+        self.base = {"model": model.name, "checkpoint": starting_from or "random initialisation",
+                     "version": model.version, "encoder_version": model.encoder_version}
+        self.progress = progress or (lambda info: None)
+        if mode == "full" and model.encoder_dtype != torch.float32:
+            self.net.image_encoder.float()  # an encoder that trains does so in float32
+            model.encoder_dtype = torch.float32
+        self.net.image_encoder.requires_grad_(mode == "full")
+        self.params = [p for p in self.net.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay)
+        self.step = 0
+        self.history: List[dict] = []
+        self._embeddings: Dict[str, torch.Tensor] = {}
+        self.sampler = SamplerConfig()
+        cfg = self.net.config
+        self.size = cfg.image_size
+        self.grid = cfg.embedding_size
+        self.mask_size = (4 * self.grid, 4 * self.grid)
+        self.loss_size = max(4 * self.grid, min(self.size, 512))
+        self.rank, self.world = _world()
+        self._ddp: Optional[nn.Module] = None
+        if self.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self._ddp = nn.parallel.DistributedDataParallel(_Forward(self), device_ids=ids, find_unused_parameters=True)
+
+    # -- data ------------------------------------------------------------------------------------------
+    def _rng(self, step: int) -> np.random.Generator:
+        return np.random.default_rng([self.config.seed, self.rank, step])
+
+    def _sample(self, obj: TrainingObject, rng: np.random.Generator) -> TrainSample:
+        image, gt, others = obj.load()
+        if gt.shape != image.shape[:2]:
+            raise DatasetError(f"{obj.name}: the mask is {gt.shape[1]}x{gt.shape[0]}, the image "
+                               f"{image.shape[1]}x{image.shape[0]}")
+        pixels = None
+        if self.mode == "full":
+            if self.config.augment:
+                image, gt, others = augment(image, gt, others, rng, AugmentConfig(crop=self.size))
+            resized = resize_long_side(image, self.size)
+            size = resized.shape[:2]
+            pixels = normalize_padded(resized, self.size)
+        else:
+            size = preprocess_shape(image.shape[0], image.shape[1], self.size)
+        gt = _resize_mask(gt, size)
+        if not gt.any():
+            raise DatasetError(f"{obj.name}: the mask is empty")
+        others = _resize_mask(others, size) if others is not None else None
+        prompts = sample_prompts(gt, rng, self.sampler, others)
+        k = int(rng.integers(0, self.config.max_corrections + 1))
+        keep_image = self.mode == "decoder" and obj.name not in self._embeddings
+        return TrainSample(obj.name, size, gt, prompts, k, pixels, image if keep_image else None)
+
+    def batch(self, step: int) -> List[TrainSample]:
+        rng = self._rng(step)
+        picks = rng.choice(len(self.objects), size=self.config.batch_size, replace=len(self.objects) < self.config.batch_size)
+        return [self._sample(self.objects[int(i)], rng) for i in picks]
+
+    # -- the model -------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _embedding(self, s: TrainSample) -> torch.Tensor:
+        """Decoder mode: the frozen encoder's tokens for ``s`` (computed once, kept as float16)."""
+        t = self._embeddings.get(s.key)
+        if t is None:
+            x, _ = self.model.preprocess(s.image)
+            feats = self.net.image_encoder(x.to(self.model.encoder_dtype))
+            t = self._embeddings[s.key] = to_tokens(feats.float())[0].to(torch.float16)
+            s.image = None
+        return t
+
+    def _tokens(self, samples: List[TrainSample]) -> torch.Tensor:
+        if self.mode == "full":
+            x = torch.cat([s.pixels for s in samples]).to(self.device)
+            with self._autocast():
+                return to_tokens(self.net.image_encoder(x)).float()
+        return torch.stack([self._embedding(s) for s in samples]).float()
+
+    def _autocast(self):
+        on = self.config.amp and self.device.type == "cuda"
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=on)
+
+    def _decode(self, tokens: torch.Tensor, samples: List[TrainSample], prev: List[Optional[torch.Tensor]]):
+        """All four masks ``(B, 4, 4h, 4w)``, IoU predictions ``(B, 4)`` and which samples are SAM's ambiguous
+        case (one click, no mask prompt)."""
+        enc, dec = self.net.prompt_encoder, self.net.mask_decoder
+        sparse, dense_in, ambiguous = [], [], []
+        for s, p in zip(samples, prev):
+            inp = to_sam_inputs(s.prompts, s.input_size, s.input_size, self.mask_size, self.size)
+            as_t = lambda a: torch.as_tensor(a, device=self.device).unsqueeze(0) if a is not None else None  # noqa: E731
+            sparse.append(enc.embed_sparse(as_t(inp.points), as_t(inp.labels), as_t(inp.box))[0])
+            m = p if p is not None else (as_t(inp.mask_logits).unsqueeze(0) if inp.mask_logits is not None else None)
+            dense_in.append(m)
+            ambiguous.append(inp.single_click and m is None)
+        n = max(len(t) for t in sparse)
+        pad = enc.not_a_point_embed.weight
+        sparse_t = torch.stack([torch.cat([t, pad.expand(n - len(t), -1)]) for t in sparse])
+        hw = self.grid * self.grid
+        no_mask = enc.no_mask_embed.weight.expand(hw, -1)
+        with_mask = [i for i, m in enumerate(dense_in) if m is not None]
+        dense_rows = [no_mask] * len(samples)
+        if with_mask:
+            dm = enc.embed_dense_tokens(torch.cat([dense_in[i] for i in with_mask]))
+            for j, i in enumerate(with_mask):
+                dense_rows[i] = dm[j]
+        pe = to_tokens(enc.pe_layer.grid(self.grid, self.grid).unsqueeze(0))
+        with self._autocast():
+            mask_tokens, iou, image = dec.run_transformer(tokens, pe, sparse_t, torch.stack(dense_rows))
+            masks = dec.read_masks(dec.upscaled_pixels(image), mask_tokens, torch.arange(4), (self.grid, self.grid))
+        return masks.float(), iou.float(), torch.tensor(ambiguous, device=self.device)
+
+    def _correct(self, tokens: torch.Tensor, samples: List[TrainSample]) -> List[Optional[torch.Tensor]]:
+        """The no-grad rounds: predict, add the evaluation's next click; returns each sample's last logits."""
+        prev: List[Optional[torch.Tensor]] = [None] * len(samples)
+        rounds = max(s.corrections for s in samples)
+        with torch.no_grad():
+            for r in range(rounds):
+                active = [i for i, s in enumerate(samples) if s.corrections > r]
+                masks, iou, amb = self._decode(tokens[active], [samples[i] for i in active], [prev[i] for i in active])
+                pick = torch.where(amb, iou[:, 1:].argmax(1) + 1, torch.zeros_like(amb, dtype=torch.long))
+                chosen = masks[torch.arange(len(active)), pick].unsqueeze(1)
+                full = F.interpolate(chosen, (self.size, self.size), mode="bilinear", align_corners=False)[:, 0] > 0
+                for j, i in enumerate(active):
+                    s = samples[i]
+                    nh, nw = s.input_size
+                    clicked = [p for p in s.prompts if isinstance(p, Click)]
+                    click = correction_click(s.gt, full[j, :nh, :nw].cpu().numpy(), clicked=clicked)
+                    if click is None:
+                        s.corrections = r  # perfect already
+                        continue
+                    s.prompts.append(click)
+                    prev[i] = chosen[j:j + 1]
+        return prev
+
+    def _targets(self, samples: List[TrainSample]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Ground truth and valid pixels at the loss resolution, in the padded square frame."""
+        scale = self.loss_size / self.size
+        gts, valid = [], []
+        for s in samples:
+            nh, nw = s.input_size
+            lh, lw = max(1, round(nh * scale)), max(1, round(nw * scale))
+            g = np.zeros((self.loss_size, self.loss_size), np.float32)
+            v = np.zeros_like(g)
+            g[:lh, :lw] = cv2.resize(s.gt.astype(np.float32), (lw, lh), interpolation=cv2.INTER_AREA)
+            v[:lh, :lw] = 1
+            gts.append(g)
+            valid.append(v)
+        return (torch.from_numpy(np.stack(gts)).to(self.device), torch.from_numpy(np.stack(valid)).to(self.device))
+
+    def loss(self, samples: List[TrainSample]) -> Tuple[torch.Tensor, dict]:
+        tokens = self._tokens(samples)
+        prev = self._correct(tokens.detach(), samples) if self.config.max_corrections else [None] * len(samples)
+        masks, iou, amb = self._decode(tokens, samples, prev)
+        b = len(samples)
+        up = F.interpolate(masks, (self.loss_size,) * 2, mode="bilinear", align_corners=False)  # (B, 4, L, L)
+        gt, valid = self._targets(samples)
+        flat = up.flatten(0, 1)
+        gt4, valid4 = gt.repeat_interleave(4, 0), valid.repeat_interleave(4, 0)
+        c = self.config
+        per = (c.focal_weight * normalized_focal_loss(flat, gt4, valid4, reduction="none")
+               + c.dice_weight * dice_loss(flat, gt4, valid4, reduction="none")).view(b, 4)
+        # which outputs train: token 0, or (ambiguous case) the best of tokens 1..3
+        best = per[:, 1:].detach().argmin(1) + 1
+        pick = torch.where(amb, best, torch.zeros_like(best))
+        mask_loss = per[torch.arange(b), pick].mean()
+        with torch.no_grad():
+            hard = (flat > 0).float() * valid4
+            y = (gt4 > 0.5).float() * valid4
+            inter, union = (hard * y).flatten(1).sum(1), ((hard + y) > 0).float().flatten(1).sum(1)
+            actual = torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union)).view(b, 4)
+        used = torch.zeros_like(iou)
+        used[amb, 1:] = 1  # every candidate's score matters when the best is picked by score
+        used[~amb, 0] = 1
+        iou_loss = (((iou - actual) ** 2) * used).sum() / used.sum()
+        total = mask_loss + c.iou_weight * iou_loss
+        return total, {"loss": float(total.detach()), "mask": float(mask_loss.detach()), "iou": float(iou_loss.detach()),
+                       "chosen_iou": float(actual[torch.arange(b), pick].mean())}
+
+    # -- the loop --------------------------------------------------------------------------------------
+    def lr_at(self, step: int) -> float:
+        c = self.config
+        if step < c.warmup:
+            return c.lr * (step + 1) / c.warmup
+        t = (step - c.warmup) / max(1, c.steps - c.warmup)
+        return c.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+
+    def train_step(self) -> dict:
+        t0 = time.perf_counter()
+        self.net.train()
+        samples = self.batch(self.step)
+        for g in self.opt.param_groups:
+            g["lr"] = self.lr_at(self.step)
+        self.opt.zero_grad(set_to_none=True)
+        total, info = self._ddp(samples) if self._ddp is not None else self.loss(samples)
+        total.backward()
+        if self.config.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.params, self.config.grad_clip)
+        self.opt.step()
+        self.net.eval()
+        self.step += 1
+        info.update(step=self.step, steps=self.config.steps, lr=self.opt.param_groups[0]["lr"],
+                    seconds=time.perf_counter() - t0)
+        self.history.append(info)
+        return info
+
+    def run(self, out: Optional[Path] = None, stop: Optional[Callable[[], bool]] = None) -> None:
+        """Train until ``config.steps`` (continuing from ``self.step``), saving every ``save_every`` steps."""
+        while self.step < self.config.steps:
+            if stop is not None and stop():
+                break
+            info = self.train_step()
+            self.progress(dict(info, phase="train"))
+            if out is not None and self.config.save_every and self.step % self.config.save_every == 0:
+                self.save(out)
+
+    # -- checkpoints -----------------------------------------------------------------------------------
+    def meta(self, metrics: Optional[dict] = None) -> dict:
+        created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        ident = f"{self.base['version']}|{self.data}|{self.config}|{self.step}|{created}"
+        return {
+            "format": FORMAT,
+            "model": self.model.name,
+            "version": f"ft-{hashlib.blake2b(ident.encode(), digest_size=5).hexdigest()}-s{self.step}",
+            # decoder-only: the encoder is the base's, so are its embeddings
+            "encoder_version": self.base["encoder_version"] if self.mode == "decoder" else None,
+            "base": dict(self.base),
+            "mode": self.mode,
+            "data": self.data,
+            "objects": len(self.objects),
+            "steps": self.step,
+            "config": asdict(self.config),
+            "metrics": metrics or {},
+            "loss_last": self.history[-1]["loss"] if self.history else None,
+            "created": created,
+            "torch": str(torch.__version__),
+        }
+
+    def save(self, path, metrics: Optional[dict] = None) -> dict:
+        """Write weights + metadata + optimizer state atomically (a failed write keeps the previous file)."""
+        if self.rank != 0:
+            return {}
+        path = Path(path)
+        meta = self.meta(metrics)
+        state = {k: v.detach().float().cpu() for k, v in self.net.official_state_dict().items()}
+        obj = {"format": FORMAT, "model": self.model.name, "meta": meta, "state_dict": state,
+               "trainer": {"step": self.step, "optimizer": self.opt.state_dict(), "mode": self.mode}}
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(obj, tmp)
+            os.replace(tmp, path)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise IsegError(f"could not write the checkpoint {path}: {e.strerror or e}; "
+                            "the previous checkpoint (if any) is unchanged") from None
+        return meta
+
+    def resume(self, path) -> dict:
+        """Continue a run from a checkpoint this trainer's :meth:`save` wrote; returns its metadata."""
+        state, meta = load_checkpoint(path)
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+        trainer = obj.get("trainer") if isinstance(obj, dict) else None
+        if meta.get("format") != FORMAT or not isinstance(trainer, dict):
+            raise CheckpointError(f"{path} is not a training checkpoint of iseg (no optimizer state to resume from); "
+                                  "start a new run from it with --checkpoint instead")
+        if meta.get("model") != self.model.name:
+            raise CheckpointError(f"{path} was trained as {meta.get('model')!r}, not {self.model.name!r}")
+        if trainer.get("mode") != self.mode:
+            raise CheckpointError(f"{path} trained in {trainer.get('mode')} mode; resume it with --mode {trainer.get('mode')}")
+        self.net.load_official_state_dict(state, self.model.name, str(path))
+        self.opt.load_state_dict(trainer["optimizer"])
+        self.step = int(trainer["step"])
+        self.base = dict(meta.get("base") or self.base)
+        return meta
+
+
+class _Forward(nn.Module):
+    """The trainer's loss as a module, so DistributedDataParallel can wrap it."""
+
+    def __init__(self, trainer: Trainer):
+        super().__init__()
+        self.net = trainer.net
+        object.__setattr__(self, "_trainer", trainer)
+
+    def forward(self, samples):
+        return self._trainer.loss(samples)
+
+
+# -- evaluation ---------------------------------------------------------------------------------------------
+def trainable_copy(model: SamSegmenter) -> SamSegmenter:
+    """A copy of ``model`` whose prompt encoder and mask decoder can train while ``model`` keeps serving; the
+    image encoder (the bulk of the memory) is shared, so train the copy in decoder mode only."""
+    net = model.network
+    copy_net = copy.deepcopy(net, memo={id(net.image_encoder): net.image_encoder})
+    twin = SamSegmenter(model.name, copy_net, version=model.version, device=model.device,
+                        encoder_dtype=torch.float32, encoder_version=model.encoder_version)
+    twin.encoder_dtype = model.encoder_dtype
+    twin.version = model.version
+    return twin
+
+
+def evaluate(model, objects: Sequence[TrainingObject], max_clicks: int = 20, target_iou: float = 0.95,
+             progress: Optional[Progress] = None, label: str = "") -> dict:
+    """The protocol (first click at the object's centre, clicks at the largest error, previous mask fed back)
+    on ``objects``: NoC@85/90/95, NoF, mIoU@1/5, as :func:`iseg_core.eval.metrics.summarize` gives them."""
+    if not objects:
+        raise DatasetError(f"{label or 'evaluation'}: no objects")
+    evaluator = ObjectEvaluator(Predictor(model, EmbeddingCache(max_bytes=256 << 20)))
+    ious = []
+    for k, obj in enumerate(objects):
+        image, gt, third = obj.load()
+        ignore = third if isinstance(obj, Sample) else None  # a benchmark's ignore band; not a TrainingObject's others
+        run = evaluator.run(obj.name, image, gt, ignore, max_clicks=max_clicks, target_iou=target_iou)
+        ious.append(run.ious)
+        if progress is not None:
+            progress({"phase": f"eval {label}".strip(), "done": k + 1, "total": len(objects)})
+    return summarize(ious, max_clicks=max_clicks)
+
+
+# -- the command line ---------------------------------------------------------------------------------------
+TABLE_KEYS = ("NoC@85", "NoC@90", "NoF@90", "mIoU@1", "mIoU@5")
+
+
+def comparison_table(before: Dict[str, dict], after: Dict[str, dict]) -> str:
+    """Markdown rows: each evaluation set before and after training."""
+    lines = ["| data | model | objects | " + " | ".join(TABLE_KEYS) + " |", "|---|---|---:|" + "---:|" * len(TABLE_KEYS)]
+    for name in after:
+        for label, m in (("before", before.get(name)), ("after" if before else "start", after[name])):
+            if m:
+                vals = [f"{m[k]:.2f}" if isinstance(m[k], float) else str(m[k]) for k in TABLE_KEYS]
+                lines.append(f"| {name} | {label} | {m['objects']} | " + " | ".join(vals) + " |")
+    return "\n".join(lines)
+
+
+def is_better(before: dict, after: dict) -> bool:
+    """The fine-tuned model replaces its base when it needs fewer clicks for 90 % IoU, or as many with a
+    higher IoU after five."""
+    return (after["NoC@90"], -after["mIoU@5"]) < (before["NoC@90"], -before["mIoU@5"])
+
+
+def _objects_from_args(args) -> List[TrainingObject]:
+    from .data import coco_objects, folder_objects, store_objects
+
+    objects: List[TrainingObject] = []
+    for root in args.data or []:
+        root = Path(root)
+        masks = args.masks or next((m for m in ("masks", "ground_truth_mask", "gt", "GT") if (root / m).is_dir()), "masks")
+        objects += folder_objects(root, images=args.images_folder, masks=masks)
+    if args.coco:
+        if not args.images:
+            raise DatasetError("--coco needs --images (the folder its file_name entries are relative to)")
+        objects += coco_objects(args.coco, args.images)
+    if args.store_project:
+        from storage import Store
+
+        store = Store(args.database)
+        objects += store_objects(store, store.project(args.store_project, create=False))
+    if not objects:
+        raise DatasetError("nothing to train on: give --data FOLDER, --coco FILE --images DIR, or --store-project NAME")
+    return objects
+
+
+def main(argv=None) -> int:
+    import argparse
+    import json
+    import sys
+
+    from iseg_core.eval.datasets import open_dataset
+    from iseg_core.models import list_models, load_model
+    from iseg_core.runtime import tune_allocator
+
+    from .data import split
+
+    ap = argparse.ArgumentParser(prog="python -m training.finetune", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", required=True, help=f"one of {', '.join(m for m in list_models() if m != 'classical')}")
+    ap.add_argument("--checkpoint", help="starting weights: a file, 'hub', or none for a random initialisation")
+    ap.add_argument("--data", action="append", help="an images + masks folder (masks/ or ground_truth_mask/); repeatable")
+    ap.add_argument("--images-folder", default="images", help="the images subfolder of --data (default images)")
+    ap.add_argument("--masks", help="the masks subfolder of --data (default: found)")
+    ap.add_argument("--coco", help="a COCO JSON of instance masks")
+    ap.add_argument("--images", help="the images folder of --coco")
+    ap.add_argument("--store-project", help="train on the accepted annotations of this project of --database")
+    ap.add_argument("--database", help="storage URL: read --store-project from it, register the result as a model version")
+    ap.add_argument("--out", required=True, help="the checkpoint to write (load_model reads it)")
+    ap.add_argument("--resume", help="continue a run from its checkpoint (same data, model and mode)")
+    ap.add_argument("--mode", default="auto", choices=["auto", "decoder", "full"])
+    ap.add_argument("--steps", type=int, default=FinetuneConfig.steps)
+    ap.add_argument("--batch-size", type=int, default=FinetuneConfig.batch_size)
+    ap.add_argument("--lr", type=float, default=None, help="default 1e-4 for decoder mode, 3e-4 for full")
+    ap.add_argument("--max-corrections", type=int, default=FinetuneConfig.max_corrections)
+    ap.add_argument("--save-every", type=int, default=FinetuneConfig.save_every)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--held-out", type=float, default=0.2, help="fraction of the data's images kept for evaluation")
+    ap.add_argument("--eval", action="append", default=[], metavar="NAME=ROOT",
+                    help="also evaluate on a benchmark, e.g. grabcut=../shared/data/GrabCut; repeatable")
+    ap.add_argument("--eval-limit", type=int, default=None, help="at most this many objects per evaluation set")
+    ap.add_argument("--max-clicks", type=int, default=20)
+    ap.add_argument("--no-eval", action="store_true", help="skip the evaluations before and after")
+    ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads")
+    ap.add_argument("--log-every", type=int, default=10)
+    args = ap.parse_args(argv)
+    tune_allocator()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    rank, world = 0, 1
+    device = args.device
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun
+        use_cuda = torch.cuda.is_available() and device != "cpu"
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+        rank, world = dist.get_rank(), dist.get_world_size()
+        if use_cuda:
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            torch.cuda.set_device(local)
+            device = f"cuda:{local}"
+    say = (lambda *a: print(*a, flush=True)) if rank == 0 else (lambda *a: None)
+    try:
+        objects = _objects_from_args(args)
+        train, held = split(objects, args.held_out)
+        mode = args.mode if args.mode != "auto" else ("decoder" if args.checkpoint else "full")
+        lr = args.lr or (1e-4 if mode == "decoder" else 3e-4)
+        config = FinetuneConfig(steps=args.steps, batch_size=args.batch_size, lr=lr, mode=mode, seed=args.seed,
+                                max_corrections=args.max_corrections, save_every=args.save_every)
+        torch.manual_seed(args.seed)  # the same random initialisation on every rank and on resume
+        model = load_model(args.model, checkpoint=args.checkpoint, device=device)
+        data = "; ".join(filter(None, [*(args.data or []), args.coco, args.store_project and f"project {args.store_project}"]))
+        t_start = time.perf_counter()
+
+        def progress(info: dict) -> None:
+            if info.get("phase") == "train" and (info["step"] % args.log_every == 0 or info["step"] == info["steps"]):
+                recent = trainer.history[-args.log_every:]
+                sps = len(recent) / sum(h["seconds"] for h in recent)
+                eta = (info["steps"] - info["step"]) / sps
+                say(f"step {info['step']}/{info['steps']}  loss {np.mean([h['loss'] for h in recent]):.4f}  "
+                    f"IoU {np.mean([h['chosen_iou'] for h in recent]):.3f}  lr {info['lr']:.2e}  "
+                    f"{sps:.2f} steps/s  eta {eta / 60:.1f} min")
+
+        trainer = Trainer(model, train, config, starting_from=args.checkpoint, data=data, progress=progress)
+        say(f"{args.model}: {mode} training on {len(train)} objects ({len(held)} held out) from {data}; "
+            f"{args.steps} steps of {args.batch_size} on {model.device} x {world}")
+        before: Dict[str, dict] = {}
+        if args.resume:
+            meta = trainer.resume(args.resume)
+            before = dict((meta.get("metrics") or {}).get("before") or {})
+            say(f"resumed from {args.resume} at step {trainer.step}")
+        sets = {"held-out": held[:args.eval_limit]} if held else {}
+        for spec in args.eval:
+            name, _, root = spec.partition("=")
+            items = list(open_dataset(name, root))[:args.eval_limit]
+            sets[name] = items
+        if args.no_eval or rank != 0:
+            sets = {}
+        for name, items in sets.items():
+            if name not in before:
+                before[name] = evaluate(model, items, args.max_clicks, label=name)
+        if sets:
+            say("before training:\n" + comparison_table({}, before))
+        t_train = time.perf_counter()
+        trainer.run(Path(args.out), stop=None)
+        train_s = time.perf_counter() - t_train
+        after = {name: evaluate(model, items, args.max_clicks, label=name) for name, items in sets.items()}
+        metrics = {"before": before, "after": after, "train_seconds": round(train_s, 1),
+                   "steps_per_second": round(len(trainer.history) / max(train_s, 1e-9), 3)}
+        if device and str(device).startswith("cuda"):
+            metrics["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        meta = trainer.save(args.out, metrics)
+        if rank == 0:
+            if sets:
+                say("after training:\n" + comparison_table(before, after))
+                say("better than the starting model on " + ", ".join(
+                    f"{n}: {'yes' if is_better(before[n], after[n]) else 'no'}" for n in after))
+            say(f"wrote {args.out} (version {meta['version']}; {metrics['steps_per_second']} steps/s, "
+                f"{(time.perf_counter() - t_start) / 60:.1f} min in all)")
+            if args.database:
+                from storage import Store
+
+                store = Store(args.database)
+                vid = store.register_model_version(args.model, meta["version"], checkpoint=str(Path(args.out).resolve()),
+                                                   metrics=json.loads(json.dumps(metrics)))
+                store.record_training_run(base=(args.model, trainer.base["version"]), result_version_id=vid,
+                                          params=json.loads(json.dumps(meta["config"])), metrics=metrics, status="done")
+                say(f"registered {args.model}@{meta['version']} in {args.database}")
+    except IsegError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        if world > 1:
+            dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
