@@ -29,9 +29,9 @@ from ui import HEAD, Studio, build_app  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser(description="Start the iseg annotation studio.")
     ap.add_argument("--model", default=os.environ.get("ISEG_MODEL", "classical"),
-                    help="classical (default: no weights, works offline) or sam_vit_b/l/h")
+                    help="classical (default: no weights, works offline), sam_vit_b/l/h or sam_mini")
     ap.add_argument("--checkpoint", default=os.environ.get("ISEG_CHECKPOINT"),
-                    help="SAM weights: hub (default for SAM), a known name, or a path")
+                    help="SAM weights: hub (default for SAM), a known name, a path, or random")
     ap.add_argument("--bf16", choices=["auto", "1", "0"], default=os.environ.get("ISEG_BF16", "auto"),
                     help="image encoder in bfloat16: auto (default) = only where the CPU/GPU runs bf16 natively")
     ap.add_argument("--project", default=os.environ.get("ISEG_PROJECT", "default"))
@@ -47,10 +47,14 @@ def main() -> None:
     bf16 = args.bf16 == "1" or (args.bf16 == "auto" and bf16_is_fast(default_device()))
     dtype = torch.bfloat16 if bf16 else torch.float32
 
+    models_dir = Path(os.environ.get("ISEG_HOME", "data")) / "models"
+
     def loader(name: str):
         ckpt = args.checkpoint if name == args.model else None
-        if name != "classical" and ckpt is None:
-            ckpt = "hub"
+        if name != "classical" and ckpt is None:  # the last fine-tuned version swapped in, else the published one
+            ckpt = Studio.active_checkpoint(models_dir, name) or "hub"
+        if ckpt == "random":  # random weights: demos and tests only
+            ckpt = None
         return load_model(name, checkpoint=ckpt, dtype=dtype if name != "classical" else None)
 
     snapshot_dir = os.environ.get("ISEG_SNAPSHOT_DIR")

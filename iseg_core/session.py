@@ -114,6 +114,18 @@ class AnnotationSession:
         self.objects = list(objects)
         self._reset_object()
 
+    def swap_model(self, model: Segmenter) -> None:
+        with self.lock:
+            same_encoder = self.predictor.model.cache_key == model.cache_key
+            self.predictor.model = model
+            if self.image is not None and not same_encoder:
+                if self.zoom is not None:
+                    x0, y0, x1, y1 = self.zoom
+                    self.predictor.set_image(np.ascontiguousarray(self.image[y0:y1, x0:x1]),
+                                             f"{self.image_key}:{x0},{y0},{x1},{y1}")
+                else:
+                    self.predictor.set_image(self.image, self.image_key)
+
     def _reset_object(self) -> None:
         if self.zoom is not None and self.image is not None:
             self.predictor.set_image(self.image, self.image_key)
@@ -334,6 +346,16 @@ class SessionManager:
 
     def is_encoded(self, key: str) -> bool:
         return (self.model.cache_key, key) in self.cache
+
+    def swap_model(self, model: Segmenter) -> None:
+        """Serve ``model`` from now on (e.g. a fine-tuned version). Sessions keep their image, objects and undo
+        history; an image is re-encoded only when the new model's encoder differs."""
+        with self._lock:
+            self._model = model
+            self._loader = lambda: model
+            sessions = list(self._sessions.values())
+        for s in sessions:
+            s.swap_model(model)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

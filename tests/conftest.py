@@ -101,15 +101,17 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(_PG_SKIPPED[0], red=True)
 
 
-def serve_studio(tmp: Path, project: str):
-    """The studio on a fresh SQLite store with the bundled samples, served in this process on a free port.
-    Returns (url, studio, store, demo); the caller closes demo and store."""
+def serve_studio(tmp: Path, project: str, model: str = "classical", store=None):
+    """The studio on a fresh SQLite store with the bundled samples (or on ``store`` as it is), served in this
+    process on a free port. Returns (url, studio, store, demo); the caller closes demo and store."""
     from storage import Store
     from ui import HEAD, Studio, build_app
 
-    store = Store(f"sqlite:///{tmp / 'iseg.db'}", tmp / "images")
-    studio = Studio(store, project, "classical", export_dir=tmp / "exports")
-    assert studio.ensure_samples() == 4
+    if store is None:
+        store = Store(f"sqlite:///{tmp / 'iseg.db'}", tmp / "images")
+    studio = Studio(store, project, model, export_dir=tmp / "exports")
+    if not store.images_of(studio.project):
+        assert studio.ensure_samples() == 4
     demo = build_app(studio)
     _, url, _ = demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(),
                                     quiet=True, head=HEAD)

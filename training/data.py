@@ -24,6 +24,11 @@ Loaded = Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]  # image uint8 HxWx
 class TrainingObject:
     name: str
     load: Callable[[], Loaded]
+    image_key: str = ""  # identifies the image (objects of one image share its embedding); default: the name
+
+    @property
+    def key(self) -> str:
+        return self.image_key or self.name
 
 
 def _from_samples(samples, source: str) -> List[TrainingObject]:
@@ -76,7 +81,7 @@ def store_objects(store, project) -> List[TrainingObject]:
                         others |= m
                 return loaded.rgb, masks[k], others
 
-            objects.append(TrainingObject(f"{img.file_name}#{ann.id}", load))
+            objects.append(TrainingObject(f"{img.file_name}#{ann.id}", load, img.sha256))
     if not objects:
         raise DatasetError(f"project {project.name!r} has no accepted annotations yet: accept some images first")
     return objects

@@ -114,7 +114,8 @@ class Trainer:
     """Trains ``model`` (a :class:`SamSegmenter`) on ``objects``; see the module docstring."""
 
     def __init__(self, model: SamSegmenter, objects: Sequence[TrainingObject], config: FinetuneConfig = FinetuneConfig(),
-                 starting_from: Optional[str] = None, data: str = "", progress: Optional[Progress] = None):
+                 starting_from: Optional[str] = None, data: str = "", progress: Optional[Progress] = None,
+                 embedding_source: Optional[Callable[[str], Optional[torch.Tensor]]] = None):
         if not isinstance(model, SamSegmenter):
             raise IsegError(f"{model.name} has no trainable weights: fine-tuning needs a SAM-family model")
         if not objects:
@@ -139,7 +140,9 @@ class Trainer:
         self.opt = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay)
         self.step = 0
         self.history: List[dict] = []
+        self.metrics: dict = {}  # written with every checkpoint (e.g. the evaluation before training)
         self._embeddings: Dict[str, torch.Tensor] = {}
+        self.embedding_source = embedding_source  # decoder mode: image key -> embedding already computed
         self.sampler = SamplerConfig()
         cfg = self.net.config
         self.size = cfg.image_size
@@ -176,8 +179,8 @@ class Trainer:
         others = _resize_mask(others, size) if others is not None else None
         prompts = sample_prompts(gt, rng, self.sampler, others)
         k = int(rng.integers(0, self.config.max_corrections + 1))
-        keep_image = self.mode == "decoder" and obj.name not in self._embeddings
-        return TrainSample(obj.name, size, gt, prompts, k, pixels, image if keep_image else None)
+        keep_image = self.mode == "decoder" and obj.key not in self._embeddings
+        return TrainSample(obj.key, size, gt, prompts, k, pixels, image if keep_image else None)
 
     def batch(self, step: int) -> List[TrainSample]:
         rng = self._rng(step)
@@ -189,6 +192,11 @@ class Trainer:
     def _embedding(self, s: TrainSample) -> torch.Tensor:
         """Decoder mode: the frozen encoder's tokens for ``s`` (computed once, kept as float16)."""
         t = self._embeddings.get(s.key)
+        if t is None and self.embedding_source is not None:
+            found = self.embedding_source(s.key)  # e.g. the app's cache: (1, C, h, w) from the same encoder
+            if found is not None:
+                t = self._embeddings[s.key] = to_tokens(found.float())[0].to(self.device, torch.float16)
+                s.image = None
         if t is None:
             x, _ = self.model.preprocess(s.image)
             feats = self.net.image_encoder(x.to(self.model.encoder_dtype))
@@ -356,7 +364,7 @@ class Trainer:
             "objects": len(self.objects),
             "steps": self.step,
             "config": asdict(self.config),
-            "metrics": metrics or {},
+            "metrics": metrics or dict(self.metrics),
             "loss_last": self.history[-1]["loss"] if self.history else None,
             "created": created,
             "torch": str(torch.__version__),
@@ -519,6 +527,7 @@ def main(argv=None) -> int:
     ap.add_argument("--save-every", type=int, default=FinetuneConfig.save_every)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--held-out", type=float, default=0.2, help="fraction of the data's images kept for evaluation")
+    ap.add_argument("--limit", type=int, default=None, help="train on the first N training objects only")
     ap.add_argument("--eval", action="append", default=[], metavar="NAME=ROOT",
                     help="also evaluate on a benchmark, e.g. grabcut=../shared/data/GrabCut; repeatable")
     ap.add_argument("--eval-limit", type=int, default=None, help="at most this many objects per evaluation set")
@@ -546,6 +555,7 @@ def main(argv=None) -> int:
     try:
         objects = _objects_from_args(args)
         train, held = split(objects, args.held_out)
+        train = train[:args.limit] if args.limit else train
         mode = args.mode if args.mode != "auto" else ("decoder" if args.checkpoint else "full")
         lr = args.lr or (1e-4 if mode == "decoder" else 3e-4)
         config = FinetuneConfig(steps=args.steps, batch_size=args.batch_size, lr=lr, mode=mode, seed=args.seed,
@@ -582,6 +592,7 @@ def main(argv=None) -> int:
         for name, items in sets.items():
             if name not in before:
                 before[name] = evaluate(model, items, args.max_clicks, label=name)
+        trainer.metrics = {"before": before}
         if sets:
             say("before training:\n" + comparison_table({}, before))
         t_train = time.perf_counter()

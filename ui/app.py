@@ -125,6 +125,9 @@ def build_app(studio: Studio) -> gr.Blocks:
                 threshold = gr.Slider(-4.0, 4.0, 0.0, step=0.25, label="Mask threshold (logits; higher = tighter)",
                                       elem_id="threshold")
                 model = gr.Dropdown(_model_choices(), value=studio.default_model, label="Model", elem_id="model")
+                finetune_btn = gr.Button("Fine-tune on accepted images", size="sm", elem_id="finetune_btn")
+                train_status = gr.Markdown(studio.finetune_status(), elem_id="train_status")
+                train_timer = gr.Timer(2.0, active=False)
                 with gr.Row():
                     upload = gr.File(file_count="multiple", label="Add images", elem_id="upload")
                     upload_dir = gr.File(file_count="directory", label="Add a folder", elem_id="upload_dir")
@@ -183,6 +186,23 @@ def build_app(studio: Studio) -> gr.Blocks:
             return (*_out(v), path)
 
         export_btn.click(on_export, [polygons], outs + [export_file], api_name="export_coco", **edit)
+
+        # fine-tuning runs in a background thread; the page polls its progress every 2 s while it runs
+        def on_finetune(request: gr.Request):
+            v = studio.start_finetune(_sid(request))
+            return (*_out(v), studio.finetune_status(), gr.Timer(active=True))
+
+        finetune_btn.click(on_finetune, [], outs + [train_status, train_timer], api_name="finetune",
+                           concurrency_id="train", concurrency_limit=1)
+
+        def on_tick():
+            job = studio._job
+            return studio.finetune_status(), gr.Timer(active=job is not None and job.state.running)
+
+        train_timer.tick(on_tick, [], [train_status, train_timer], api_visibility="private", show_progress="hidden",
+                         concurrency_id="train_status", concurrency_limit=None)
+        gr.Button(visible=False).click(studio.finetune_status, [], train_status, api_name="training_status",
+                                       concurrency_id="train_status", concurrency_limit=None)
 
         # API twins: image coordinates in original pixels, called by name from gradio_client
         api = gr.Button(visible=False)

@@ -66,7 +66,9 @@ class Studio:
         self._tabs: Dict[str, TabState] = {}
         self._lock = threading.Lock()
         self.export_dir = Path(export_dir or Path(os.environ.get("ISEG_HOME", "data")) / "exports")
+        self.models_dir = self.export_dir.parent / "models"  # fine-tuned checkpoints
         self.author = author
+        self._job = None  # the latest training.job.FinetuneJob
         self._queue_cache = None
         self.manager(model)  # fail early (and clearly) when the default model cannot load
 
@@ -450,6 +452,57 @@ class Studio:
         if t.index >= 0:
             return self.open_index(sid, t.index)
         return self.view(sid, f"Model: {name}.")
+
+    # -- fine-tuning ------------------------------------------------------------------------------------
+    def start_finetune(self, sid: str) -> View:
+        """Fine-tune the tab's model on the project's accepted annotations in the background; the result is
+        swapped in (for every user of that model) only when it is better on held-out accepted objects."""
+        from training.finetune import FinetuneConfig
+        from training.job import FinetuneJob
+
+        t = self.tab(sid)
+        job = self._job
+        if job is not None and job.state.running:
+            return self.view(sid, "A fine-tuning job is already running. " + job.describe())
+        mgr = self.manager(t.model)
+        env = os.environ.get
+        config = FinetuneConfig(steps=int(env("ISEG_FINETUNE_STEPS", "200")), batch_size=int(env("ISEG_FINETUNE_BATCH", "8")),
+                                mode="decoder", lr=float(env("ISEG_FINETUNE_LR", "1e-4")), save_every=0)
+
+        def cached(key: str, mgr=mgr):
+            found = mgr.cache.get((mgr.model.cache_key, key))
+            return found.data if found is not None else None
+
+        try:
+            job = FinetuneJob(self.store, self.project, mgr.model, self.models_dir, config,
+                              on_better=lambda model, name=t.model: self._swap(name, model), embedding_source=cached,
+                              max_clicks=int(env("ISEG_FINETUNE_EVAL_CLICKS", "10")))
+        except IsegError as e:
+            return self.view(sid, f"**Cannot fine-tune:** {e}")
+        self._job = job.start()
+        return self.view(sid, f"Fine-tuning {t.model} on the accepted annotations in the background "
+                              f"({config.steps} steps); keep annotating.")
+
+    def finetune_status(self) -> str:
+        job = self._job
+        return job.describe() if job is not None else "Fine-tune the model on this project's accepted images."
+
+    def _swap(self, name: str, model) -> None:
+        self.manager(name).swap_model(model)
+        ckpt = self._job.state.checkpoint if self._job is not None else None
+        if ckpt:  # the next start of the app loads it (app.py)
+            self.models_dir.mkdir(parents=True, exist_ok=True)
+            (self.models_dir / f"{name}.active").write_text(ckpt + "\n")
+
+    @staticmethod
+    def active_checkpoint(models_dir: Path, name: str) -> Optional[str]:
+        """The fine-tuned checkpoint last swapped in for ``name`` (if its file still exists)."""
+        f = Path(models_dir) / f"{name}.active"
+        if f.is_file():
+            path = f.read_text().strip()
+            if path and Path(path).is_file():
+                return path
+        return None
 
     def state_json(self, sid: str) -> str:
         return json.dumps(self.view(sid).info)

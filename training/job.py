@@ -1,0 +1,145 @@
+"""A fine-tuning job on a storage project's accepted annotations, run in a background thread (the app's
+Fine-tune button).
+
+The job trains a copy of the serving model (decoder only: the image encoder is shared and frozen, embeddings
+the app already computed are reused), evaluates base and result on the held-out accepted objects, writes the
+checkpoint, registers it as a model version with a training-run record, and hands the result to
+``on_better`` only when it beats the base (fewer clicks to 90 % IoU, or as many and a higher IoU after five).
+Annotation never waits for it: the serving model is not touched until the swap.
+"""
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+from iseg_core.errors import IsegError
+from iseg_core.models.sam.model import SamSegmenter
+
+from .data import split, store_objects
+from .finetune import FinetuneConfig, Trainer, evaluate, is_better, trainable_copy
+
+
+@dataclass
+class JobState:
+    status: str = "idle"  # idle | preparing | evaluating | training | saving | swapped | kept | failed | cancelled
+    step: int = 0
+    steps: int = 0
+    loss: Optional[float] = None
+    message: str = ""
+    before: Optional[dict] = None
+    after: Optional[dict] = None
+    run_id: Optional[int] = None
+    version: Optional[str] = None
+    checkpoint: Optional[str] = None
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def running(self) -> bool:
+        return self.status in ("preparing", "evaluating", "training", "saving")
+
+
+class FinetuneJob:
+    def __init__(self, store, project, model: SamSegmenter, out_dir: Path, config: FinetuneConfig,
+                 on_better: Callable[[SamSegmenter], None], held_out: float = 0.2, max_clicks: int = 10,
+                 embedding_source: Optional[Callable[[str], Optional[torch.Tensor]]] = None):
+        if not isinstance(model, SamSegmenter):
+            raise IsegError(f"the {model.name} model has no weights to fine-tune: pick a SAM model first")
+        self.store, self.project, self.model = store, project, model
+        self.out_dir, self.config, self.on_better = Path(out_dir), config, on_better
+        self.held_out, self.max_clicks = held_out, max_clicks
+        self.embedding_source = embedding_source
+        self.state = JobState(steps=config.steps)
+        self._cancel = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="iseg-finetune", daemon=True)
+
+    def start(self) -> "FinetuneJob":
+        self.state.status = "preparing"
+        self._thread.start()
+        return self
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def join(self, timeout: Optional[float] = None) -> None:
+        self._thread.join(timeout)
+
+    def _progress(self, info: dict) -> None:
+        if info.get("phase") == "train":
+            self.state.status, self.state.step, self.state.loss = "training", info["step"], info["loss"]
+        else:
+            self.state.status = "evaluating"
+            self.state.message = f"{info['phase']}: {info['done']}/{info['total']} objects"
+
+    def _run(self) -> None:
+        st = self.state
+        base = (self.model.name, self.model.version)
+        try:
+            objects = store_objects(self.store, self.project)
+            try:
+                train, held = split(objects, self.held_out)
+            except IsegError:
+                raise IsegError(f"{len(objects)} accepted object(s) are too few to train and also keep some for "
+                                "checking the result: accept more images first") from None
+            st.run_id = self.store.record_training_run(base, "running", params={
+                "mode": "decoder", "steps": self.config.steps, "batch_size": self.config.batch_size,
+                "lr": self.config.lr, "train_objects": len(train), "held_out_objects": len(held)})
+            twin = trainable_copy(self.model)
+            st.before = evaluate(twin, held, self.max_clicks, progress=self._progress, label="base model")
+            trainer = Trainer(twin, train, self.config, starting_from=f"{base[0]}@{base[1]}",
+                              data=f"project {self.project.name!r}: {len(train)} accepted objects",
+                              progress=self._progress, embedding_source=self.embedding_source)
+            trainer.metrics = {"before": {"held-out": st.before}}
+            st.status = "training"
+            trainer.run(stop=self._cancel.is_set)
+            if self._cancel.is_set():
+                st.status, st.message = "cancelled", f"cancelled at step {trainer.step}; the model in use is unchanged"
+                self.store.record_training_run(base, "cancelled", message=st.message, run_id=st.run_id)
+                return
+            st.after = evaluate(twin, held, self.max_clicks, progress=self._progress, label="fine-tuned model")
+            st.status = "saving"
+            better = is_better(st.before, st.after)
+            metrics = {"before": {"held-out": st.before}, "after": {"held-out": st.after}, "better": better}
+            path = self.out_dir / f"{self.model.name}-ft-run{st.run_id}.pt"
+            meta = trainer.save(path, metrics)
+            st.version, st.checkpoint = meta["version"], str(path)
+            vid = self.store.register_model_version(self.model.name, meta["version"], str(path), metrics)
+            if better:
+                twin.version = meta["version"]
+                self.on_better(twin)
+            st.status = "swapped" if better else "kept"
+            st.message = (f"{self.model.name}@{meta['version']} is better on {len(held)} held-out objects and is now "
+                          "in use" if better else f"not better on {len(held)} held-out objects: still using "
+                          f"{base[0]}@{base[1]} (the result is saved as {path.name})")
+            self.store.record_training_run(base, "done" if better else "kept", metrics=metrics, message=st.message,
+                                           result_version_id=vid, run_id=st.run_id)
+        except Exception as e:  # reported on the page and in the run record; annotation goes on
+            st.status = "failed"
+            st.message = str(e) if isinstance(e, IsegError) else f"{type(e).__name__}: {e}"
+            if not isinstance(e, IsegError):
+                traceback.print_exc()
+            if st.run_id is not None:
+                try:
+                    self.store.record_training_run(base, "failed", message=st.message, run_id=st.run_id)
+                except Exception:
+                    pass
+
+    def describe(self) -> str:
+        """One Markdown paragraph for the page."""
+        st = self.state
+        head = {"preparing": "Fine-tuning: preparing…", "evaluating": "Fine-tuning: evaluating…",
+                "training": f"Fine-tuning: step {st.step}/{st.steps}" + (f", loss {st.loss:.3f}" if st.loss else ""),
+                "saving": "Fine-tuning: saving…", "swapped": "**Fine-tuned model in use.**",
+                "kept": "**Fine-tuning finished: base model kept.**", "failed": "**Fine-tuning failed:**",
+                "cancelled": "Fine-tuning cancelled."}.get(st.status, "")
+        parts = [head, st.message]
+        if st.before and st.after:
+            parts.append(f"Held-out NoC@90 {st.before['NoC@90']:.2f} → {st.after['NoC@90']:.2f}, "
+                         f"mIoU@5 {st.before['mIoU@5']:.3f} → {st.after['mIoU@5']:.3f} "
+                         f"({st.after['objects']} objects, ≤{self.max_clicks} clicks).")
+        return " ".join(p for p in parts if p)
