@@ -20,6 +20,7 @@ import torch  # noqa: E402
 from iseg_core import IsegError, load_model  # noqa: E402
 from iseg_core.models import default_device  # noqa: E402
 from iseg_core.runtime import bf16_is_fast, tune_allocator  # noqa: E402
+from iseg_core.zerogpu import maybe_offload  # noqa: E402
 from storage import StorageError, Store, default_url  # noqa: E402
 from storage.database import sqlite_file  # noqa: E402
 from storage.snapshot import Snapshotter, restore_latest  # noqa: E402
@@ -55,7 +56,10 @@ def main() -> None:
             ckpt = Studio.active_checkpoint(models_dir, name) or "hub"
         if ckpt == "random":  # random weights: demos and tests only
             ckpt = None
-        return load_model(name, checkpoint=ckpt, dtype=dtype if name != "classical" else None)
+        # on ZeroGPU the main process has no GPU of its own: the model lives on the CPU, its encoder is lent one
+        device = "cpu" if os.environ.get("SPACES_ZERO_GPU") else None
+        model = load_model(name, checkpoint=ckpt, device=device, dtype=dtype if name != "classical" else None)
+        return maybe_offload(model)  # ZeroGPU Spaces: the encoder runs in spaces.GPU calls, clicks on the CPU
 
     snapshot_dir = os.environ.get("ISEG_SNAPSHOT_DIR")
     db_file = sqlite_file(args.database or default_url())

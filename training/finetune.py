@@ -578,10 +578,8 @@ def main(argv=None) -> int:
         say(f"{args.model}: {mode} training on {len(train)} objects ({len(held)} held out) from {data}; "
             f"{args.steps} steps of {args.batch_size} on {model.device} x {world}")
         before: Dict[str, dict] = {}
-        if args.resume:
-            meta = trainer.resume(args.resume)
-            before = dict((meta.get("metrics") or {}).get("before") or {})
-            say(f"resumed from {args.resume} at step {trainer.step}")
+        if args.resume:  # the starting model's numbers travel in the checkpoint
+            before = dict((load_checkpoint(args.resume)[1].get("metrics") or {}).get("before") or {})
         sets = {"held-out": held[:args.eval_limit]} if held else {}
         for spec in args.eval:
             name, _, root = spec.partition("=")
@@ -590,8 +588,11 @@ def main(argv=None) -> int:
         if args.no_eval or rank != 0:
             sets = {}
         for name, items in sets.items():
-            if name not in before:
+            if name not in before:  # the model is still the starting one here, also when resuming
                 before[name] = evaluate(model, items, args.max_clicks, label=name)
+        if args.resume:
+            trainer.resume(args.resume)
+            say(f"resumed from {args.resume} at step {trainer.step}")
         trainer.metrics = {"before": before}
         if sets:
             say("before training:\n" + comparison_table({}, before))

@@ -164,10 +164,16 @@ class SamSegmenter(Segmenter):
         resized = resize_long_side(image, self.config.image_size)
         return normalize_padded(resized, self.config.image_size, self.device), resized.shape[:2]
 
+    @property
+    def encoder_device(self) -> torch.device:
+        """Where the image encoder runs: the model's device, unless it was moved apart (ZeroGPU: the encoder on
+        a GPU lent per call, prompt decoding on the CPU; see :mod:`iseg_core.zerogpu`)."""
+        return next(self.network.image_encoder.parameters()).device
+
     @torch.inference_mode()
     def encode(self, image: np.ndarray) -> ImageEmbedding:
         x, input_size = self.preprocess(image)
-        features = self.network.image_encoder(x.to(self.encoder_dtype)).float()
+        features = self.network.image_encoder(x.to(self.encoder_device, self.encoder_dtype)).float().to(self.device)
         # Stored token-major (what the decoder reads); ``data`` stays (1, C, h, w) as a view of it.
         features = to_tokens(features).transpose(1, 2).unflatten(2, features.shape[-2:])
         return ImageEmbedding(
