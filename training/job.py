@@ -114,8 +114,8 @@ class FinetuneJob:
                 self.on_better(twin)
             st.status = "swapped" if better else "kept"
             st.message = (f"{self.model.name}@{meta['version']} is better on {len(held)} held-out objects and is now "
-                          "in use" if better else f"not better on {len(held)} held-out objects: still using "
-                          f"{base[0]}@{base[1]} (the result is saved as {path.name})")
+                          "in use." if better else f"not better on {len(held)} held-out objects: still using "
+                          f"{base[0]}@{base[1]} (the result is saved as {path.name}).")
             self.store.record_training_run(base, "done" if better else "kept", metrics=metrics, message=st.message,
                                            result_version_id=vid, run_id=st.run_id)
         except Exception as e:  # reported on the page and in the run record; annotation goes on
