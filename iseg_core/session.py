@@ -119,16 +119,21 @@ class AnnotationSession:
             same_encoder = self.predictor.model.cache_key == model.cache_key
             self.predictor.model = model
             if self.image is not None and not same_encoder:
-                if self.zoom is not None:
-                    x0, y0, x1, y1 = self.zoom
-                    self.predictor.set_image(np.ascontiguousarray(self.image[y0:y1, x0:x1]),
-                                             f"{self.image_key}:{x0},{y0},{x1},{y1}")
-                else:
-                    self.predictor.set_image(self.image, self.image_key)
+                self._set_view(self.zoom)  # the same view, encoded by the new encoder
+
+    def _set_view(self, zoom: Optional[tuple]) -> None:
+        """Show the model the whole image (``zoom=None``) or the ZoomIn crop ``(x0, y0, x1, y1)``."""
+        if zoom is None:
+            self.predictor.set_image(self.image, self.image_key)
+        else:
+            x0, y0, x1, y1 = zoom
+            self.predictor.set_image(np.ascontiguousarray(self.image[y0:y1, x0:x1]),
+                                     f"{self.image_key}:{x0},{y0},{x1},{y1}")
+        self.zoom = zoom
 
     def _reset_object(self) -> None:
         if self.zoom is not None and self.image is not None:
-            self.predictor.set_image(self.image, self.image_key)
+            self._set_view(None)
         self.steps, self.redo_stack, self.editing, self.zoom = [], [], None, None
         self.started = time.monotonic()
 
@@ -192,8 +197,7 @@ class AnnotationSession:
         if (x1 - x0) * (y1 - y0) >= 0.8 * full.size:
             raise IsegError("the object already fills most of the image: zooming in would not help")
         prompts = self.prompts
-        self.predictor.set_image(np.ascontiguousarray(self.image[y0:y1, x0:x1]), f"{self.image_key}:{x0},{y0},{x1},{y1}")
-        self.zoom = roi
+        self._set_view(roi)
         self._replay(prompts)
         return roi
 
@@ -201,8 +205,7 @@ class AnnotationSession:
         if self.zoom is None:
             return
         prompts = self.prompts
-        self.predictor.set_image(self.image, self.image_key)
-        self.zoom = None
+        self._set_view(None)
         self._replay(prompts)
 
     def _need_image(self) -> None:

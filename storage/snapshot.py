@@ -17,16 +17,12 @@ from .errors import StorageError
 PREFIX = "iseg-"
 
 
-def take_snapshot(db_path: Path, dest: Path, keep: int = 10) -> Path:
-    """Copy the database at ``db_path`` into ``dest/iseg-<UTC time>.db`` (written under a temporary name,
-    then renamed, so a reader never sees half a snapshot); keep the newest ``keep``."""
-    dest.mkdir(parents=True, exist_ok=True)
-    now = time.time_ns()
-    stamp = time.strftime('%Y%m%d-%H%M%S', time.gmtime(now / 1e9))
-    name = f"{PREFIX}{stamp}-{now // 1000 % 1_000_000:06d}.db"  # microseconds: names sort in time order
-    tmp = dest / f".{name}.partial"
+def _backup(src_path: Path, dst: Path) -> None:
+    """SQLite's online backup of ``src_path`` into ``dst``, written under a temporary name and then renamed, so
+    ``dst`` is either absent or complete (a reader or a crash never leaves half a database there)."""
+    tmp = dst.with_name(f".{dst.name}.partial")
     try:
-        src = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+        src = sqlite3.connect(f"file:{src_path}?mode=ro", uri=True)
         try:
             out = sqlite3.connect(tmp)
             with out:
@@ -34,10 +30,23 @@ def take_snapshot(db_path: Path, dest: Path, keep: int = 10) -> Path:
             out.close()
         finally:
             src.close()
-        final = dest / name
-        tmp.replace(final)
-    except (sqlite3.Error, OSError) as e:
+        tmp.replace(dst)
+    except BaseException:
         tmp.unlink(missing_ok=True)
+        raise
+
+
+def take_snapshot(db_path: Path, dest: Path, keep: int = 10) -> Path:
+    """Copy the database at ``db_path`` into ``dest/iseg-<UTC time>.db`` (written under a temporary name,
+    then renamed, so a reader never sees half a snapshot); keep the newest ``keep``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    now = time.time_ns()
+    stamp = time.strftime('%Y%m%d-%H%M%S', time.gmtime(now / 1e9))
+    name = f"{PREFIX}{stamp}-{now // 1000 % 1_000_000:06d}.db"  # microseconds: names sort in time order
+    final = dest / name
+    try:
+        _backup(db_path, final)
+    except (sqlite3.Error, OSError) as e:
         raise StorageError(f"cannot snapshot {db_path} to {dest}: {e}") from None
     for old in snapshots(dest)[:-keep]:
         old.unlink(missing_ok=True)
@@ -57,14 +66,7 @@ def restore_latest(db_path: Path, dest: Path) -> Optional[Path]:
     if not found:
         return None
     Path(db_path).parent.mkdir(parents=True, exist_ok=True)
-    src = sqlite3.connect(f"file:{found[-1]}?mode=ro", uri=True)
-    try:
-        out = sqlite3.connect(db_path)
-        with out:
-            src.backup(out)
-        out.close()
-    finally:
-        src.close()
+    _backup(found[-1], Path(db_path))
     return found[-1]
 
 

@@ -24,6 +24,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_for_page(url: str, proc, timeout: float, poll: float = 1.0):
+    """The body of ``url`` once the server started as ``proc`` answers; None if it exits or ``timeout`` passes."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                return r.read().decode("utf-8", "replace")
+        except OSError:
+            time.sleep(poll)
+    return None
+
+
 def data_dir() -> Path:
     """The shared benchmark data (../shared/data beside the project, or $ISEG_DATA_DIR)."""
     return Path(os.environ.get("ISEG_DATA_DIR") or ROOT.parent / "shared" / "data")

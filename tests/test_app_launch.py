@@ -2,11 +2,9 @@
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_for_page
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -18,15 +16,7 @@ def test_app_starts_offline_and_serves_its_page(tmp_path):
     proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 120
-        body = None
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:
-                    body = r.read().decode("utf-8", "replace")
-                    break
-            except OSError:
-                time.sleep(0.5)
+        body = wait_for_page(f"http://127.0.0.1:{port}/", proc, timeout=120, poll=0.5)
         assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
         assert body is not None, "app did not answer within 120 s"
         assert "<title>iseg</title>" in body or "iseg" in body

@@ -5,13 +5,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, free_port, wait_for_page
 
 
 def _quick_start_commands():
@@ -44,15 +42,7 @@ def test_readme_app_command_serves_the_app_on_a_clean_clone(tmp_path):
     proc = subprocess.Popen(["bash", "-c", app_cmd], cwd=clone, env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     try:
-        deadline = time.monotonic() + 1500  # a fresh venv with torch: minutes
-        body = None
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:
-                    body = r.read().decode("utf-8", "replace")
-                    break
-            except OSError:
-                time.sleep(2)
+        body = wait_for_page(f"http://127.0.0.1:{port}/", proc, timeout=1500, poll=2)  # a fresh venv: minutes
         assert body is not None, (tmp_path / "app.log").read_text()[-3000:]
         assert "iseg" in body
         assert (tmp_path / "home" / "iseg.db").is_file()

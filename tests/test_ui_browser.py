@@ -56,8 +56,8 @@ def _wait_status(page, pattern: str, timeout: float = 60000):
     return _status(page)
 
 
-def _click_image(page, x, y, **kw):
-    """Click natural pixel (x, y) of the displayed image."""
+def _to_page(page):
+    """A function from natural pixels of the displayed image to page coordinates."""
     page.wait_for_function("() => { const e = document.querySelector('#canvas img'); "
                            "return e && e.complete && e.naturalWidth > 0; }", timeout=30000)
     img = page.locator("#canvas img")
@@ -66,7 +66,22 @@ def _click_image(page, x, y, **kw):
     nw, nh = img.evaluate("e => [e.naturalWidth, e.naturalHeight]")
     scale = min(box["width"] / nw, box["height"] / nh, 1.0)  # object-fit: scale-down never enlarges
     ox, oy = box["x"] + (box["width"] - nw * scale) / 2, box["y"] + (box["height"] - nh * scale) / 2
-    page.mouse.click(ox + (x + 0.5) * scale, oy + (y + 0.5) * scale, **kw)
+    return lambda x, y: (ox + x * scale, oy + y * scale)
+
+
+def _click_image(page, x, y, **kw):
+    """Click natural pixel (x, y) of the displayed image."""
+    page.mouse.click(*_to_page(page)(x + 0.5, y + 0.5), **kw)
+
+
+def _go_to(page, file_name):
+    """Page through the queue with the arrow key until ``file_name`` is shown."""
+    for _ in range(4):
+        if file_name in _status(page):
+            break
+        page.keyboard.press("ArrowRight")
+        page.wait_for_timeout(500)
+    _wait_status(page, re.escape(file_name))
 
 
 def _shown(page) -> np.ndarray:
@@ -146,12 +161,7 @@ def test_click_correct_undo_finish_accept_export_in_the_browser(page, app):
 
 def test_scribble_and_contour_tools_in_the_browser(page, app):
     _, store = app
-    for _ in range(4):  # to chelsea.jpg (the first test leaves the page on it; arrows otherwise)
-        if "chelsea.jpg" in _status(page):
-            break
-        page.keyboard.press("ArrowRight")
-        page.wait_for_timeout(500)
-    _wait_status(page, r"chelsea\.jpg")
+    _go_to(page, "chelsea.jpg")
     page.evaluate("document.activeElement.blur()")
     page.keyboard.press("s")  # scribble: click its points, Enter ends it
     _click_image(page, 200, 150)
@@ -178,27 +188,17 @@ def test_scribble_and_contour_tools_in_the_browser(page, app):
 
 def _drag(page, points, button="left"):
     """Press at the first natural pixel, move through the others, release at the last."""
-    img = page.locator("#canvas img")
-    img.scroll_into_view_if_needed()
-    box = img.bounding_box()
-    nw, nh = img.evaluate("e => [e.naturalWidth, e.naturalHeight]")
-    s = min(box["width"] / nw, box["height"] / nh, 1.0)
-    ox, oy = box["x"] + (box["width"] - nw * s) / 2, box["y"] + (box["height"] - nh * s) / 2
-    page.mouse.move(ox + points[0][0] * s, oy + points[0][1] * s)
+    at = _to_page(page)
+    page.mouse.move(*at(*points[0]))
     page.mouse.down(button=button)
     for x, y in points[1:]:
-        page.mouse.move(ox + x * s, oy + y * s, steps=4)
+        page.mouse.move(*at(x, y), steps=4)
     page.mouse.up(button=button)
 
 
 def test_drag_box_right_click_and_brush_stroke(page, app):
     _, store = app
-    for _ in range(4):  # to rocket.jpg
-        if "rocket.jpg" in _status(page):
-            break
-        page.keyboard.press("ArrowRight")
-        page.wait_for_timeout(500)
-    _wait_status(page, r"rocket\.jpg")
+    _go_to(page, "rocket.jpg")
     page.evaluate("document.activeElement.blur()")
     page.keyboard.press("1")
     _drag(page, [(250, 20), (330, 200), (390, 410)])  # a drag with the click tool = a box

@@ -43,7 +43,7 @@ from iseg_core.errors import CheckpointError, IsegError
 from iseg_core.eval.datasets import DatasetError, Sample
 from iseg_core.eval.loop import ObjectEvaluator
 from iseg_core.eval.metrics import summarize
-from iseg_core.models.sam.checkpoint import load_checkpoint
+from iseg_core.models.sam.checkpoint import read_checkpoint_object, split_checkpoint
 from iseg_core.models.sam.layers import to_tokens
 from iseg_core.models.sam.model import SamSegmenter, normalize_padded, preprocess_shape, resize_long_side
 from iseg_core.models.sam.prompting import to_sam_inputs
@@ -51,7 +51,7 @@ from iseg_core.predictor import Predictor
 from iseg_core.prompts import Click, Prompt
 
 from .data import AugmentConfig, TrainingObject, augment
-from .losses import dice_loss, normalized_focal_loss
+from .losses import dice_loss, hard_iou, iou_head_loss, normalized_focal_loss
 from .simulate import SamplerConfig, correction_click, sample_prompts
 
 FORMAT = "iseg-finetune/1"
@@ -204,6 +204,15 @@ class Trainer:
             s.image = None
         return t
 
+    def precompute(self) -> None:
+        """Decoder mode: encode every training image now (otherwise each is encoded the first time it is drawn)."""
+        if self.mode != "decoder":
+            return
+        rng = np.random.default_rng(self.config.seed)
+        for obj in self.objects:
+            if obj.key not in self._embeddings:
+                self._embedding(self._sample(obj, rng))
+
     def _tokens(self, samples: List[TrainSample]) -> torch.Tensor:
         if self.mode == "full":
             x = torch.cat([s.pixels for s in samples]).to(self.device)
@@ -298,18 +307,15 @@ class Trainer:
         best = per[:, 1:].detach().argmin(1) + 1
         pick = torch.where(amb, best, torch.zeros_like(best))
         mask_loss = per[torch.arange(b), pick].mean()
-        with torch.no_grad():
-            hard = (flat > 0).float() * valid4
-            y = (gt4 > 0.5).float() * valid4
-            inter, union = (hard * y).flatten(1).sum(1), ((hard + y) > 0).float().flatten(1).sum(1)
-            actual = torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union)).view(b, 4)
-        used = torch.zeros_like(iou)
-        used[amb, 1:] = 1  # every candidate's score matters when the best is picked by score
-        used[~amb, 0] = 1
-        iou_loss = (((iou - actual) ** 2) * used).sum() / used.sum()
+        used = torch.zeros_like(iou, dtype=torch.bool)
+        used[amb, 1:] = True  # every candidate's score matters when the best is picked by score
+        used[~amb, 0] = True
+        sel = used.flatten()
+        iou_loss = iou_head_loss(iou.flatten()[sel], flat[sel], gt4[sel], valid4[sel])
         total = mask_loss + c.iou_weight * iou_loss
+        chosen = pick + 4 * torch.arange(b, device=pick.device)
         return total, {"loss": float(total.detach()), "mask": float(mask_loss.detach()), "iou": float(iou_loss.detach()),
-                       "chosen_iou": float(actual[torch.arange(b), pick].mean())}
+                       "chosen_iou": float(hard_iou(flat[chosen], gt4[chosen], valid4[chosen]).mean())}
 
     # -- the loop --------------------------------------------------------------------------------------
     def lr_at(self, step: int) -> float:
@@ -390,10 +396,11 @@ class Trainer:
                             "the previous checkpoint (if any) is unchanged") from None
         return meta
 
-    def resume(self, path) -> dict:
-        """Continue a run from a checkpoint this trainer's :meth:`save` wrote; returns its metadata."""
-        state, meta = load_checkpoint(path)
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+    def resume(self, path, saved=None) -> dict:
+        """Continue a run from a checkpoint this trainer's :meth:`save` wrote (``saved``: the file's content when
+        the caller has read it already); returns its metadata."""
+        obj = saved if saved is not None else read_checkpoint_object(path)
+        state, meta = split_checkpoint(obj, path)
         trainer = obj.get("trainer") if isinstance(obj, dict) else None
         if meta.get("format") != FORMAT or not isinstance(trainer, dict):
             raise CheckpointError(f"{path} is not a training checkpoint of iseg (no optimizer state to resume from); "
@@ -429,8 +436,7 @@ def trainable_copy(model: SamSegmenter) -> SamSegmenter:
     copy_net = copy.deepcopy(net, memo={id(net.image_encoder): net.image_encoder})
     twin = SamSegmenter(model.name, copy_net, version=model.version, device=model.device,
                         encoder_dtype=torch.float32, encoder_version=model.encoder_version)
-    twin.encoder_dtype = model.encoder_dtype
-    twin.version = model.version
+    twin.encoder_dtype = model.encoder_dtype  # built as float32 above so the shared encoder is not converted
     return twin
 
 
@@ -578,8 +584,9 @@ def main(argv=None) -> int:
         say(f"{args.model}: {mode} training on {len(train)} objects ({len(held)} held out) from {data}; "
             f"{args.steps} steps of {args.batch_size} on {model.device} x {world}")
         before: Dict[str, dict] = {}
-        if args.resume:  # the starting model's numbers travel in the checkpoint
-            before = dict((load_checkpoint(args.resume)[1].get("metrics") or {}).get("before") or {})
+        saved = read_checkpoint_object(args.resume) if args.resume else None
+        if saved is not None:  # the starting model's numbers travel in the checkpoint
+            before = dict((split_checkpoint(saved, args.resume)[1].get("metrics") or {}).get("before") or {})
         sets = {"held-out": held[:args.eval_limit]} if held else {}
         for spec in args.eval:
             name, _, root = spec.partition("=")
@@ -590,8 +597,9 @@ def main(argv=None) -> int:
         for name, items in sets.items():
             if name not in before:  # the model is still the starting one here, also when resuming
                 before[name] = evaluate(model, items, args.max_clicks, label=name)
-        if args.resume:
-            trainer.resume(args.resume)
+        if saved is not None:
+            trainer.resume(args.resume, saved)
+            saved = None
             say(f"resumed from {args.resume} at step {trainer.step}")
         trainer.metrics = {"before": before}
         if sets:

@@ -4,7 +4,7 @@ Fine-tune button).
 The job trains a copy of the serving model (decoder only: the image encoder is shared and frozen, embeddings
 the app already computed are reused), evaluates base and result on the held-out accepted objects, writes the
 checkpoint, registers it as a model version with a training-run record, and hands the result to
-``on_better`` only when it beats the base (fewer clicks to 90 % IoU, or as many and a higher IoU after five).
+``on_better(model, checkpoint)`` only when it beats the base (fewer clicks to 90 % IoU, or as many and a higher IoU after five).
 Annotation never waits for it: the serving model is not touched until the swap.
 """
 from __future__ import annotations
@@ -46,7 +46,7 @@ class JobState:
 
 class FinetuneJob:
     def __init__(self, store, project, model: SamSegmenter, out_dir: Path, config: FinetuneConfig,
-                 on_better: Callable[[SamSegmenter], None], held_out: float = 0.2, max_clicks: int = 10,
+                 on_better: Callable[[SamSegmenter, str], None], held_out: float = 0.2, max_clicks: int = 10,
                  embedding_source: Optional[Callable[[str], Optional[torch.Tensor]]] = None):
         if not isinstance(model, SamSegmenter):
             raise IsegError(f"the {model.name} model has no weights to fine-tune: pick a SAM model first")
@@ -111,7 +111,7 @@ class FinetuneJob:
             vid = self.store.register_model_version(self.model.name, meta["version"], str(path), metrics)
             if better:
                 twin.version = meta["version"]
-                self.on_better(twin)
+                self.on_better(twin, str(path))
             st.status = "swapped" if better else "kept"
             st.message = (f"{self.model.name}@{meta['version']} is better on {len(held)} held-out objects and is now "
                           "in use." if better else f"not better on {len(held)} held-out objects: still using "

@@ -52,10 +52,15 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, valid: Optional[torch.
 def iou_head_loss(predicted_iou: torch.Tensor, logits: torch.Tensor, target: torch.Tensor,
                   valid: Optional[torch.Tensor] = None) -> torch.Tensor:
     """MSE between the model's predicted IoU and the IoU its thresholded mask really has (SAM's IoU head)."""
+    return torch.mean((predicted_iou.reshape(-1).float() - hard_iou(logits, target, valid)) ** 2)
+
+
+@torch.no_grad()
+def hard_iou(logits: torch.Tensor, target: torch.Tensor, valid: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Per sample: IoU of the mask ``logits > 0`` with the target over the valid pixels (1 when both are empty)."""
     m, y = (_flat(logits) > 0).float(), (_flat(target) > 0.5).float()
     if valid is not None:
         v = (_flat(valid) > 0.5).float()
         m, y = m * v, y * v
     inter, union = (m * y).sum(1), ((m + y) > 0).float().sum(1)
-    actual = torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
-    return torch.mean((predicted_iou.reshape(-1).float() - actual.detach()) ** 2)
+    return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))

@@ -196,8 +196,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                            concurrency_id="train", concurrency_limit=1)
 
         def on_tick():
-            job = studio._job
-            return studio.finetune_status(), gr.Timer(active=job is not None and job.state.running)
+            return studio.finetune_status(), gr.Timer(active=studio.finetune_running)
 
         train_timer.tick(on_tick, [], [train_status, train_timer], api_visibility="private", show_progress="hidden",
                          concurrency_id="train_status", concurrency_limit=None)

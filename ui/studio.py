@@ -461,9 +461,8 @@ class Studio:
         from training.job import FinetuneJob
 
         t = self.tab(sid)
-        job = self._job
-        if job is not None and job.state.running:
-            return self.view(sid, "A fine-tuning job is already running. " + job.describe())
+        if self.finetune_running:
+            return self.view(sid, "A fine-tuning job is already running. " + self._job.describe())
         mgr = self.manager(t.model)
         env = os.environ.get
         config = FinetuneConfig(steps=int(env("ISEG_FINETUNE_STEPS", "200")), batch_size=int(env("ISEG_FINETUNE_BATCH", "8")),
@@ -475,7 +474,8 @@ class Studio:
 
         try:
             job = FinetuneJob(self.store, self.project, mgr.model, self.models_dir, config,
-                              on_better=lambda model, name=t.model: self._swap(name, model), embedding_source=cached,
+                              on_better=lambda model, ckpt, name=t.model: self._swap(name, model, ckpt),
+                              embedding_source=cached,
                               max_clicks=int(env("ISEG_FINETUNE_EVAL_CLICKS", "10")))
         except IsegError as e:
             return self.view(sid, f"**Cannot fine-tune:** {e}")
@@ -487,12 +487,14 @@ class Studio:
         job = self._job
         return job.describe() if job is not None else "Fine-tune the model on this project's accepted images."
 
-    def _swap(self, name: str, model) -> None:
+    @property
+    def finetune_running(self) -> bool:
+        return self._job is not None and self._job.state.running
+
+    def _swap(self, name: str, model, checkpoint: str) -> None:
         self.manager(name).swap_model(model)
-        ckpt = self._job.state.checkpoint if self._job is not None else None
-        if ckpt:  # the next start of the app loads it (app.py)
-            self.models_dir.mkdir(parents=True, exist_ok=True)
-            (self.models_dir / f"{name}.active").write_text(ckpt + "\n")
+        self.models_dir.mkdir(parents=True, exist_ok=True)  # the next start of the app loads it (app.py)
+        (self.models_dir / f"{name}.active").write_text(checkpoint + "\n")
 
     @staticmethod
     def active_checkpoint(models_dir: Path, name: str) -> Optional[str]:

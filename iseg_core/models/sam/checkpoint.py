@@ -41,14 +41,24 @@ def read_checkpoint(path: str | os.PathLike) -> Dict[str, torch.Tensor]:
 def load_checkpoint(path: str | os.PathLike) -> Tuple[Dict[str, torch.Tensor], dict]:
     """:func:`read_checkpoint` plus the file's metadata: ``{}`` for SAM's own files, the ``meta`` dict of files
     written by ``training.finetune`` (model name, base model, data, steps, metrics, encoder version)."""
+    return split_checkpoint(read_checkpoint_object(path), path)
+
+
+def read_checkpoint_object(path: str | os.PathLike):
+    """Whatever the file holds, unpickled safely (``weights_only``), or a CheckpointError that says why not."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"checkpoint {path} is not a readable PyTorch file (corrupt or truncated?): {first}") from None
+
+
+def split_checkpoint(obj, source) -> Tuple[Dict[str, torch.Tensor], dict]:
+    """(state dict, meta) of a loaded checkpoint object: a flat state dict, or one wrapped as ``{"model": ...}``
+    or ``{"state_dict": ...}`` (with ``{"meta": ...}`` beside it in files written by ``training.finetune``)."""
     meta: dict = {}
     if isinstance(obj, Mapping):
         if isinstance(obj.get("meta"), Mapping):
@@ -58,7 +68,7 @@ def load_checkpoint(path: str | os.PathLike) -> Tuple[Dict[str, torch.Tensor], d
                 obj = obj[wrapper]
                 break
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"checkpoint {path} does not hold a state dict of tensors")
+        raise CheckpointError(f"checkpoint {os.fspath(source)} does not hold a state dict of tensors")
     return dict(obj), meta
 
 
