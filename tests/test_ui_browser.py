@@ -74,6 +74,14 @@ def _click_image(page, x, y, **kw):
     page.mouse.click(*_to_page(page)(x + 0.5, y + 0.5), **kw)
 
 
+def _finish_and_read(page, store, file_name):
+    """Finish the (first) object with the N key, wait for the save, and return the stored annotations of the image."""
+    page.keyboard.press("n")
+    _wait_status(page, r"Saved object 1")  # each of these tests saves its image's first object
+    img = next(i for i in store.images_of(store.project("browser")) if i.file_name == file_name)
+    return store.annotations(img.id)
+
+
 def _go_to(page, file_name):
     """Page through the queue with the arrow key until ``file_name`` is shown."""
     for _ in range(4):
@@ -178,10 +186,7 @@ def test_scribble_and_contour_tools_in_the_browser(page, app):
     page.keyboard.press("Enter")
     _wait_status(page, r"2 prompt\(s\)")
     _shot(page, "10-scribble-and-contour")
-    page.keyboard.press("n")
-    _wait_status(page, r"Saved object 1")
-    img = next(i for i in store.images_of(store.project("browser")) if i.file_name == "chelsea.jpg")
-    [ann] = store.annotations(img.id)
+    [ann] = _finish_and_read(page, store, "chelsea.jpg")
     assert [p["type"] for p in ann.interactions] == ["scribble", "contour"] and ann.interactions[0]["positive"]
     assert ann.area > 1000
 
@@ -212,10 +217,7 @@ def test_drag_box_right_click_and_brush_stroke(page, app):
     _drag(page, [(600, 380), (620, 300)], button="right")  # a negative stroke
     _wait_status(page, r"4 prompt\(s\)")
     _shot(page, "12-right-click-and-strokes")
-    page.keyboard.press("n")
-    _wait_status(page, r"Saved object 1")
-    img = next(i for i in store.images_of(store.project("browser")) if i.file_name == "rocket.jpg")
-    [ann] = store.annotations(img.id)
+    [ann] = _finish_and_read(page, store, "rocket.jpg")
     kinds = [(p["type"], p.get("positive")) for p in ann.interactions]
     assert kinds == [("box", None), ("click", False), ("scribble", True), ("scribble", False)]
     box = ann.interactions[0]
