@@ -17,14 +17,14 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import torch  # noqa: E402
 
-from iseg_core import IsegError, load_model  # noqa: E402
+from iseg_core import IsegError  # noqa: E402
 from iseg_core.models import default_device  # noqa: E402
 from iseg_core.runtime import bf16_is_fast, tune_allocator  # noqa: E402
 from iseg_core.zerogpu import maybe_offload  # noqa: E402
 from storage import StorageError, Store, default_url  # noqa: E402
 from storage.database import sqlite_file  # noqa: E402
 from storage.snapshot import Snapshotter, restore_latest  # noqa: E402
-from ui import HEAD, Studio, build_app  # noqa: E402
+from ui import HEAD, Studio, build_app, model_loader  # noqa: E402
 
 
 def main() -> None:
@@ -49,17 +49,10 @@ def main() -> None:
     dtype = torch.bfloat16 if bf16 else torch.float32
 
     models_dir = Path(os.environ.get("ISEG_HOME", "data")) / "models"
-
-    def loader(name: str):
-        ckpt = args.checkpoint if name == args.model else None
-        if name != "classical" and ckpt is None:  # the last fine-tuned version swapped in, else the published one
-            ckpt = Studio.active_checkpoint(models_dir, name) or "hub"
-        if ckpt == "random":  # random weights: demos and tests only
-            ckpt = None
-        # on ZeroGPU the main process has no GPU of its own: the model lives on the CPU, its encoder is lent one
-        device = "cpu" if os.environ.get("SPACES_ZERO_GPU") else None
-        model = load_model(name, checkpoint=ckpt, device=device, dtype=dtype if name != "classical" else None)
-        return maybe_offload(model)  # ZeroGPU Spaces: the encoder runs in spaces.GPU calls, clicks on the CPU
+    # on ZeroGPU the main process has no GPU of its own: the model lives on the CPU, its encoder is lent one
+    # (spaces.GPU calls) and clicks decode on the CPU
+    loader = model_loader(args.model, args.checkpoint, models_dir, dtype=dtype, wrap=maybe_offload,
+                          device="cpu" if os.environ.get("SPACES_ZERO_GPU") else None)
 
     snapshot_dir = os.environ.get("ISEG_SNAPSHOT_DIR")
     db_file = sqlite_file(args.database or default_url())
@@ -69,7 +62,7 @@ def main() -> None:
             print(f"restored the database from snapshot {restored}")
     try:
         store = Store(args.database)
-        studio = Studio(store, args.project, args.model, model_loader=loader, author=os.environ.get("USER", ""))
+        studio = Studio(store, args.project, args.model, loader=loader, author=os.environ.get("USER", ""))
     except (IsegError, StorageError) as e:
         sys.exit(f"iseg cannot start: {e}")
     added = studio.ensure_samples()

@@ -27,7 +27,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import data_dir, print_table, summary  # noqa: E402
-from iseg_core import load_model  # noqa: E402
 from iseg_core.runtime import tune_allocator  # noqa: E402
 from storage import Store  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
@@ -66,7 +65,7 @@ def main() -> None:
     rows, ref = [], None
     for model_name in args.models.split(","):
         store = Store(f"sqlite:///{tmp / f'{model_name}.db'}", tmp / "images")
-        studio = Studio(store, "bench", model_name, model_loader=lambda n: load_model(n, checkpoint=None),
+        studio = Studio(store, "bench", model_name, checkpoint="random",
                         export_dir=tmp / "exports")
         for p in paths.values():
             store.add_image(studio.project, p)

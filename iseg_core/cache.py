@@ -25,17 +25,12 @@ class EmbeddingCache:
         self._items: "OrderedDict[Hashable, ImageEmbedding]" = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
 
     def get(self, key: Hashable) -> Optional[ImageEmbedding]:
         with self._lock:
             item = self._items.get(key)
-            if item is None:
-                self.misses += 1
-                return None
-            self._items.move_to_end(key)
-            self.hits += 1
+            if item is not None:
+                self._items.move_to_end(key)
             return item
 
     def put(self, key: Hashable, embedding: ImageEmbedding) -> None:

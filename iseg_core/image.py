@@ -18,6 +18,9 @@ DEFAULT_MAX_PIXELS = 64_000_000
 # Files whose header claims more than this are not decoded at full size at all.
 MAX_DECODE_PIXELS = 400_000_000
 _EXIF_ORIENTATION = 0x0112
+# File suffix of each image format we store and read; IMAGE_SUFFIXES is what folder imports and readers pick up.
+SUFFIX_OF_FORMAT = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif", "GIF": ".gif"}
+IMAGE_SUFFIXES = frozenset(SUFFIX_OF_FORMAT.values()) | {".jpeg", ".tiff"}
 # PIL warns above this and refuses above twice this at open time. Set above our own limits so that our
 # checks (with their messages, and reduced JPEG decoding) decide first.
 Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, 2 * MAX_DECODE_PIXELS)
@@ -34,7 +37,7 @@ def check_image(image, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     if image.ndim != 3 or image.shape[2] != 3:
         raise ImageError(
             f"expected an RGB image of shape (H, W, 3), got shape {tuple(image.shape)}; "
-            "convert grayscale or RGBA images to RGB first (iseg_core.image.to_rgb)"
+            "convert grayscale or RGBA images to RGB first (load_image does, for files)"
         )
     if image.dtype != np.uint8:
         raise ImageError(f"expected dtype uint8 (0-255), got {image.dtype}")
@@ -49,17 +52,6 @@ def check_image(image, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     return image
 
 
-def to_rgb(image: np.ndarray) -> np.ndarray:
-    """Convert a grayscale ``(H, W)``/``(H, W, 1)`` or RGBA ``(H, W, 4)`` uint8 array to RGB."""
-    if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
-        return np.ascontiguousarray(np.repeat(image.reshape(image.shape[0], image.shape[1], 1), 3, axis=2))
-    if image.ndim == 3 and image.shape[2] == 4:
-        return np.ascontiguousarray(image[:, :, :3])
-    if image.ndim == 3 and image.shape[2] == 3:
-        return image
-    raise ImageError(f"cannot convert an array of shape {tuple(image.shape)} to RGB")
-
-
 def fit_pixels(image: np.ndarray, max_pixels: int) -> Tuple[np.ndarray, float]:
     """Downscale ``image`` (area interpolation) so that ``H * W <= max_pixels``. Returns (image, scale)."""
     h, w = image.shape[:2]
@@ -68,6 +60,14 @@ def fit_pixels(image: np.ndarray, max_pixels: int) -> Tuple[np.ndarray, float]:
     scale = (max_pixels / (h * w)) ** 0.5
     nw, nh = max(1, int(w * scale)), max(1, int(h * scale))
     return cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA), nw / w
+
+
+def oriented_size(im: Image.Image, size: Optional[Tuple[int, int]] = None) -> Tuple[int, int]:
+    """(H, W) of an opened image as it is displayed (EXIF orientations 5-8 swap the sides), from ``size``
+    ((W, H) as stored; default ``im.size``). For some formats (PNG) reading EXIF decodes the whole image:
+    check the stored size first."""
+    w, h = size or im.size
+    return (w, h) if im.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8) else (h, w)
 
 
 @dataclass
@@ -108,8 +108,7 @@ def load_image(
                         f"{name} is {w0}x{h0} ({w0 * h0 / 1e6:.0f} MP); {im.format} files above "
                         f"{MAX_DECODE_PIXELS / 1e6:.0f} MP are not decoded. Downscale it first."
                     )
-                # After the size checks: for some formats (PNG) reading EXIF decodes the whole image.
-                swapped = im.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
+                source_size = oriented_size(im, (w0, h0))  # the stored size: a draft may have reduced im.size
                 im.load()
                 rgb = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
         except ImageError:
@@ -118,7 +117,6 @@ def load_image(
             raise ImageError(f"{name} is too large to decode: {exc}. Downscale it first.") from None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             raise ImageError(f"cannot decode {name}: {exc}") from None
-    source_size = (w0, h0) if swapped else (h0, w0)
     rgb, _ = fit_pixels(rgb, max_pixels)
     scale = rgb.shape[1] / source_size[1]  # against the stored size: JPEG draft may have reduced it already
     message = ""

@@ -112,6 +112,40 @@ def prompt_points(prompt: Prompt) -> Tuple[Point, ...]:
     return prompt.points
 
 
+def clipped_contour(points: np.ndarray, image_size: Tuple[int, int]) -> Contour:
+    """A contour through ``points`` ``(N, 2)`` (x, y) moved onto the image's pixels, ``(H, W)``."""
+    h, w = image_size
+    pts = np.column_stack([np.clip(points[:, 0], 0, w - 1), np.clip(points[:, 1], 0, h - 1)])
+    return Contour([tuple(map(float, p)) for p in pts])
+
+
+def prompt_to_dict(p: Prompt) -> dict:
+    """A prompt as plain JSON data (the stored prompt log, result files, the API's state)."""
+    if isinstance(p, Click):
+        return {"type": "click", "x": p.x, "y": p.y, "positive": p.positive}
+    if isinstance(p, Box):
+        return {"type": "box", "x0": p.x0, "y0": p.y0, "x1": p.x1, "y1": p.y1}
+    if isinstance(p, Scribble):
+        return {"type": "scribble", "points": [list(map(float, q)) for q in p.points], "positive": p.positive}
+    if isinstance(p, Contour):
+        return {"type": "contour", "points": [list(map(float, q)) for q in p.points]}
+    raise PromptError(f"unknown prompt {p!r}")
+
+
+def prompt_from_dict(d: dict) -> Prompt:
+    """The inverse of :func:`prompt_to_dict`; PromptError for an unknown type, KeyError for a missing field."""
+    kind = d.get("type")
+    if kind == "click":
+        return Click(float(d["x"]), float(d["y"]), bool(d.get("positive", True)))
+    if kind == "box":
+        return Box(float(d["x0"]), float(d["y0"]), float(d["x1"]), float(d["y1"]))
+    if kind == "scribble":
+        return Scribble([tuple(map(float, q)) for q in d["points"]], bool(d.get("positive", True)))
+    if kind == "contour":
+        return Contour([tuple(map(float, q)) for q in d["points"]])
+    raise PromptError(f"unknown prompt type {kind!r}")
+
+
 def validate_prompts(prompts: Sequence[Prompt], image_size: Tuple[int, int]) -> list:
     """Check that ``prompts`` are known prompt types inside an image of ``image_size=(H, W)``.
 

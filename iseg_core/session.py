@@ -6,7 +6,7 @@ browser tab, and a background thread that encodes the next image of a queue befo
 """
 from __future__ import annotations
 
-import math
+import logging
 import threading
 import time
 import uuid
@@ -19,43 +19,12 @@ import torch
 
 from .cache import EmbeddingCache
 from .errors import IsegError, PromptError
-from .models.base import Segmenter
+from .geometry import DisplayFrame, ZoomIn, grow_to_include, zoom_roi
+from .models.base import ImageEmbedding, Segmenter
 from .predictor import Predictor, image_hash
-from .prompts import Box, Click, Contour, Prompt, Scribble, to_crop, validate_prompts
+from .prompts import Click, Prompt, prompt_from_dict, prompt_points, prompt_to_dict, to_crop, validate_prompts
 
-
-def prompt_to_dict(p: Prompt) -> dict:
-    if isinstance(p, Click):
-        return {"type": "click", "x": p.x, "y": p.y, "positive": p.positive}
-    if isinstance(p, Box):
-        return {"type": "box", "x0": p.x0, "y0": p.y0, "x1": p.x1, "y1": p.y1}
-    if isinstance(p, Scribble):
-        return {"type": "scribble", "points": [list(map(float, q)) for q in p.points], "positive": p.positive}
-    if isinstance(p, Contour):
-        return {"type": "contour", "points": [list(map(float, q)) for q in p.points]}
-    raise PromptError(f"unknown prompt {p!r}")
-
-
-def _extent(p: Prompt):
-    """(xs, ys) of the points that define ``p``."""
-    if isinstance(p, Click):
-        return [p.x], [p.y]
-    if isinstance(p, Box):
-        return [p.x0, p.x1], [p.y0, p.y1]
-    return [x for x, _ in p.points], [y for _, y in p.points]
-
-
-def prompt_from_dict(d: dict) -> Prompt:
-    kind = d.get("type")
-    if kind == "click":
-        return Click(float(d["x"]), float(d["y"]), bool(d.get("positive", True)))
-    if kind == "box":
-        return Box(float(d["x0"]), float(d["y0"]), float(d["x1"]), float(d["y1"]))
-    if kind == "scribble":
-        return Scribble([tuple(map(float, q)) for q in d["points"]], bool(d.get("positive", True)))
-    if kind == "contour":
-        return Contour([tuple(map(float, q)) for q in d["points"]])
-    raise PromptError(f"unknown prompt type {kind!r}")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -63,7 +32,7 @@ class Step:
     """The state after one prompt: what the model returned for all prompts so far."""
 
     prompt: Prompt
-    mask: np.ndarray  # bool, the session's display size (the image size when it has none)
+    mask: np.ndarray  # bool, the session's display size
     logits: torch.Tensor  # the model's low-res logits, fed back with the next prompt
     score: float
 
@@ -98,19 +67,22 @@ class AnnotationSession:
     objects: List[FinishedObject] = field(default_factory=list)
     editing: Optional[int] = None  # index into objects being re-edited
     threshold: float = 0.0  # logit threshold of the masks (SAM: 0 = probability 0.5)
-    display_size: Optional[tuple] = None  # (h, w) of the masks the steps keep; None = image size. Decoding
-    # at display size skips upsampling every click to full resolution; finish_object makes the full mask
+    display: Optional[DisplayFrame] = None  # image <-> display pixels; the steps keep masks at display size.
+    # Decoding at display size skips upsampling every click to full resolution; finish_object makes the full mask
     zoom: Optional[tuple] = None  # (x0, y0, x1, y1): the model sees only this crop (ZoomIn), None = whole image
     started: float = field(default_factory=time.monotonic)
     lock: threading.RLock = field(default_factory=threading.RLock)
 
     # -- image ------------------------------------------------------------------------------------------
     def open_image(self, image: np.ndarray, key: Optional[str] = None, ref: Optional[int] = None,
-                   objects: Sequence[FinishedObject] = (), display_size: Optional[tuple] = None) -> None:
-        """Make ``image`` current (encoding it unless cached) and forget the previous image's drawing."""
+                   objects: Sequence[FinishedObject] = (), display: Optional[DisplayFrame] = None) -> None:
+        """Make ``image`` current (encoding it unless cached) and forget the previous image's drawing.
+        ``display``: the frame of the copy the user sees (default: the image itself)."""
+        if display is not None and tuple(display.image_size) != image.shape[:2]:
+            raise IsegError(f"the display frame is for a {display.image_size} image, not {image.shape[:2]}")
         self.predictor.set_image(image, key)
         self.image, self.image_key, self.image_ref = image, key or image_hash(image), ref
-        self.display_size = tuple(display_size) if display_size and tuple(display_size) != image.shape[:2] else None
+        self.display = display or DisplayFrame(image.shape[:2], image.shape[:2])
         self.objects = list(objects)
         self._reset_object()
 
@@ -138,39 +110,26 @@ class AnnotationSession:
         self.started = time.monotonic()
 
     # -- frames: the whole image, or the ZoomIn crop --------------------------------------------------------
-    def _display_box(self) -> tuple:
-        """The zoom crop in display pixels (x0, y0, x1, y1) and the display size (h, w)."""
-        h, w = self.image.shape[:2]
-        dh, dw = self.display_size or (h, w)
-        x0, y0, x1, y1 = self.zoom
-        sx, sy = dw / w, dh / h
-        return (round(x0 * sx), round(y0 * sy), max(round(x0 * sx) + 1, round(x1 * sx)),
-                max(round(y0 * sy) + 1, round(y1 * sy))), (dh, dw)
-
     def _mask(self, logits: torch.Tensor, full: bool = False) -> np.ndarray:
         """The mask of ``logits`` (in the current frame) in the whole image, at display size or full size."""
-        size = None if full else self.display_size
+        size = None if full or self.display.identity else self.display.display_size
         if self.zoom is None:
             return self.predictor.mask_from_logits(logits, size, self.threshold)
-        if full:
-            x0, y0, x1, y1 = self.zoom
-            out = np.zeros(self.image.shape[:2], bool)
-        else:
-            (x0, y0, x1, y1), shape = self._display_box()
-            out = np.zeros(shape, bool)
+        x0, y0, x1, y1 = self.zoom if full else self.display.roi_to_display(self.zoom)
+        out = np.zeros(self.image.shape[:2] if full else self.display.display_size, bool)
         out[y0:y1, x0:x1] = self.predictor.mask_from_logits(logits, (y1 - y0, x1 - x0), self.threshold)
         return out
 
     def _predict(self, prompts: List[Prompt], prev: Optional[torch.Tensor]) -> Step:
         if self.zoom is None:
-            pred = self.predictor.predict(prompts, prev_logits=prev, mask_size=self.display_size,
-                                          threshold=self.threshold)
+            size = None if self.display.identity else self.display.display_size
+            pred = self.predictor.predict(prompts, prev_logits=prev, mask_size=size, threshold=self.threshold)
             return Step(prompts[-1], pred.mask, pred.logits, pred.score)
         x0, y0 = self.zoom[:2]
-        (dx0, dy0, dx1, dy1), shape = self._display_box()
+        dx0, dy0, dx1, dy1 = self.display.roi_to_display(self.zoom)
         pred = self.predictor.predict([to_crop(p, x0, y0) for p in prompts], prev_logits=prev,
                                       mask_size=(dy1 - dy0, dx1 - dx0), threshold=self.threshold)
-        mask = np.zeros(shape, bool)
+        mask = np.zeros(self.display.display_size, bool)
         mask[dy0:dy1, dx0:dx1] = pred.mask  # the crop's mask pasted into the whole frame
         return Step(prompts[-1], mask, pred.logits, pred.score)
 
@@ -182,18 +141,13 @@ class AnnotationSession:
     def zoom_in(self, expansion: float = 1.4, min_crop: int = 200) -> tuple:
         """RITM's ZoomIn for small objects: the model looks at a crop around the current object (encoded on
         its own, so a resizing model sees it at a higher resolution) and the prompts are replayed there."""
-        from .eval.loop import ZoomIn, zoom_roi
-
         if not self.steps:
             raise IsegError("zoom in needs an object: click on it first")
         full = self._mask(self.steps[-1].logits, full=True)
         clicks = [p for p in self.prompts if isinstance(p, Click)]
-        x0, y0, x1, y1 = zoom_roi(full, clicks, ZoomIn(expansion=expansion, min_crop=min_crop))
-        for xs, ys in map(_extent, self.prompts):  # every prompt must stay inside the crop to be replayed
-            x0, y0 = min(x0, int(math.floor(min(xs)))), min(y0, int(math.floor(min(ys))))
-            x1, y1 = max(x1, int(math.ceil(max(xs))) + 1), max(y1, int(math.ceil(max(ys))) + 1)
-        h, w = full.shape
-        roi = x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
+        roi = zoom_roi(full, clicks, ZoomIn(expansion=expansion, min_crop=min_crop))
+        # every prompt must stay inside the crop to be replayed
+        roi = x0, y0, x1, y1 = grow_to_include(roi, (q for p in self.prompts for q in prompt_points(p)), full.shape)
         if (x1 - x0) * (y1 - y0) >= 0.8 * full.size:
             raise IsegError("the object already fills most of the image: zooming in would not help")
         prompts = self.prompts
@@ -264,7 +218,7 @@ class AnnotationSession:
         """Close the current object (its mask, category, prompt log, time spent) and start a new one."""
         if self.mask is None or not self.mask.any():
             raise IsegError("nothing to finish: the current object has no mask yet")
-        full = self.mask.copy() if self.display_size is None else self._mask(self.steps[-1].logits, full=True)
+        full = self.mask.copy() if self.display.identity else self._mask(self.steps[-1].logits, full=True)
         if not full.any():
             raise IsegError("nothing to finish: at full resolution the mask is empty")
         obj = FinishedObject(full, category.strip() or "object", [prompt_to_dict(p) for p in self.prompts],
@@ -330,11 +284,13 @@ class SessionManager:
             return s
 
     def drop(self, session_id: str) -> None:
+        """Forget a session (its tab was closed); its images' embeddings stay cached for other sessions."""
         with self._lock:
             self._sessions.pop(session_id, None)
 
     def precompute(self, image: np.ndarray, key: str) -> Future:
-        """Encode ``image`` in the background so that opening it later costs no encoder run."""
+        """Encode ``image`` in the background so that opening it later costs no encoder run. A failure is
+        logged (the user meets it, with its message, when opening the image) and kept in the future."""
         with self._lock:
             fut = self._pending.get(key)
             if fut is not None and not fut.done():
@@ -345,7 +301,20 @@ class SessionManager:
 
             fut = self._pool.submit(run)
             self._pending[key] = fut
-            return fut
+        fut.add_done_callback(lambda f, key=key: self._precomputed(f, key))  # outside the lock: may run at once
+        return fut
+
+    def _precomputed(self, fut: Future, key: str) -> None:
+        with self._lock:
+            if self._pending.get(key) is fut:
+                del self._pending[key]
+        if not fut.cancelled() and fut.exception() is not None:
+            e = fut.exception()
+            log.warning("background encoding of image %s failed: %s", key, e, exc_info=not isinstance(e, IsegError))
+
+    def cached_embedding(self, key: str) -> Optional[ImageEmbedding]:
+        """The current model's embedding of image ``key`` when it is cached (e.g. for a decoder-only fine-tune)."""
+        return self.cache.get((self.model.cache_key, key))
 
     def is_encoded(self, key: str) -> bool:
         return (self.model.cache_key, key) in self.cache
@@ -361,4 +330,5 @@ class SessionManager:
             s.swap_model(model)
 
     def close(self) -> None:
+        """Stop background encoding: queued images are dropped, one in progress finishes on its own."""
         self._pool.shutdown(wait=False, cancel_futures=True)

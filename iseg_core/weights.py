@@ -135,10 +135,14 @@ def fetch(spec: KnownCheckpoint, cache_dir: Optional[Union[str, os.PathLike]] = 
     if local.is_file():
         verify(local, spec)
         return local
+    import httpx
     import huggingface_hub
-    from huggingface_hub import constants
+    from huggingface_hub import constants, errors
 
     offline = constants.is_offline_mode()
+    # what a failed download raises (HTTP status, no connection, not in the cache offline, a broken transfer);
+    # anything else is a bug and surfaces as itself
+    download_failed = (OSError, httpx.HTTPError, errors.EntryNotFoundError, errors.XetDownloadError)
     try:
         path = huggingface_hub.hf_hub_download(
             spec.repo_id,
@@ -148,7 +152,7 @@ def fetch(spec: KnownCheckpoint, cache_dir: Optional[Union[str, os.PathLike]] = 
             endpoint=os.environ.get("HF_ENDPOINT") or None,
             etag_timeout=10,
         )
-    except Exception as exc:  # any failure of the download path ends in the same advice
+    except download_failed as exc:
         reason = "offline mode (HF_HUB_OFFLINE=1) and not in the local cache" if offline else f"download failed: {exc}"
         raise WeightsUnavailableError(_unavailable_message(spec, reason)) from exc
     verify(path, spec)

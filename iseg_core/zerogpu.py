@@ -1,7 +1,7 @@
 """ZeroGPU (Hugging Face Spaces): a GPU is lent only for the duration of a call to a function decorated with
 ``spaces.GPU``, which runs in a separate worker process; what it returns is pickled back to the main process.
 
-iseg fits that shape: only the image encoder needs the GPU. :func:`offload_encoder` moves a SAM model's image
+iseg fits that shape: only the image encoder needs the GPU. :func:`offload_encoder` moves a model's image
 encoder to the GPU device and wraps ``encode`` with the decorator; the embedding comes back as a CPU tensor,
 is cached by the main process's :class:`EmbeddingCache` like any other, and every click is decoded on the CPU
 without asking for a GPU again. The app calls :func:`maybe_offload` on every model it loads: a no-op unless
@@ -21,10 +21,9 @@ from .models.base import ImageEmbedding, Segmenter
 def offload_encoder(model: Segmenter, gpu: Callable[[Callable], Callable], device: str = "cuda") -> Segmenter:
     """Run ``model``'s image encoder on ``device`` inside ``gpu`` (``spaces.GPU`` or ``spaces.GPU(duration=...)``);
     the rest of the model stays where it is. Models without an image encoder (classical) are returned as is."""
-    network = getattr(model, "network", None)
-    if network is None or not hasattr(network, "image_encoder"):
+    if model.image_encoder is None:
         return model
-    network.image_encoder.to(device)
+    model.image_encoder.to(device)
     encode = model.encode
 
     @gpu

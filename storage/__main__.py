@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .coco import export_coco, export_png, import_coco, write_json_atomic
 from .errors import StorageError
-from .images import IMAGE_SUFFIXES
+from iseg_core.image import IMAGE_SUFFIXES
 from .store import Store
 
 

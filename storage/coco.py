@@ -12,12 +12,14 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Tuple, Union
 
 import numpy as np
 from PIL import Image as PILImage
 from pycocotools import mask as mask_utils
 from sqlalchemy import select
+
+from iseg_core.image import oriented_size
 
 from . import models as m
 from .errors import CocoFormatError, StorageError
@@ -131,9 +133,7 @@ def _load(source: Union[str, os.PathLike, dict]) -> Tuple[dict, str]:
 def _image_size(path: Path) -> Tuple[int, int]:
     """(width, height) after EXIF orientation, from the header only."""
     with PILImage.open(path) as im:
-        w, h = im.size
-        if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):
-            w, h = h, w
+        h, w = oriented_size(im)
         return w, h
 
 

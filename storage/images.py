@@ -18,12 +18,10 @@ from typing import Union
 from PIL import Image
 
 from iseg_core.errors import ImageError
-from iseg_core.image import load_image
+from iseg_core.image import SUFFIX_OF_FORMAT, load_image
 
 from .errors import StorageError
 
-_EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif", "GIF": ".gif"}
-IMAGE_SUFFIXES = set(_EXTENSIONS.values()) | {".jpeg", ".tiff"}  # what folder imports pick up
 
 
 @dataclass(frozen=True)
@@ -52,7 +50,7 @@ class ImageStore:
         except ImageError as e:
             raise StorageError(f"{name or 'upload'} is not a usable image: {str(e).replace('image bytes', 'it')}") from None
         with Image.open(io.BytesIO(data)) as im:
-            ext = _EXTENSIONS.get(im.format or "", ".img")
+            ext = SUFFIX_OF_FORMAT.get(im.format or "", ".img")
         sha = hashlib.sha256(data).hexdigest()
         rel = f"{sha[:2]}/{sha[2:4]}/{sha}{ext}"
         target = self.root / rel

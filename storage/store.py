@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
 
 import numpy as np
 from sqlalchemy import func, select
@@ -21,6 +21,27 @@ from .images import ImageStore
 from .masks import decode_mask, encode_mask
 from . import models as m
 from .models import utcnow
+
+
+CONFLICT_ATTEMPTS = 3
+T = TypeVar("T")
+
+
+def _retry_conflicts(attempt: Callable[[], T], what: str) -> T:
+    """Run a find-or-create transaction. A unique-constraint conflict means another writer created the same row
+    between our read and our insert; the next attempt finds it. Bounded: a conflict that keeps coming back is
+    not a race, and is reported (nothing was written)."""
+    for _ in range(CONFLICT_ATTEMPTS - 1):
+        try:
+            return attempt()
+        except IntegrityError:
+            continue
+    try:
+        return attempt()
+    except IntegrityError as e:
+        detail = str(e.orig).strip().splitlines()[0] if e.orig is not None else type(e).__name__
+        raise StorageError(f"could not save {what}: the database refused it {CONFLICT_ATTEMPTS} times as a "
+                           f"duplicate ({detail}); nothing was saved") from None
 
 
 @dataclass(frozen=True)
@@ -122,11 +143,11 @@ class Store:
         name = name.strip()
         if not name:
             raise StorageError("a category needs a name")
-        try:
+        def attempt():
             with self.db.transaction() as s:
                 return _record(self._category(s, project.id, name, supercategory))
-        except IntegrityError:
-            return self.category(project, name, supercategory)
+
+        return _retry_conflicts(attempt, f"category {name!r}")
 
     def _category(self, s: Session, project_id: int, name: str, supercategory: str = "",
                   coco_id: Optional[int] = None) -> m.Category:
@@ -152,17 +173,13 @@ class Store:
         if not isinstance(source, (bytes, bytearray)):
             file_name = file_name or Path(source).name
         stored = self.images.put(source, file_name)
-        try:
+
+        def attempt():  # on a conflict, another writer added the same content (or took the COCO id) meanwhile
             with self.db.transaction() as s:
                 img, added = self._image(s, project.id, stored, file_name or stored.sha256[:12], coco_id)
                 return self._image_record(img, added)
-        except IntegrityError:  # the same content added by another process at the same moment
-            with self.db.session() as s:
-                img = s.scalar(select(m.Image).where(m.Image.project_id == project.id,
-                                                     m.Image.sha256 == stored.sha256))
-                if img is None:
-                    raise
-                return self._image_record(img, False)
+
+        return _retry_conflicts(attempt, f"image {file_name or stored.sha256[:12]}")
 
     def _image(self, s: Session, project_id: int, stored, file_name: str, coco_id: Optional[int] = None):
         img = s.scalar(select(m.Image).where(m.Image.project_id == project_id, m.Image.sha256 == stored.sha256))
@@ -272,11 +289,11 @@ class Store:
 
     def register_model_version(self, name: str, version: str, checkpoint: Optional[str] = None,
                                metrics: Optional[dict] = None) -> int:
-        try:
+        def attempt():
             with self.db.transaction() as s:
                 return self._model_version(s, name, version, checkpoint, metrics).id
-        except IntegrityError:
-            return self.register_model_version(name, version, checkpoint, metrics)
+
+        return _retry_conflicts(attempt, f"model version {name}@{version}")
 
     def record_training_run(self, base: Tuple[str, str], status: str = "running", params: Optional[dict] = None,
                             metrics: Optional[dict] = None, message: str = "", result_version_id: Optional[int] = None,

@@ -124,7 +124,7 @@ def serve_studio(tmp: Path, project: str, model: str = "classical", store=None):
 
     if store is None:
         store = Store(f"sqlite:///{tmp / 'iseg.db'}", tmp / "images")
-    studio = Studio(store, project, model, export_dir=tmp / "exports")
+    studio = Studio(store, project, model, "random", export_dir=tmp / "exports")  # random weights: no downloads
     if not store.images_of(studio.project):
         assert studio.ensure_samples() == 4
     demo = build_app(studio)

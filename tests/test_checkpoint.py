@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from iseg_core import CheckpointError, load_model
-from iseg_core.models.sam.checkpoint import read_checkpoint
+from iseg_core.models.checkpoint import read_checkpoint
 
 from .conftest import TINY, official_tiny_sam
 

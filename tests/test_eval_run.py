@@ -7,9 +7,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 import pytest
 
-from iseg_core import Box, Click, Contour, Predictor, Scribble, load_model
+from iseg_core import Box, Click, Predictor, load_model
 from iseg_core.eval import (DatasetError, ObjectEvaluator, ZoomIn, open_dataset, simulate_box, simulate_contour,
                             simulate_scribble)
 
@@ -72,6 +73,12 @@ def test_coco_reader_decodes_polygons_and_rejects_unknown_images(tmp_path):
     ann.write_text("{not json")
     with pytest.raises(DatasetError, match="not a COCO instances file"):
         list(open_dataset("coco", tmp_path, ann))
+    # run lengths are checked before pycocotools decodes them (the same check as storage's import)
+    data["annotations"][0].update(image_id=1, segmentation={"size": [40, 50], "counts": [100, 50]})
+    ann.write_text(json.dumps(data))
+    (sample,) = list(open_dataset("coco", tmp_path, ann))
+    with pytest.raises(DatasetError, match="annotation 7: uncompressed RLE: run lengths sum to 150"):
+        sample.load()
 
 
 def test_simulated_first_interactions_fit_the_object():
@@ -96,6 +103,27 @@ def test_classical_engine_improves_with_clicks(first):
     assert len(run.ious) == 12 and run.prompts[0]["type"] == first
     assert all(p["type"] == "click" for p in run.prompts[1:])
     assert max(run.ious) > 0.8 and max(run.ious) > run.ious[0] - 1e-9
+
+
+def test_classical_engine_is_deterministic_and_handles_one_sided_labels():
+    """The same prompts give the same mask whatever was segmented before (GrabCut's k-means is seeded), and
+    labels with too few pixels of one kind for a colour model keep the prior instead of failing."""
+    samples = list(open_dataset("grabcut", DATA / "GrabCut"))
+    image, gt, _ = samples[5].load()
+    other, _, _ = samples[6].load()
+    seg = load_model("classical")
+    emb, emb_other = seg.encode(image), seg.encode(other)
+    ys, xs = np.nonzero(gt)
+    clicks = [Click(float(xs.mean()), float(ys.mean())), Click(2.0, 2.0, False)]
+    first = seg.decode(emb, clicks).logits
+    for k in range(3):  # other work in between moves OpenCV's random state
+        seg.decode(emb_other, [Click(40.0 + k, 50.0)])
+    assert torch.equal(seg.decode(emb, clicks).logits, first)
+    h, w = image.shape[:2]
+    whole = seg.decode(emb, [Box(0, 0, w, h)])  # no hard label of either kind, nothing outside the box
+    tiny = seg.decode(emb, [Box(10, 10, 13, 13)])  # 3x3 px: too few pixels for a colour model
+    assert whole.logits.shape == first.shape and tiny.logits.shape == first.shape
+    assert (seg.upsample_logits(emb, tiny.logits) > 0).sum() < 0.01 * h * w
 
 
 def test_zoom_in_and_flip_paths_give_valid_runs():

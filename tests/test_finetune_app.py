@@ -2,13 +2,13 @@
 sessions that keep working, the run recorded in storage; and the Fine-tune button in a real browser."""
 import os
 import shutil
+import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from iseg_core import load_model
-from iseg_core.prompts import Click
 from storage import Store
 from tests.conftest import serve_studio
 from tests.test_training_finetune import blobs
@@ -37,7 +37,7 @@ def finetune_env(monkeypatch):
 
 def test_job_swaps_in_the_better_model_and_sessions_keep_their_work(tmp_path, finetune_env):
     store, project = accepted_project(tmp_path)
-    studio = Studio(store, "ft", "sam_mini", export_dir=tmp_path / "exports")
+    studio = Studio(store, "ft", "sam_mini", "random", export_dir=tmp_path / "exports")
     sid = "annotator"
     studio.open_index(sid, 0)
     studio.add_click(sid, 40, 40, True)
@@ -75,7 +75,7 @@ def test_fine_tune_refuses_clearly(tmp_path, finetune_env):
     studio.ensure_samples()
     v = studio.start_finetune("s")
     assert "Cannot fine-tune" in v.status and "no weights" in v.status
-    studio = Studio(store, "p", "sam_mini", export_dir=tmp_path / "exports")
+    studio = Studio(store, "p", "sam_mini", "random", export_dir=tmp_path / "exports")
     studio.start_finetune("s")
     studio._job.join(60)
     assert studio._job.state.status == "failed" and "no accepted annotations" in studio.finetune_status()
@@ -108,6 +108,8 @@ def test_fine_tune_button_in_the_browser(tmp_path, finetune_env):
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "finetune.png"), full_page=True)
             text = page.inner_text("#train_status")
+            (sid,) = studio._tabs
+            assert studio.view(sid).info["prompts"]  # the click made while training
             browser.close()
         run = store.training_runs()[0]
         assert run["status"] in ("done", "kept"), text
@@ -116,7 +118,11 @@ def test_fine_tune_button_in_the_browser(tmp_path, finetune_env):
             assert "Fine-tuned model in use" in text and studio.manager("sam_mini").model.version in text
         else:
             assert "base model kept" in text and studio.manager("sam_mini").model.version.startswith("random-")
-        assert studio.view(studio._tabs and next(iter(studio._tabs))).info["prompts"]  # the click made while training
+        # the tab closed: its session is dropped (Gradio's unload event), the saved work is in the store
+        deadline = time.monotonic() + 60
+        while sid in studio._tabs and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert sid not in studio._tabs
     finally:
         demo.close()
         store.close()

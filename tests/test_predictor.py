@@ -20,12 +20,17 @@ def seg(tiny_pair):
 
 def test_an_image_is_encoded_once_and_shared_between_predictors(seg, photo):
     cache = EmbeddingCache()
-    a, b = Predictor(seg, cache), Predictor(seg, cache)
-    emb = a.set_image(photo)
-    assert (cache.misses, cache.hits) == (1, 0)
-    assert a.set_image(photo.copy()) is emb  # same pixels, another array: same content hash
-    assert b.set_image(photo) is emb
-    assert (cache.misses, cache.hits) == (1, 2)
+    calls = []
+    hook = seg.image_encoder.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        a, b = Predictor(seg, cache), Predictor(seg, cache)
+        emb = a.set_image(photo)
+        assert len(calls) == 1 and len(cache) == 1
+        assert a.set_image(photo.copy()) is emb  # same pixels, another array: same content hash
+        assert b.set_image(photo) is emb
+        assert len(calls) == 1 and len(cache) == 1
+    finally:
+        hook.remove()
     assert cache.nbytes == emb.nbytes == 256 * 64 * 64 * 4
 
 

@@ -10,7 +10,8 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from storage import CocoFormatError, Database, StorageError, Store, export_coco, export_png, import_coco
-from storage.masks import counts_from_string, encode_mask
+from iseg_core.masks import counts_from_string
+from storage.masks import encode_mask
 from tests.conftest import ROOT, data_dir
 
 DAVIS = data_dir() / "DAVIS"
@@ -100,6 +101,42 @@ def test_bad_saves_say_why_and_save_nothing(store, tmp_path):
     with pytest.raises(StorageError, match="no project named 'nope'"):
         store.project("nope", create=False)
     assert store.stats(project).images == 1
+
+
+def test_a_conflict_is_retried_a_bounded_number_of_times(store, monkeypatch):
+    """find-or-create: a unique-key conflict (another writer created the row meanwhile) is retried and then finds
+    the row; one that keeps coming back ends in a clear StorageError, not endless recursion."""
+    from sqlalchemy.exc import IntegrityError
+
+    from storage import store as store_module
+
+    project = store.project("p")
+    real = store._category
+    calls = []
+
+    theirs = Store(store.db).category(project, "cat")  # another writer creates the row between our read and
+    # our insert: our first attempt did not see it and its insert conflicts
+
+    def racing(s, project_id, name, *a, **k):
+        calls.append(name)
+        if len(calls) == 1:
+            raise IntegrityError("INSERT INTO categories", {}, Exception("UNIQUE constraint failed"))
+        return real(s, project_id, name, *a, **k)
+
+    monkeypatch.setattr(store, "_category", racing)
+    cat = store.category(project, "cat")
+    assert cat.id == theirs.id and len(calls) == 2
+
+    def always(*a, **k):
+        calls.append("x")
+        raise IntegrityError("INSERT INTO categories", {}, Exception("UNIQUE constraint failed"))
+
+    monkeypatch.setattr(store, "_category", always)
+    calls.clear()
+    with pytest.raises(StorageError, match="refused it 3 times as a duplicate .*UNIQUE constraint failed.*nothing"):
+        store.category(project, "dog")
+    assert len(calls) == store_module.CONFLICT_ATTEMPTS == 3
+    assert [c.name for c in store.categories(project)] == ["cat"]
 
 
 def test_unusable_database_url_is_a_clear_error():

@@ -14,8 +14,8 @@ from iseg_core.errors import CheckpointError, IsegError
 from iseg_core.eval.datasets import DatasetError
 from storage import Store
 from tests.conftest import ROOT, free_port
-from training.data import folder_objects, split
-from training.finetune import FinetuneConfig, Trainer, evaluate, is_better, trainable_copy
+from training.data import folder_objects
+from training.finetune import FinetuneConfig, Trainer, evaluate, is_better
 
 
 def blobs(folder, n=12, seed=0, size=(96, 128)):
@@ -47,15 +47,21 @@ def weights(model):
     return {k: v.detach().clone() for k, v in model.network.state_dict().items()}
 
 
-def test_full_training_from_random_weights_learns_the_objects(tmp_path):
-    objects = folder_objects(blobs(tmp_path / "d"))
-    model = mini()
+def train_and_evaluate(model, objects, config):
+    """Train ``model`` and evaluate it (3 clicks) before and after: (trainer, before, after, mean loss of the
+    first ten steps, of the last ten)."""
     before = evaluate(model, objects, max_clicks=3)
-    trainer = Trainer(model, objects, FinetuneConfig(steps=60, batch_size=4, lr=1e-3, warmup=5, mode="full"))
+    trainer = Trainer(model, objects, config)
     trainer.run()
     after = evaluate(model, objects, max_clicks=3)
-    first = np.mean([h["loss"] for h in trainer.history[:10]])
-    last = np.mean([h["loss"] for h in trainer.history[-10:]])
+    losses = [h["loss"] for h in trainer.history]
+    return trainer, before, after, float(np.mean(losses[:10])), float(np.mean(losses[-10:]))
+
+
+def test_full_training_from_random_weights_learns_the_objects(tmp_path):
+    objects = folder_objects(blobs(tmp_path / "d"))
+    _, before, after, first, last = train_and_evaluate(
+        mini(), objects, FinetuneConfig(steps=60, batch_size=4, lr=1e-3, warmup=5, mode="full"))
     assert last < 0.8 * first, (first, last)
     assert after["mIoU@1"] > before["mIoU@1"] + 0.15, (before, after)
     assert is_better(before, after) or after["NoC@90"] == before["NoC@90"] == 3
@@ -85,13 +91,13 @@ def test_decoder_mode_freezes_the_encoder_and_the_file_loads_with_load_model(tmp
     objects = folder_objects(blobs(tmp_path / "d", n=5))
     base = mini()
     start = weights(base)
-    twin = trainable_copy(base)
+    twin = base.twin()
     calls = []
     twin.network.image_encoder.register_forward_hook(lambda *a: calls.append(1))
     trainer = Trainer(twin, objects, FinetuneConfig(steps=6, batch_size=3, mode="decoder", max_corrections=2),
                       starting_from="base.pt", data="blobs")
     trainer.run()
-    assert len(calls) == len({o.name for o in objects} & set(trainer._embeddings))  # once per image
+    assert len(calls) == len({o.name for o in objects} & set(trainer._features))  # once per image
     after, now = weights(twin), weights(base)
     enc = [k for k in start if k.startswith("image_encoder.")]
     dec = [k for k in start if k.startswith("mask_decoder.")]
@@ -115,7 +121,7 @@ def test_sam_vit_b_decoder_only_fine_tune_end_to_end(tmp_path):
     model = load_model("sam_vit_b", device="cpu")
     trainer = Trainer(model, objects, FinetuneConfig(steps=3, batch_size=2, mode="decoder", max_corrections=1))
     trainer.run()
-    assert len(trainer._embeddings) == 1 and all(np.isfinite(h["loss"]) for h in trainer.history)
+    assert len(trainer._features) == 1 and all(np.isfinite(h["loss"]) for h in trainer.history)
     trainer.save(tmp_path / "vitb.pt")
     loaded = load_model("sam_vit_b", tmp_path / "vitb.pt", device="cpu")
     a, b = model.network.official_state_dict(), loaded.network.official_state_dict()

@@ -169,13 +169,12 @@ def test_navigation_twins(served):
 def test_a_click_made_while_the_image_encodes_is_applied_after_it(tmp_path):
     """A real (randomly initialised) SAM ViT-B: opening an image runs its encoder for seconds on a CPU. A click
     sent right behind the open request waits in the queue and is applied to that image, not lost."""
-    from iseg_core import load_model
     from storage import Store
     from ui import HEAD, Studio, build_app
     from tests.conftest import free_port
 
     store = Store(f"sqlite:///{tmp_path / 'iseg.db'}", tmp_path / "images")
-    studio = Studio(store, "sam", "sam_vit_b", model_loader=lambda name: load_model(name, checkpoint=None))
+    studio = Studio(store, "sam", "sam_vit_b", checkpoint="random")
     studio.ensure_samples()
     demo = build_app(studio)
     _, url, _ = demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(),

@@ -72,6 +72,18 @@ def test_missing_file_on_the_server_says_what_to_put_where(online, monkeypatch):
     assert "download failed" in msg and "absent.pth" in msg and str(online / "weights") in msg
 
 
+def test_a_bug_in_the_download_path_is_not_reported_as_missing_weights(online, monkeypatch):
+    """Only download failures become "weights unavailable"; anything else surfaces as itself."""
+    import huggingface_hub
+
+    def broken(*args, **kwargs):
+        raise TypeError("hf_hub_download() got an unexpected keyword argument 'etag_timeout'")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", broken)
+    with pytest.raises(TypeError, match="etag_timeout"):
+        weights.fetch(_spec("absent", b"abc"))
+
+
 def test_offline_fails_fast_without_any_request(monkeypatch, tmp_path):
     monkeypatch.setenv("ISEG_WEIGHTS_DIR", str(tmp_path))
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))

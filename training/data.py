@@ -18,6 +18,7 @@ from iseg_core.eval.datasets import DatasetError, Sample, coco, images_and_masks
 from iseg_core.image import load_image
 
 Loaded = Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]  # image uint8 HxWx3, mask bool HxW, others or None
+DEFAULT_HELD_OUT = 0.2  # fraction of images kept out of training to check the result (CLI and app alike)
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ def store_objects(store, project) -> List[TrainingObject]:
     return objects
 
 
-def split(objects: Sequence[TrainingObject], held_out: float = 0.1) -> Tuple[List[TrainingObject], List[TrainingObject]]:
+def split(objects: Sequence[TrainingObject], held_out: float = DEFAULT_HELD_OUT) -> Tuple[List[TrainingObject], List[TrainingObject]]:
     """(train, held-out) by a hash of each name: stable when objects are added, the same on every machine."""
     train, held = [], []
     for o in objects:

@@ -1,33 +1,33 @@
-"""The fine-tuning loop: a SAM-family model learns from masks through simulated interactions.
+"""The fine-tuning loop: any model with the training face (:class:`iseg_core.models.TrainableSegmenter`)
+learns from masks through simulated interactions.
 
 Each step draws a batch of objects, simulates each one's first prompts (clicks, a box, a scribble or a
 contour: :mod:`training.simulate`), then runs 0..``max_corrections`` no-grad rounds in which the model
 predicts and the evaluation's clicker adds a correction click at the largest error, with the previous
-logits fed back as the mask prompt (RITM's iterative training, as SAM does it). The last round is the one
-with gradients. Losses: normalized focal + soft Dice on the chosen mask, MSE of the IoU head; for a lone
-click without a previous mask (SAM's ambiguous case) the best of the three candidate masks is trained.
+logits fed back (RITM's iterative training). The last round is the one with gradients. Losses: normalized
+focal + soft Dice on the best-fitting of the candidates the model would choose from (SAM: its three masks for
+a lone click, else its single mask), MSE of the model's quality (IoU) head on those candidates.
 
-Modes:
+Modes (the model says which it has: ``model.training_modes``):
 - ``decoder`` (default when starting from weights): the image encoder is frozen and runs once per image;
-  embeddings are kept (float16) for the rest of the run, so a step costs only prompt decoding. Fast on a CPU.
+  its features are kept (float16) for the rest of the run, so a step costs only decoding. Fast on a CPU.
 - ``full`` (default from random weights): the encoder trains too, on augmented crops (scale, flip, colour).
 
 Mixed precision (bfloat16 autocast) on CUDA; ``torchrun --nproc_per_node N -m training.finetune ...`` trains
 with DistributedDataParallel (NCCL on GPUs, gloo on CPUs), each rank drawing its own batches.
 
 The data of a step is a pure function of ``(seed, rank, step)``, so a run resumed from a checkpoint goes on
-exactly as if it had not stopped. Checkpoints hold the weights under SAM's own key names (``load_model``
+exactly as if it had not stopped. Checkpoints hold the weights under the publisher's key names (``load_model``
 reads them), the metadata (base model, data, steps, metrics) and the optimizer state for resuming.
 """
 from __future__ import annotations
 
-import copy
 import datetime
 import hashlib
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -43,30 +43,29 @@ from iseg_core.errors import CheckpointError, IsegError
 from iseg_core.eval.datasets import DatasetError, Sample
 from iseg_core.eval.loop import ObjectEvaluator
 from iseg_core.eval.metrics import summarize
-from iseg_core.models.sam.checkpoint import read_checkpoint_object, split_checkpoint
-from iseg_core.models.sam.layers import to_tokens
-from iseg_core.models.sam.model import SamSegmenter, normalize_padded, preprocess_shape, resize_long_side
-from iseg_core.models.sam.prompting import to_sam_inputs
+from iseg_core.models import ImageEmbedding, TrainableSegmenter, supports_training, trainable_models
+from iseg_core.models.checkpoint import read_checkpoint_object, split_checkpoint
 from iseg_core.predictor import Predictor
 from iseg_core.prompts import Click, Prompt
 
-from .data import AugmentConfig, TrainingObject, augment
+from .data import DEFAULT_HELD_OUT, AugmentConfig, TrainingObject, augment
 from .losses import dice_loss, hard_iou, iou_head_loss, normalized_focal_loss
 from .simulate import SamplerConfig, correction_click, sample_prompts
 
 FORMAT = "iseg-finetune/1"
 Progress = Callable[[dict], None]
+EmbeddingSource = Callable[[str], Optional[ImageEmbedding]]
 
 
 @dataclass
 class FinetuneConfig:
-    steps: int = 500
+    steps: int = 200
     batch_size: int = 8
     lr: float = 1e-4
     weight_decay: float = 0.05
     warmup: int = 20  # linear warm-up steps, then cosine decay to 5 % of lr
     grad_clip: float = 1.0
-    mode: str = "auto"  # "decoder", "full", or "auto" (decoder from weights, full from random weights)
+    mode: str = "auto"  # one of the model's training_modes, or "auto" (decoder from weights, full from random)
     max_corrections: int = 3  # no-grad correction rounds per sample: uniform in 0..max_corrections
     seed: int = 0
     save_every: int = 100  # steps between checkpoints (0: only at the end)
@@ -77,22 +76,20 @@ class FinetuneConfig:
     iou_weight: float = 1.0
 
     def check(self) -> None:
-        if self.mode not in ("auto", "decoder", "full"):
-            raise IsegError(f"mode must be decoder, full or auto, got {self.mode!r}")
         if self.steps < 1 or self.batch_size < 1:
             raise IsegError(f"steps and batch_size must be positive, got {self.steps} and {self.batch_size}")
 
 
 @dataclass
 class TrainSample:
-    """One training object prepared for a step, in the model's input frame (long side = image size)."""
+    """One training object prepared for a step, in the model's training frame."""
 
-    key: str  # the object name: its cached embedding in decoder mode
-    input_size: Tuple[int, int]  # (nh, nw) of the resized image inside the padded square
-    gt: np.ndarray  # bool (nh, nw)
+    key: str  # the image's key: its cached features in decoder mode
+    size: Tuple[int, int]  # (h, w) of the resized image inside the model's canvas
+    gt: np.ndarray  # bool (h, w)
     prompts: List[Prompt]
     corrections: int
-    pixels: Optional[torch.Tensor] = None  # (1, 3, S, S) normalised input, full mode
+    pixels: Optional[torch.Tensor] = None  # (1, 3, H, W) network input, full mode
     image: Optional[np.ndarray] = None  # the original image, decoder mode, for a first encoding
 
 
@@ -110,45 +107,40 @@ def _world() -> Tuple[int, int]:
     return 0, 1
 
 
-class Trainer:
-    """Trains ``model`` (a :class:`SamSegmenter`) on ``objects``; see the module docstring."""
+def _to_canvas(size: Tuple[int, int], canvas: Tuple[int, int], out: Tuple[int, int]) -> Tuple[int, int]:
+    """(h, w) of an image of ``size`` inside a canvas of ``canvas`` pixels when the canvas is drawn at ``out``."""
+    return (max(1, round(size[0] * out[0] / canvas[0])), max(1, round(size[1] * out[1] / canvas[1])))
 
-    def __init__(self, model: SamSegmenter, objects: Sequence[TrainingObject], config: FinetuneConfig = FinetuneConfig(),
-                 starting_from: Optional[str] = None, data: str = "", progress: Optional[Progress] = None,
-                 embedding_source: Optional[Callable[[str], Optional[torch.Tensor]]] = None):
-        if not isinstance(model, SamSegmenter):
-            raise IsegError(f"{model.name} has no trainable weights: fine-tuning needs a SAM-family model")
+
+class Trainer:
+    """Trains ``model`` (a :class:`TrainableSegmenter`) on ``objects``; see the module docstring."""
+
+    def __init__(self, model: TrainableSegmenter, objects: Sequence[TrainingObject],
+                 config: FinetuneConfig = FinetuneConfig(), starting_from: Optional[str] = None, data: str = "",
+                 progress: Optional[Progress] = None, embedding_source: Optional[EmbeddingSource] = None):
+        if not supports_training(model):
+            raise IsegError(f"{model.name} has no trainable weights: fine-tuning works for "
+                            f"{', '.join(trainable_models())}")
         if not objects:
             raise DatasetError("no objects to train on")
         config.check()
         self.model, self.objects, self.config = model, list(objects), config
-        self.net = model.network
         self.device = model.device
-        mode = config.mode
-        if mode == "auto":
-            mode = "decoder" if starting_from else "full"
-        self.mode = mode
+        self.mode = config.mode if config.mode != "auto" else ("decoder" if starting_from else "full")
+        model.check_mode(self.mode)
         self.data = data
         self.base = {"model": model.name, "checkpoint": starting_from or "random initialisation",
-                     "version": model.version, "encoder_version": model.encoder_version}
+                     "version": model.version, "encoder_version": model.encoder_version or model.version}
         self.progress = progress or (lambda info: None)
-        if mode == "full" and model.encoder_dtype != torch.float32:
-            self.net.image_encoder.float()  # an encoder that trains does so in float32
-            model.encoder_dtype = torch.float32
-        self.net.image_encoder.requires_grad_(mode == "full")
-        self.params = [p for p in self.net.parameters() if p.requires_grad]
+        self.params = model.parameters_for(self.mode)
         self.opt = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay)
         self.step = 0
         self.history: List[dict] = []
         self.metrics: dict = {}  # written with every checkpoint (e.g. the evaluation before training)
-        self._embeddings: Dict[str, torch.Tensor] = {}
-        self.embedding_source = embedding_source  # decoder mode: image key -> embedding already computed
+        self._features: Dict[str, torch.Tensor] = {}  # decoder mode: image key -> frozen encoder features
+        self.embedding_source = embedding_source  # decoder mode: image key -> an embedding already computed
         self.sampler = SamplerConfig()
-        cfg = self.net.config
-        self.size = cfg.image_size
-        self.grid = cfg.embedding_size
-        self.mask_size = (4 * self.grid, 4 * self.grid)
-        self.loss_size = max(4 * self.grid, min(self.size, 512))
+        self.canvas = model.canvas
         self.rank, self.world = _world()
         self._ddp: Optional[nn.Module] = None
         if self.world > 1:
@@ -165,21 +157,20 @@ class Trainer:
             raise DatasetError(f"{obj.name}: the mask is {gt.shape[1]}x{gt.shape[0]}, the image "
                                f"{image.shape[1]}x{image.shape[0]}")
         pixels = None
-        if self.mode == "full":
-            if self.config.augment:
-                image, gt, others = augment(image, gt, others, rng, AugmentConfig(crop=self.size))
-            resized = resize_long_side(image, self.size)
-            size = resized.shape[:2]
-            pixels = normalize_padded(resized, self.size)
+        if self.mode == "decoder":
+            size = self.model.frame_size(*image.shape[:2])
         else:
-            size = preprocess_shape(image.shape[0], image.shape[1], self.size)
+            if self.config.augment:
+                image, gt, others = augment(image, gt, others, rng, AugmentConfig(crop=max(self.canvas)))
+            size = self.model.frame_size(*image.shape[:2])
+            pixels = self.model.frame_pixels(image)
         gt = _resize_mask(gt, size)
         if not gt.any():
             raise DatasetError(f"{obj.name}: the mask is empty")
         others = _resize_mask(others, size) if others is not None else None
         prompts = sample_prompts(gt, rng, self.sampler, others)
         k = int(rng.integers(0, self.config.max_corrections + 1))
-        keep_image = self.mode == "decoder" and obj.key not in self._embeddings
+        keep_image = self.mode == "decoder" and obj.key not in self._features
         return TrainSample(obj.key, size, gt, prompts, k, pixels, image if keep_image else None)
 
     def batch(self, step: int) -> List[TrainSample]:
@@ -189,19 +180,18 @@ class Trainer:
 
     # -- the model -------------------------------------------------------------------------------------
     @torch.no_grad()
-    def _embedding(self, s: TrainSample) -> torch.Tensor:
-        """Decoder mode: the frozen encoder's tokens for ``s`` (computed once, kept as float16)."""
-        t = self._embeddings.get(s.key)
+    def _frozen_features(self, s: TrainSample) -> torch.Tensor:
+        """Decoder mode: the frozen encoder's features of ``s``'s image (computed once, kept as float16)."""
+        t = self._features.get(s.key)
         if t is None and self.embedding_source is not None:
-            found = self.embedding_source(s.key)  # e.g. the app's cache: (1, C, h, w) from the same encoder
+            found = self.embedding_source(s.key)  # e.g. the app's cache, made by the same encoder
             if found is not None:
-                t = self._embeddings[s.key] = to_tokens(found.float())[0].to(self.device, torch.float16)
-                s.image = None
+                t = self._features[s.key] = self.model.features_of(found)[0].to(self.device, torch.float16)
         if t is None:
-            x, _ = self.model.preprocess(s.image)
-            feats = self.net.image_encoder(x.to(self.model.encoder_dtype))
-            t = self._embeddings[s.key] = to_tokens(feats.float())[0].to(torch.float16)
-            s.image = None
+            with self._autocast():
+                feats = self.model.encode_frames(self.model.frame_pixels(s.image))
+            t = self._features[s.key] = feats[0].to(torch.float16)
+        s.image = None
         return t
 
     def precompute(self) -> None:
@@ -210,80 +200,60 @@ class Trainer:
             return
         rng = np.random.default_rng(self.config.seed)
         for obj in self.objects:
-            if obj.key not in self._embeddings:
-                self._embedding(self._sample(obj, rng))
+            if obj.key not in self._features:
+                self._frozen_features(self._sample(obj, rng))
 
-    def _tokens(self, samples: List[TrainSample]) -> torch.Tensor:
-        if self.mode == "full":
-            x = torch.cat([s.pixels for s in samples]).to(self.device)
-            with self._autocast():
-                return to_tokens(self.net.image_encoder(x)).float()
-        return torch.stack([self._embedding(s) for s in samples]).float()
+    def _features_of(self, samples: List[TrainSample]) -> torch.Tensor:
+        if self.mode == "decoder":
+            return torch.stack([self._frozen_features(s) for s in samples]).float()
+        with self._autocast():
+            return self.model.encode_frames(torch.cat([s.pixels for s in samples])).float()
 
     def _autocast(self):
         on = self.config.amp and self.device.type == "cuda"
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=on)
 
-    def _decode(self, tokens: torch.Tensor, samples: List[TrainSample], prev: List[Optional[torch.Tensor]]):
-        """All four masks ``(B, 4, 4h, 4w)``, IoU predictions ``(B, 4)`` and which samples are SAM's ambiguous
-        case (one click, no mask prompt)."""
-        enc, dec = self.net.prompt_encoder, self.net.mask_decoder
-        sparse, dense_in, ambiguous = [], [], []
-        for s, p in zip(samples, prev):
-            inp = to_sam_inputs(s.prompts, s.input_size, s.input_size, self.mask_size, self.size)
-            as_t = lambda a: torch.as_tensor(a, device=self.device).unsqueeze(0) if a is not None else None  # noqa: E731
-            sparse.append(enc.embed_sparse(as_t(inp.points), as_t(inp.labels), as_t(inp.box))[0])
-            m = p if p is not None else (as_t(inp.mask_logits).unsqueeze(0) if inp.mask_logits is not None else None)
-            dense_in.append(m)
-            ambiguous.append(inp.single_click and m is None)
-        n = max(len(t) for t in sparse)
-        pad = enc.not_a_point_embed.weight
-        sparse_t = torch.stack([torch.cat([t, pad.expand(n - len(t), -1)]) for t in sparse])
-        hw = self.grid * self.grid
-        no_mask = enc.no_mask_embed.weight.expand(hw, -1)
-        with_mask = [i for i, m in enumerate(dense_in) if m is not None]
-        dense_rows = [no_mask] * len(samples)
-        if with_mask:
-            dm = enc.embed_dense_tokens(torch.cat([dense_in[i] for i in with_mask]))
-            for j, i in enumerate(with_mask):
-                dense_rows[i] = dm[j]
-        pe = to_tokens(enc.pe_layer.grid(self.grid, self.grid).unsqueeze(0))
+    def _forward(self, features: torch.Tensor, samples: List[TrainSample], prev: List[Optional[torch.Tensor]]):
         with self._autocast():
-            mask_tokens, iou, image = dec.run_transformer(tokens, pe, sparse_t, torch.stack(dense_rows))
-            masks = dec.read_masks(dec.upscaled_pixels(image), mask_tokens, torch.arange(4), (self.grid, self.grid))
-        return masks.float(), iou.float(), torch.tensor(ambiguous, device=self.device)
+            out = self.model.forward_train(features, [s.prompts for s in samples], [s.size for s in samples], prev)
+        out.logits = out.logits.float()
+        out.scores = out.scores.float() if out.scores is not None else None
+        return out
 
-    def _correct(self, tokens: torch.Tensor, samples: List[TrainSample]) -> List[Optional[torch.Tensor]]:
+    def _correct(self, features: torch.Tensor, samples: List[TrainSample]) -> List[Optional[torch.Tensor]]:
         """The no-grad rounds: predict, add the evaluation's next click; returns each sample's last logits."""
         prev: List[Optional[torch.Tensor]] = [None] * len(samples)
         rounds = max(s.corrections for s in samples)
         with torch.no_grad():
             for r in range(rounds):
                 active = [i for i, s in enumerate(samples) if s.corrections > r]
-                masks, iou, amb = self._decode(tokens[active], [samples[i] for i in active], [prev[i] for i in active])
-                pick = torch.where(amb, iou[:, 1:].argmax(1) + 1, torch.zeros_like(amb, dtype=torch.long))
-                chosen = masks[torch.arange(len(active)), pick].unsqueeze(1)
-                full = F.interpolate(chosen, (self.size, self.size), mode="bilinear", align_corners=False)[:, 0] > 0
+                out = self._forward(features[active], [samples[i] for i in active], [prev[i] for i in active])
+                chosen = out.logits[torch.arange(len(active)), out.chosen()]  # (A, h, w)
+                full = F.interpolate(chosen.unsqueeze(1), self.canvas, mode="bilinear", align_corners=False)[:, 0] > 0
                 for j, i in enumerate(active):
                     s = samples[i]
-                    nh, nw = s.input_size
+                    h, w = s.size
                     clicked = [p for p in s.prompts if isinstance(p, Click)]
-                    click = correction_click(s.gt, full[j, :nh, :nw].cpu().numpy(), clicked=clicked)
+                    click = correction_click(s.gt, full[j, :h, :w].cpu().numpy(), clicked=clicked)
                     if click is None:
                         s.corrections = r  # perfect already
                         continue
                     s.prompts.append(click)
-                    prev[i] = chosen[j:j + 1]
+                    prev[i] = chosen[j]
         return prev
 
-    def _targets(self, samples: List[TrainSample]) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Ground truth and valid pixels at the loss resolution, in the padded square frame."""
-        scale = self.loss_size / self.size
+    def _loss_size(self, logits: torch.Tensor) -> Tuple[int, int]:
+        """The canvas at the loss resolution: long side 512 at most, never below the logits' own."""
+        ch, cw = self.canvas
+        long = max(max(logits.shape[-2:]), min(max(ch, cw), 512))
+        return round(ch * long / max(ch, cw)), round(cw * long / max(ch, cw))
+
+    def _targets(self, samples: List[TrainSample], size: Tuple[int, int]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Ground truth and valid pixels on the canvas drawn at ``size`` (the image top-left, padding invalid)."""
         gts, valid = [], []
         for s in samples:
-            nh, nw = s.input_size
-            lh, lw = max(1, round(nh * scale)), max(1, round(nw * scale))
-            g = np.zeros((self.loss_size, self.loss_size), np.float32)
+            lh, lw = _to_canvas(s.size, self.canvas, size)
+            g = np.zeros(size, np.float32)
             v = np.zeros_like(g)
             g[:lh, :lw] = cv2.resize(s.gt.astype(np.float32), (lw, lh), interpolation=cv2.INTER_AREA)
             v[:lh, :lw] = 1
@@ -292,30 +262,29 @@ class Trainer:
         return (torch.from_numpy(np.stack(gts)).to(self.device), torch.from_numpy(np.stack(valid)).to(self.device))
 
     def loss(self, samples: List[TrainSample]) -> Tuple[torch.Tensor, dict]:
-        tokens = self._tokens(samples)
-        prev = self._correct(tokens.detach(), samples) if self.config.max_corrections else [None] * len(samples)
-        masks, iou, amb = self._decode(tokens, samples, prev)
-        b = len(samples)
-        up = F.interpolate(masks, (self.loss_size,) * 2, mode="bilinear", align_corners=False)  # (B, 4, L, L)
-        gt, valid = self._targets(samples)
-        flat = up.flatten(0, 1)
-        gt4, valid4 = gt.repeat_interleave(4, 0), valid.repeat_interleave(4, 0)
+        features = self._features_of(samples)
+        prev = self._correct(features.detach(), samples) if self.config.max_corrections else [None] * len(samples)
+        out = self._forward(features, samples, prev)
+        b, k = out.logits.shape[:2]
+        size = self._loss_size(out.logits)
+        flat = F.interpolate(out.logits, size, mode="bilinear", align_corners=False).flatten(0, 1)  # (B*K, L, L)
+        gt, valid = self._targets(samples, size)
+        gtk, validk = gt.repeat_interleave(k, 0), valid.repeat_interleave(k, 0)
         c = self.config
-        per = (c.focal_weight * normalized_focal_loss(flat, gt4, valid4, reduction="none")
-               + c.dice_weight * dice_loss(flat, gt4, valid4, reduction="none")).view(b, 4)
-        # which outputs train: token 0, or (ambiguous case) the best of tokens 1..3
-        best = per[:, 1:].detach().argmin(1) + 1
-        pick = torch.where(amb, best, torch.zeros_like(best))
+        per = (c.focal_weight * normalized_focal_loss(flat, gtk, validk, reduction="none")
+               + c.dice_weight * dice_loss(flat, gtk, validk, reduction="none")).view(b, k)
+        # the candidate that trains: the best-fitting of those inference would choose from
+        pick = per.detach().masked_fill(~out.eligible, float("inf")).argmin(1)
         mask_loss = per[torch.arange(b), pick].mean()
-        used = torch.zeros_like(iou, dtype=torch.bool)
-        used[amb, 1:] = True  # every candidate's score matters when the best is picked by score
-        used[~amb, 0] = True
-        sel = used.flatten()
-        iou_loss = iou_head_loss(iou.flatten()[sel], flat[sel], gt4[sel], valid4[sel])
-        total = mask_loss + c.iou_weight * iou_loss
-        chosen = pick + 4 * torch.arange(b, device=pick.device)
+        total = mask_loss
+        iou_loss = torch.zeros((), device=self.device)
+        if out.scores is not None:  # every eligible candidate's score matters: inference picks by score
+            sel = out.eligible.flatten()
+            iou_loss = iou_head_loss(out.scores.flatten()[sel], flat[sel], gtk[sel], validk[sel])
+            total = total + c.iou_weight * iou_loss
+        chosen = pick + k * torch.arange(b, device=pick.device)
         return total, {"loss": float(total.detach()), "mask": float(mask_loss.detach()), "iou": float(iou_loss.detach()),
-                       "chosen_iou": float(hard_iou(flat[chosen], gt4[chosen], valid4[chosen]).mean())}
+                       "chosen_iou": float(hard_iou(flat[chosen], gtk[chosen], validk[chosen]).mean())}
 
     # -- the loop --------------------------------------------------------------------------------------
     def lr_at(self, step: int) -> float:
@@ -327,7 +296,8 @@ class Trainer:
 
     def train_step(self) -> dict:
         t0 = time.perf_counter()
-        self.net.train()
+        net = self.model.network
+        net.train()
         samples = self.batch(self.step)
         for g in self.opt.param_groups:
             g["lr"] = self.lr_at(self.step)
@@ -337,7 +307,7 @@ class Trainer:
         if self.config.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.params, self.config.grad_clip)
         self.opt.step()
-        self.net.eval()
+        net.eval()
         self.step += 1
         info.update(step=self.step, steps=self.config.steps, lr=self.opt.param_groups[0]["lr"],
                     seconds=time.perf_counter() - t0)
@@ -382,7 +352,8 @@ class Trainer:
             return {}
         path = Path(path)
         meta = self.meta(metrics)
-        state = {k: v.detach().float().cpu() for k, v in self.net.official_state_dict().items()}
+        state = {k: v.detach().cpu().float() if v.is_floating_point() else v.detach().cpu()
+                 for k, v in self.model.checkpoint_state().items()}
         obj = {"format": FORMAT, "model": self.model.name, "meta": meta, "state_dict": state,
                "trainer": {"step": self.step, "optimizer": self.opt.state_dict(), "mode": self.mode}}
         tmp = path.with_name(path.name + f".tmp{os.getpid()}")
@@ -409,7 +380,7 @@ class Trainer:
             raise CheckpointError(f"{path} was trained as {meta.get('model')!r}, not {self.model.name!r}")
         if trainer.get("mode") != self.mode:
             raise CheckpointError(f"{path} trained in {trainer.get('mode')} mode; resume it with --mode {trainer.get('mode')}")
-        self.net.load_official_state_dict(state, self.model.name, str(path))
+        self.model.load_checkpoint_state(state, str(path))
         self.opt.load_state_dict(trainer["optimizer"])
         self.step = int(trainer["step"])
         self.base = dict(meta.get("base") or self.base)
@@ -421,7 +392,7 @@ class _Forward(nn.Module):
 
     def __init__(self, trainer: Trainer):
         super().__init__()
-        self.net = trainer.net
+        self.net = trainer.model.network
         object.__setattr__(self, "_trainer", trainer)
 
     def forward(self, samples):
@@ -429,17 +400,6 @@ class _Forward(nn.Module):
 
 
 # -- evaluation ---------------------------------------------------------------------------------------------
-def trainable_copy(model: SamSegmenter) -> SamSegmenter:
-    """A copy of ``model`` whose prompt encoder and mask decoder can train while ``model`` keeps serving; the
-    image encoder (the bulk of the memory) is shared, so train the copy in decoder mode only."""
-    net = model.network
-    copy_net = copy.deepcopy(net, memo={id(net.image_encoder): net.image_encoder})
-    twin = SamSegmenter(model.name, copy_net, version=model.version, device=model.device,
-                        encoder_dtype=torch.float32, encoder_version=model.encoder_version)
-    twin.encoder_dtype = model.encoder_dtype  # built as float32 above so the shared encoder is not converted
-    return twin
-
-
 def evaluate(model, objects: Sequence[TrainingObject], max_clicks: int = 20, target_iou: float = 0.95,
              progress: Optional[Progress] = None, label: str = "") -> dict:
     """The protocol (first click at the object's centre, clicks at the largest error, previous mask fed back)
@@ -507,14 +467,14 @@ def main(argv=None) -> int:
     import sys
 
     from iseg_core.eval.datasets import open_dataset
-    from iseg_core.models import list_models, load_model
+    from iseg_core.models import load_model
     from iseg_core.runtime import tune_allocator
 
     from .data import split
 
     ap = argparse.ArgumentParser(prog="python -m training.finetune", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", required=True, help=f"one of {', '.join(m for m in list_models() if m != 'classical')}")
+    ap.add_argument("--model", required=True, help=f"one of {', '.join(trainable_models())}")
     ap.add_argument("--checkpoint", help="starting weights: a file, 'hub', or none for a random initialisation")
     ap.add_argument("--data", action="append", help="an images + masks folder (masks/ or ground_truth_mask/); repeatable")
     ap.add_argument("--images-folder", default="images", help="the images subfolder of --data (default images)")
@@ -525,14 +485,16 @@ def main(argv=None) -> int:
     ap.add_argument("--database", help="storage URL: read --store-project from it, register the result as a model version")
     ap.add_argument("--out", required=True, help="the checkpoint to write (load_model reads it)")
     ap.add_argument("--resume", help="continue a run from its checkpoint (same data, model and mode)")
-    ap.add_argument("--mode", default="auto", choices=["auto", "decoder", "full"])
+    ap.add_argument("--mode", default="auto", help="decoder, full (the model's training modes) or auto: decoder "
+                    "from weights, full from a random initialisation")
     ap.add_argument("--steps", type=int, default=FinetuneConfig.steps)
     ap.add_argument("--batch-size", type=int, default=FinetuneConfig.batch_size)
     ap.add_argument("--lr", type=float, default=None, help="default 1e-4 for decoder mode, 3e-4 for full")
     ap.add_argument("--max-corrections", type=int, default=FinetuneConfig.max_corrections)
     ap.add_argument("--save-every", type=int, default=FinetuneConfig.save_every)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--held-out", type=float, default=0.2, help="fraction of the data's images kept for evaluation")
+    ap.add_argument("--held-out", type=float, default=DEFAULT_HELD_OUT,
+                    help=f"fraction of the data's images kept for evaluation (default {DEFAULT_HELD_OUT})")
     ap.add_argument("--limit", type=int, default=None, help="train on the first N training objects only")
     ap.add_argument("--eval", action="append", default=[], metavar="NAME=ROOT",
                     help="also evaluate on a benchmark, e.g. grabcut=../shared/data/GrabCut; repeatable")

@@ -1,7 +1,7 @@
 """A fine-tuning job on a storage project's accepted annotations, run in a background thread (the app's
-Fine-tune button).
+Fine-tune button). Any model with the training face works (:class:`iseg_core.models.TrainableSegmenter`).
 
-The job trains a copy of the serving model (decoder only: the image encoder is shared and frozen, embeddings
+The job trains a twin of the serving model (decoder only: the image encoder is shared and frozen, embeddings
 the app already computed are reused), evaluates base and result on the held-out accepted objects, writes the
 checkpoint, registers it as a model version with a training-run record, and hands the result to
 ``on_better(model, checkpoint)`` only when it beats the base (fewer clicks to 90 % IoU, or as many and a higher IoU after five).
@@ -9,20 +9,22 @@ Annotation never waits for it: the serving model is not touched until the swap.
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-import torch
-
 from iseg_core.errors import IsegError
-from iseg_core.models.sam.model import SamSegmenter
+from iseg_core.models import Segmenter, TrainableSegmenter, supports_training, trainable_models
 
-from .data import split, store_objects
-from .finetune import FinetuneConfig, Trainer, evaluate, is_better, trainable_copy
+from storage import StorageError
+
+from .data import DEFAULT_HELD_OUT, split, store_objects
+from .finetune import EmbeddingSource, FinetuneConfig, Trainer, evaluate, is_better
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -45,11 +47,12 @@ class JobState:
 
 
 class FinetuneJob:
-    def __init__(self, store, project, model: SamSegmenter, out_dir: Path, config: FinetuneConfig,
-                 on_better: Callable[[SamSegmenter, str], None], held_out: float = 0.2, max_clicks: int = 10,
-                 embedding_source: Optional[Callable[[str], Optional[torch.Tensor]]] = None):
-        if not isinstance(model, SamSegmenter):
-            raise IsegError(f"the {model.name} model has no weights to fine-tune: pick a SAM model first")
+    def __init__(self, store, project, model: Segmenter, out_dir: Path, config: FinetuneConfig,
+                 on_better: Callable[[TrainableSegmenter, str], None], held_out: float = DEFAULT_HELD_OUT,
+                 max_clicks: int = 10, embedding_source: Optional[EmbeddingSource] = None):
+        if not supports_training(model):
+            raise IsegError(f"the {model.name} model has no weights to fine-tune: pick one of "
+                            f"{', '.join(trainable_models())} first")
         self.store, self.project, self.model = store, project, model
         self.out_dir, self.config, self.on_better = Path(out_dir), config, on_better
         self.held_out, self.max_clicks = held_out, max_clicks
@@ -89,7 +92,7 @@ class FinetuneJob:
             st.run_id = self.store.record_training_run(base, "running", params={
                 "mode": "decoder", "steps": self.config.steps, "batch_size": self.config.batch_size,
                 "lr": self.config.lr, "train_objects": len(train), "held_out_objects": len(held)})
-            twin = trainable_copy(self.model)
+            twin = self.model.twin()
             st.before = evaluate(twin, held, self.max_clicks, progress=self._progress, label="base model")
             trainer = Trainer(twin, train, self.config, starting_from=f"{base[0]}@{base[1]}",
                               data=f"project {self.project.name!r}: {len(train)} accepted objects",
@@ -118,16 +121,16 @@ class FinetuneJob:
                           f"{base[0]}@{base[1]} (the result is saved as {path.name}).")
             self.store.record_training_run(base, "done" if better else "kept", metrics=metrics, message=st.message,
                                            result_version_id=vid, run_id=st.run_id)
-        except Exception as e:  # reported on the page and in the run record; annotation goes on
+        except Exception as e:  # a background thread: reported on the page and in the run record; annotation goes on
             st.status = "failed"
             st.message = str(e) if isinstance(e, IsegError) else f"{type(e).__name__}: {e}"
-            if not isinstance(e, IsegError):
-                traceback.print_exc()
+            log.error("fine-tuning %s failed: %s", base[0], st.message, exc_info=not isinstance(e, IsegError))
             if st.run_id is not None:
                 try:
                     self.store.record_training_run(base, "failed", message=st.message, run_id=st.run_id)
-                except Exception:
-                    pass
+                except StorageError as e2:  # the page still says what failed; the record could not
+                    st.message += f" (the training-run record was not updated: {e2})"
+                    log.error("could not record the failed training run %s: %s", st.run_id, e2)
 
     def describe(self) -> str:
         """One Markdown paragraph for the page."""

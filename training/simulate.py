@@ -22,7 +22,8 @@ import numpy as np
 
 from iseg_core.errors import IsegError
 from iseg_core.eval.clicker import next_click
-from iseg_core.prompts import Box, Click, Contour, Prompt, Scribble
+from iseg_core.masks import interior_distance, largest_component, traced_outline
+from iseg_core.prompts import Box, Click, Contour, Prompt, Scribble, clipped_contour
 
 __all__ = ["SamplerConfig", "correction_click", "deformed_contour", "error_scribble", "interior_scribble",
            "jittered_box", "sample_clicks", "sample_prompts"]
@@ -48,11 +49,6 @@ def _need_object(gt: np.ndarray) -> np.ndarray:
     return gt
 
 
-def _inner_distance(mask: np.ndarray) -> np.ndarray:
-    """Distance to the nearest pixel outside ``mask`` (the image border counts as outside)."""
-    return cv2.distanceTransform(np.pad(mask.astype(np.uint8), 1), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
-
-
 def _pick(rng: np.random.Generator, region: np.ndarray, weights: Optional[np.ndarray] = None) -> Optional[Tuple[int, int]]:
     ys, xs = np.nonzero(region)
     if xs.size == 0:
@@ -72,7 +68,7 @@ def sample_clicks(gt: np.ndarray, rng: np.random.Generator, config: SamplerConfi
     of other objects). Clicks sit at pixel centres."""
     gt = _need_object(gt)
     h, w = gt.shape
-    inner = _inner_distance(gt)
+    inner = interior_distance(gt)
     clicks: List[Click] = []
     for _ in range(int(rng.integers(1, config.max_positive + 1))):
         at = _pick(rng, gt, inner ** 2)  # deep pixels are likelier, as people click there
@@ -106,7 +102,7 @@ def jittered_box(gt: np.ndarray, rng: np.random.Generator, jitter: float = 0.1) 
 
 def _stroke_through(region: np.ndarray, rng: np.random.Generator, positive: bool, samples: int = 16) -> Scribble:
     """A stroke along a random direction through the interior-most part of ``region``, kept inside it."""
-    inner = _inner_distance(region)
+    inner = interior_distance(region)
     cy, cx = np.unravel_index(int(np.argmax(inner)), inner.shape)
     deep = inner >= 0.3 * inner.max()
     angle = rng.uniform(0, math.pi)
@@ -124,10 +120,7 @@ def _stroke_through(region: np.ndarray, rng: np.random.Generator, positive: bool
 
 def interior_scribble(gt: np.ndarray, rng: np.random.Generator) -> Scribble:
     """A positive stroke through the object's interior, in a random direction."""
-    gt = _need_object(gt)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(gt.astype(np.uint8), connectivity=8)
-    part = labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    return _stroke_through(part, rng, True)
+    return _stroke_through(largest_component(_need_object(gt)), rng, True)
 
 
 def error_scribble(gt: np.ndarray, pred: np.ndarray, rng: np.random.Generator,
@@ -138,11 +131,9 @@ def error_scribble(gt: np.ndarray, pred: np.ndarray, rng: np.random.Generator,
     valid = ~np.asarray(ignore, bool) if ignore is not None else np.ones_like(gt)
     best, best_area, positive = None, 0, True
     for err, pos in ((gt & ~pred & valid, True), (~gt & pred & valid, False)):
-        n, labels, stats, _ = cv2.connectedComponentsWithStats(err.astype(np.uint8), connectivity=8)
-        if n > 1:
-            k = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-            if stats[k, cv2.CC_STAT_AREA] > best_area:
-                best, best_area, positive = labels == k, int(stats[k, cv2.CC_STAT_AREA]), pos
+        part = largest_component(err)
+        if part is not None and int(part.sum()) > best_area:
+            best, best_area, positive = part, int(part.sum()), pos
     return None if best is None else _stroke_through(best, rng, positive)
 
 
@@ -152,22 +143,9 @@ def deformed_contour(gt: np.ndarray, rng: np.random.Generator, shift: float = 0.
     gt = _need_object(gt)
     h, w = gt.shape
     r = int(round(rng.uniform(-shift, shift) * math.hypot(h, w)))
-    m = gt.astype(np.uint8)
-    if r:
-        k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * abs(r) + 1, 2 * abs(r) + 1))
-        shaped = cv2.dilate(m, k) if r > 0 else cv2.erode(m, k)
-        m = shaped if shaped.any() else m  # eroded away: keep the object itself
-    contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    outline = max(contours, key=cv2.contourArea)[:, 0, :].astype(np.float64)
-    pts = outline[:: max(1, len(outline) // vertices)]
-    if len(pts) < 3:
-        ys, xs = np.nonzero(gt)
-        pts = np.array([[xs.min(), ys.min()], [xs.max() + 1, ys.min()], [xs.max() + 1, ys.max() + 1]], np.float64)
+    pts = traced_outline(gt, r, vertices)
     noise = max(1.0, 0.005 * math.hypot(h, w))
-    pts = pts + rng.normal(0, noise, pts.shape)
-    pts[:, 0] = np.clip(pts[:, 0], 0, w - 1)
-    pts[:, 1] = np.clip(pts[:, 1], 0, h - 1)
-    return Contour([tuple(p) for p in pts])
+    return clipped_contour(pts + rng.normal(0, noise, pts.shape), gt.shape)
 
 
 def correction_click(gt: np.ndarray, pred: np.ndarray, ignore: Optional[np.ndarray] = None,

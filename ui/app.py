@@ -14,7 +14,7 @@ from typing import Optional
 
 import gradio as gr
 
-from storage.images import IMAGE_SUFFIXES
+from iseg_core.image import IMAGE_SUFFIXES
 
 from .canvas import CSS, JS, TEMPLATE, frame_value
 from .studio import Studio, View
@@ -125,7 +125,9 @@ def build_app(studio: Studio) -> gr.Blocks:
                 threshold = gr.Slider(-4.0, 4.0, 0.0, step=0.25, label="Mask threshold (logits; higher = tighter)",
                                       elem_id="threshold")
                 model = gr.Dropdown(_model_choices(), value=studio.default_model, label="Model", elem_id="model")
-                finetune_btn = gr.Button("Fine-tune on accepted images", size="sm", elem_id="finetune_btn")
+                with gr.Row():
+                    finetune_btn = gr.Button("Fine-tune on accepted images", size="sm", elem_id="finetune_btn")
+                    cancel_ft_btn = gr.Button("Cancel fine-tuning", size="sm", elem_id="cancel_finetune_btn")
                 train_status = gr.Markdown(studio.finetune_status(), elem_id="train_status")
                 train_timer = gr.Timer(2.0, active=False)
                 with gr.Row():
@@ -195,6 +197,12 @@ def build_app(studio: Studio) -> gr.Blocks:
         finetune_btn.click(on_finetune, [], outs + [train_status, train_timer], api_name="finetune",
                            concurrency_id="train", concurrency_limit=1)
 
+        def on_cancel(request: gr.Request):
+            return (*_out(studio.cancel_finetune(_sid(request))), studio.finetune_status())
+
+        cancel_ft_btn.click(on_cancel, [], outs + [train_status], api_name="cancel_finetune",
+                            concurrency_id="train_status", concurrency_limit=None)
+
         def on_tick():
             return studio.finetune_status(), gr.Timer(active=studio.finetune_running)
 
@@ -226,6 +234,10 @@ def build_app(studio: Studio) -> gr.Blocks:
             return _out(studio.view(sid))
 
         demo.load(on_load, [], outs, api_visibility="private")
+        def on_unload(request: gr.Request):  # a closed tab: its unsaved drawing and undo history go
+            studio.drop(_sid(request))
+
+        demo.unload(on_unload)
     return demo
 
 

@@ -9,6 +9,7 @@ from typing import List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from iseg_core.geometry import DisplayFrame
 from iseg_core.prompts import Box, Click, Contour, Prompt, Scribble
 
 DISPLAY_LONG_SIDE = 1024
@@ -17,14 +18,12 @@ PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (245, 130, 48), (145, 3
            (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255), (170, 110, 40)]
 
 
-def display_copy(image: np.ndarray) -> Tuple[np.ndarray, float]:
-    """(display image, scale = display / original)."""
-    h, w = image.shape[:2]
-    scale = min(1.0, DISPLAY_LONG_SIDE / max(h, w))
-    if scale >= 1.0:
-        return image, 1.0
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), scale
+def display_copy(image: np.ndarray, frame: DisplayFrame) -> np.ndarray:
+    """The copy of ``image`` the user sees, at ``frame.display_size``."""
+    if frame.identity:
+        return image
+    dh, dw = frame.display_size
+    return cv2.resize(image, (dw, dh), interpolation=cv2.INTER_AREA)
 
 
 def to_display(mask: np.ndarray, shape: Tuple[int, int]) -> np.ndarray:
@@ -40,11 +39,12 @@ class ViewOptions:
     show_objects: bool = True
 
 
-def render(display: np.ndarray, scale: float, objects: Sequence[np.ndarray], current: Optional[np.ndarray],
+def render(display: np.ndarray, frame: DisplayFrame, objects: Sequence[np.ndarray], current: Optional[np.ndarray],
            prompts: Sequence[Prompt], pending: Sequence[Tuple[float, float]] = (), pending_kind: str = "",
            options: ViewOptions = ViewOptions(), selected: Optional[int] = None,
            zoom: Optional[Tuple[float, float, float, float]] = None) -> np.ndarray:
-    """The overlay as uint8 RGB at display size. ``objects`` and ``current`` are full-size masks."""
+    """The overlay as uint8 RGB at display size. ``objects`` and ``current`` are masks (resized to the display
+    when they are not at its size); prompts, ``pending`` points and ``zoom`` are in image pixels."""
     out = display.copy()
     shape = display.shape[:2]
     a = float(np.clip(options.opacity, 0.0, 1.0))
@@ -66,12 +66,12 @@ def render(display: np.ndarray, scale: float, objects: Sequence[np.ndarray], cur
             cv2.drawContours(out, cnts, -1, (255, 255, 255) if width == 2 else colour, width)
     r = max(3, round(max(shape) / 160))
     if zoom is not None:  # the crop the model works on
-        x0, y0, x1, y1 = (int(round(v * scale)) for v in zoom)
+        x0, y0, x1, y1 = frame.roi_to_display(zoom)
         cv2.rectangle(out, (x0, y0), (max(x0, x1 - 1), max(y0, y1 - 1)), (0, 230, 230), 1)
     for p in prompts:
-        _draw_prompt(out, p, scale, r)
+        _draw_prompt(out, p, frame, r)
     if pending:
-        pts = np.array([(x * scale, y * scale) for x, y in pending], np.int32)
+        pts = _display_points(frame, pending)
         colour = (255, 200, 0) if pending_kind != "scribble" else (0, 200, 0)
         for q in pts:
             cv2.circle(out, tuple(int(v) for v in q), r, colour, -1)
@@ -80,15 +80,20 @@ def render(display: np.ndarray, scale: float, objects: Sequence[np.ndarray], cur
     return out
 
 
-def _draw_prompt(out: np.ndarray, p: Prompt, scale: float, r: int) -> None:
+def _display_points(frame: DisplayFrame, points) -> np.ndarray:
+    """Image-pixel points as int32 display pixels ``(N, 2)``."""
+    return np.array([frame.to_display(x, y) for x, y in points], np.float64).astype(np.int32).reshape(-1, 2)
+
+
+def _draw_prompt(out: np.ndarray, p: Prompt, frame: DisplayFrame, r: int) -> None:
     if isinstance(p, Click):
-        c = (int(p.x * scale), int(p.y * scale))
+        c = tuple(int(v) for v in _display_points(frame, [(p.x, p.y)])[0])
         cv2.circle(out, c, r + 1, (255, 255, 255), -1)
         cv2.circle(out, c, r, (0, 200, 0) if p.positive else (220, 0, 0), -1)
     elif isinstance(p, Box):
-        cv2.rectangle(out, (int(p.x0 * scale), int(p.y0 * scale)), (int(p.x1 * scale), int(p.y1 * scale)),
-                      (255, 200, 0), 2)
+        (x0, y0), (x1, y1) = _display_points(frame, [(p.x0, p.y0), (p.x1, p.y1)])
+        cv2.rectangle(out, (int(x0), int(y0)), (int(x1), int(y1)), (255, 200, 0), 2)
     elif isinstance(p, (Scribble, Contour)):
-        pts = np.array([(x * scale, y * scale) for x, y in p.points], np.int32)
+        pts = _display_points(frame, p.points)
         colour = (255, 200, 0) if isinstance(p, Contour) else ((0, 200, 0) if p.positive else (220, 0, 0))
         cv2.polylines(out, [pts], isinstance(p, Contour), colour, 2 if isinstance(p, Contour) else max(2, r))

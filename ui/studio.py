@@ -6,7 +6,7 @@ at display size, a status line, the object table and a small JSON summary (what 
 """
 from __future__ import annotations
 
-import json
+import logging
 import os
 import threading
 import time
@@ -15,18 +15,52 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+import torch
 
 from iseg_core.errors import IsegError
+from iseg_core.geometry import DisplayFrame
 from iseg_core.image import load_image
-from iseg_core.models import list_models, load_model
-from iseg_core.prompts import Box, Click, Contour, Scribble
-from iseg_core.session import FinishedObject, SessionManager, prompt_to_dict
+from iseg_core.models import Segmenter, list_models, load_model, takes_weights, trainable_models
+from iseg_core.prompts import Box, Click, Contour, Scribble, prompt_to_dict
+from iseg_core.session import FinishedObject, SessionManager
 from storage import Store, StorageError, export_coco
 from storage.coco import write_json_atomic
 
-from .render import ViewOptions, display_copy, render, to_display
+from .render import DISPLAY_LONG_SIDE, ViewOptions, display_copy, render, to_display
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
+log = logging.getLogger(__name__)
+
+
+def active_checkpoint(models_dir: Path, name: str) -> Optional[str]:
+    """The fine-tuned checkpoint last swapped in for ``name`` (if its file still exists)."""
+    f = Path(models_dir) / f"{name}.active"
+    if f.is_file():
+        path = f.read_text().strip()
+        if path and Path(path).is_file():
+            return path
+    return None
+
+
+def model_loader(default: str, checkpoint: Optional[str] = None, models_dir: Optional[Path] = None,
+                 device: Optional[str] = None, dtype: Optional[torch.dtype] = None,
+                 wrap: Optional[Callable[[Segmenter], Segmenter]] = None) -> Callable[[str], Segmenter]:
+    """How the studio loads a model by name (``python app.py`` and every Studio use this one policy).
+
+    The ``default`` model loads ``checkpoint`` when one is given (a file, a known name, ``hub``, or ``random``
+    for random weights: demos and tests). Otherwise a model with weights loads the fine-tuned version last
+    swapped in (``<models_dir>/<name>.active``), else its published weights (``hub``). ``wrap`` is applied to
+    every loaded model (ZeroGPU offloading)."""
+    def load(name: str) -> Segmenter:
+        ckpt = None
+        if takes_weights(name):
+            ckpt = checkpoint if name == default else None
+            if ckpt is None:
+                ckpt = (active_checkpoint(models_dir, name) if models_dir else None) or "hub"
+        model = load_model(name, checkpoint=None if ckpt == "random" else ckpt, device=device, dtype=dtype)
+        return wrap(model) if wrap is not None else model
+
+    return load
 
 
 @dataclass
@@ -43,8 +77,7 @@ class TabState:
 
     index: int = -1
     image_id: Optional[int] = None
-    display: Optional[np.ndarray] = None
-    scale: float = 1.0
+    display: Optional[np.ndarray] = None  # the downscaled copy shown (its frame: the session's ``display``)
     pending: List[Tuple[float, float]] = field(default_factory=list)  # box corner / contour vertices
     pending_kind: str = ""  # "box", "contour" or "scribble" while one is being clicked
     pending_positive: bool = True
@@ -55,18 +88,18 @@ class TabState:
 
 class Studio:
     def __init__(self, store: Store, project: str = "default", model: str = "classical",
-                 checkpoint: Optional[str] = None, model_loader: Optional[Callable[[str], object]] = None,
+                 checkpoint: Optional[str] = None, loader: Optional[Callable[[str], Segmenter]] = None,
                  export_dir: Optional[Path] = None, author: str = ""):
+        """``loader`` loads a model by name (default: :func:`model_loader` for ``model`` and ``checkpoint``)."""
         self.store = store
         self.project = store.project(project)
-        self._loader = model_loader or (lambda name: load_model(
-            name, checkpoint=checkpoint if name == model else ("hub" if name != "classical" else None)))
+        self.export_dir = Path(export_dir or Path(os.environ.get("ISEG_HOME", "data")) / "exports")
+        self.models_dir = self.export_dir.parent / "models"  # fine-tuned checkpoints
+        self._loader = loader or model_loader(model, checkpoint, self.models_dir)
         self.default_model = model
         self._managers: Dict[str, SessionManager] = {}
         self._tabs: Dict[str, TabState] = {}
         self._lock = threading.Lock()
-        self.export_dir = Path(export_dir or Path(os.environ.get("ISEG_HOME", "data")) / "exports")
-        self.models_dir = self.export_dir.parent / "models"  # fine-tuned checkpoints
         self.author = author
         self._job = None  # the latest training.job.FinetuneJob
         self._queue_cache = None
@@ -92,6 +125,24 @@ class Studio:
 
     def _session(self, sid: str):
         return self.manager(self.tab(sid).model).session(sid)
+
+    def drop(self, sid: str) -> None:
+        """Forget a browser session (its tab closed): its half-drawn object and undo history go; saved work
+        is in the store, and cached embeddings stay for everyone else."""
+        with self._lock:
+            self._tabs.pop(sid, None)
+            managers = list(self._managers.values())
+        for mgr in managers:
+            mgr.drop(sid)
+
+    def close(self) -> None:
+        """Stop background work: pre-encoding of every model and a running fine-tuning job."""
+        if self._job is not None:
+            self._job.cancel()
+        with self._lock:
+            managers = list(self._managers.values())
+        for mgr in managers:
+            mgr.close()
 
     def ensure_samples(self) -> int:
         """On a first run (an empty project), add the bundled sample images. Returns how many were added."""
@@ -125,7 +176,7 @@ class Studio:
                 for o in s.objects:
                     if o.preview is None:
                         o.preview = to_display(o.mask, t.display.shape[:2])
-                img = render(t.display, t.scale, [o.preview for o in s.objects], s.mask, s.prompts, t.pending,
+                img = render(t.display, s.display, [o.preview for o in s.objects], s.mask, s.prompts, t.pending,
                              t.pending_kind, t.options, s.editing, zoom=s.zoom)
             rows = [[k + 1, o.category, o.area, len(o.prompts), "saved" if o.stored_id else "not saved"]
                     for k, o in enumerate(s.objects)]
@@ -167,9 +218,10 @@ class Studio:
         stored = [FinishedObject(a.mask(), a.category.name, a.interactions or [], a.seconds, a.id)
                   for a in self.store.annotations(rec.id)]
         t0 = time.perf_counter()
+        frame = DisplayFrame.fit(loaded.rgb.shape[:2], DISPLAY_LONG_SIDE)
         with s.lock:
-            t.display, t.scale = display_copy(loaded.rgb)
-            s.open_image(loaded.rgb, rec.sha256, rec.id, stored, display_size=t.display.shape[:2])
+            t.display = display_copy(loaded.rgb, frame)
+            s.open_image(loaded.rgb, rec.sha256, rec.id, stored, display=frame)
             t.index, t.image_id = index, rec.id
             t.pending, t.pending_kind = [], ""
         enc = time.perf_counter() - t0
@@ -186,7 +238,8 @@ class Studio:
             return
         try:
             rgb = load_image(nxt.path).rgb
-        except IsegError:
+        except IsegError as e:  # the user gets the same message when opening it
+            log.warning("not pre-encoding %s: %s", nxt.file_name, e)
             return
         mgr.precompute(rgb, nxt.sha256)
 
@@ -245,10 +298,15 @@ class Studio:
             return self.view(sid, f"**Not added:** a contour needs a list of [x, y] points ({e})")
         return self._add(sid, prompt)
 
+    def _to_image(self, sid: str, x: float, y: float) -> Tuple[float, float]:
+        """Display pixels of the tab's image -> image pixels."""
+        frame = self._session(sid).display
+        return frame.to_image(float(x), float(y)) if frame is not None else (float(x), float(y))
+
     def image_click(self, sid: str, mode: str, x: float, y: float, negative: bool = False) -> View:
         """A click on the displayed image (display pixels), interpreted by the tool ``mode``."""
         t = self.tab(sid)
-        ox, oy = x / t.scale, y / t.scale
+        ox, oy = self._to_image(sid, x, y)
         if mode == "box":
             if t.pending_kind != "box":
                 t.pending, t.pending_kind = [(ox, oy)], "box"
@@ -272,11 +330,12 @@ class Studio:
         try:
             kind = g.get("kind")
             if kind == "box":
-                x0, y0, x1, y1 = (float(v) / t.scale for v in g["box"])
+                bx0, by0, bx1, by1 = g["box"]
+                (x0, y0), (x1, y1) = self._to_image(sid, bx0, by0), self._to_image(sid, bx1, by1)
                 t.pending, t.pending_kind = [], ""
                 return self.add_box(sid, x0, y0, x1, y1)
             if kind == "scribble":
-                pts = [(float(x) / t.scale, float(y) / t.scale) for x, y in g["points"]]
+                pts = [self._to_image(sid, x, y) for x, y in g["points"]]
                 t.pending, t.pending_kind = [], ""
                 return self.add_scribble(sid, pts, not g.get("negative"))
             x, y = (float(v) for v in g["point"])
@@ -464,18 +523,14 @@ class Studio:
         if self.finetune_running:
             return self.view(sid, "A fine-tuning job is already running. " + self._job.describe())
         mgr = self.manager(t.model)
-        env = os.environ.get
-        config = FinetuneConfig(steps=int(env("ISEG_FINETUNE_STEPS", "200")), batch_size=int(env("ISEG_FINETUNE_BATCH", "8")),
-                                mode="decoder", lr=float(env("ISEG_FINETUNE_LR", "1e-4")), save_every=0)
-
-        def cached(key: str, mgr=mgr):
-            found = mgr.cache.get((mgr.model.cache_key, key))
-            return found.data if found is not None else None
-
+        env, d = os.environ.get, FinetuneConfig()
+        config = FinetuneConfig(steps=int(env("ISEG_FINETUNE_STEPS", d.steps)),
+                                batch_size=int(env("ISEG_FINETUNE_BATCH", d.batch_size)),
+                                mode="decoder", lr=float(env("ISEG_FINETUNE_LR", d.lr)), save_every=0)
         try:
             job = FinetuneJob(self.store, self.project, mgr.model, self.models_dir, config,
                               on_better=lambda model, ckpt, name=t.model: self._swap(name, model, ckpt),
-                              embedding_source=cached,
+                              embedding_source=mgr.cached_embedding,
                               max_clicks=int(env("ISEG_FINETUNE_EVAL_CLICKS", "10")))
         except IsegError as e:
             return self.view(sid, f"**Cannot fine-tune:** {e}")
@@ -483,9 +538,19 @@ class Studio:
         return self.view(sid, f"Fine-tuning {t.model} on the accepted annotations in the background "
                               f"({config.steps} steps); keep annotating.")
 
+    def cancel_finetune(self, sid: str) -> View:
+        if not self.finetune_running:
+            return self.view(sid, "No fine-tuning job is running.")
+        self._job.cancel()
+        return self.view(sid, "Cancelling the fine-tuning job (it stops after the current step; the model in use "
+                              "is unchanged).")
+
     def finetune_status(self) -> str:
         job = self._job
-        return job.describe() if job is not None else "Fine-tune the model on this project's accepted images."
+        if job is not None:
+            return job.describe()
+        return (f"Fine-tune the model on this project's accepted images (works for {', '.join(trainable_models())}; "
+                "the classical engine has no weights to train).")
 
     @property
     def finetune_running(self) -> bool:
@@ -493,19 +558,7 @@ class Studio:
 
     def _swap(self, name: str, model, checkpoint: str) -> None:
         self.manager(name).swap_model(model)
-        self.models_dir.mkdir(parents=True, exist_ok=True)  # the next start of the app loads it (app.py)
+        self.models_dir.mkdir(parents=True, exist_ok=True)  # the next start of the app loads it (model_loader)
         (self.models_dir / f"{name}.active").write_text(checkpoint + "\n")
 
-    @staticmethod
-    def active_checkpoint(models_dir: Path, name: str) -> Optional[str]:
-        """The fine-tuned checkpoint last swapped in for ``name`` (if its file still exists)."""
-        f = Path(models_dir) / f"{name}.active"
-        if f.is_file():
-            path = f.read_text().strip()
-            if path and Path(path).is_file():
-                return path
-        return None
-
-    def state_json(self, sid: str) -> str:
-        return json.dumps(self.view(sid).info)
-
+    active_checkpoint = staticmethod(active_checkpoint)

@@ -2,7 +2,8 @@
 from .clicker import next_click
 from .datasets import DatasetError, Sample, open_dataset
 from .interactions import first_interaction, simulate_box, simulate_contour, simulate_scribble
-from .loop import ObjectEvaluator, ObjectRun, ZoomIn, sat_latency
+from ..geometry import ZoomIn
+from .loop import ObjectEvaluator, ObjectRun, sat_latency
 from .metrics import boundary_band, boundary_iou, iou, noc, summarize
 
 __all__ = [

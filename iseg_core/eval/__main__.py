@@ -24,7 +24,8 @@ from ..predictor import Predictor
 from ..runtime import tune_allocator
 from .datasets import open_dataset
 from .interactions import FIRST_INTERACTIONS
-from .loop import ObjectEvaluator, ZoomIn, default_cache, sat_latency
+from ..geometry import ZoomIn
+from .loop import ObjectEvaluator, default_cache, sat_latency
 from .metrics import summarize
 
 

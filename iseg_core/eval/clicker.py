@@ -7,18 +7,11 @@ from __future__ import annotations
 
 from typing import Iterable, Optional
 
-import cv2
 import numpy as np
 
 from ..errors import IsegError
+from ..masks import interior_distance
 from ..prompts import Click
-
-
-def _interior_distance(region: np.ndarray) -> np.ndarray:
-    """Exact L2 distance of each region pixel to the nearest non-region pixel, the image border counting as
-    non-region (1-px zero padding, then un-padded)."""
-    padded = np.pad(region.astype(np.uint8), 1)
-    return cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
 
 
 def next_click(
@@ -39,8 +32,8 @@ def next_click(
     if gt.shape != pred.shape or gt.ndim != 2:
         raise IsegError(f"gt {gt.shape} and pred {pred.shape} must be 2-D masks of one shape")
     valid = ~np.asarray(ignore, bool) if ignore is not None else np.ones_like(gt)
-    fn = _interior_distance(gt & ~pred & valid)
-    fp = _interior_distance(~gt & pred & valid)
+    fn = interior_distance(gt & ~pred & valid)
+    fp = interior_distance(~gt & pred & valid)
     for c in clicked or ():
         y, x = int(round(c.y)), int(round(c.x))
         if 0 <= y < gt.shape[0] and 0 <= x < gt.shape[1]:

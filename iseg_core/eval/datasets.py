@@ -15,9 +15,8 @@ import numpy as np
 from PIL import Image
 
 from ..errors import IsegError
-from ..image import load_image
-
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+from ..image import IMAGE_SUFFIXES, load_image
+from ..masks import decode_segmentation
 
 
 class DatasetError(IsegError):
@@ -50,7 +49,7 @@ def _files(folder: Path) -> Dict[str, Path]:
         raise DatasetError(f"missing folder {folder}")
     out: Dict[str, Path] = {}
     for p in sorted(folder.iterdir()):
-        if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith("."):
+        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."):
             out.setdefault(p.stem, p)
     return out
 
@@ -170,8 +169,6 @@ def images_and_masks(root: Path, images: str = "images", masks: str = "masks") -
 def coco(annotations: Path, images: Path) -> Iterator[Sample]:
     """Any COCO instances JSON: one sample per non-crowd annotation; ``iscrowd`` regions of the same image
     are ignored pixels."""
-    from pycocotools import mask as mask_utils
-
     try:
         data = json.loads(Path(annotations).read_text())
         imgs = {im["id"]: im for im in data["images"]}
@@ -180,14 +177,10 @@ def coco(annotations: Path, images: Path) -> Iterator[Sample]:
         raise DatasetError(f"{annotations}: not a COCO instances file ({exc})") from exc
 
     def decode(ann, h, w):
-        seg = ann["segmentation"]
-        if isinstance(seg, list):
-            rle = mask_utils.merge(mask_utils.frPyObjects(seg, h, w))
-        elif isinstance(seg.get("counts"), list):
-            rle = mask_utils.frPyObjects(seg, h, w)
-        else:
-            rle = seg
-        return mask_utils.decode(rle).astype(bool)
+        try:
+            return decode_segmentation(ann.get("segmentation"), h, w)
+        except ValueError as exc:
+            raise DatasetError(f"{annotations}: annotation {ann.get('id')}: {exc}") from None
 
     crowd: Dict[int, list] = {}
     for a in anns:

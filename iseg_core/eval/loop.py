@@ -14,31 +14,15 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from ..cache import EmbeddingCache
-from ..predictor import Predictor
 from ..errors import PromptError
-from ..prompts import Click, Prompt, to_crop, validate_prompts
+from ..geometry import ZoomIn, box_iou, inside, zoom_roi
+from ..predictor import Predictor
+from ..prompts import Click, Prompt, prompt_to_dict, to_crop, validate_prompts
 from .clicker import next_click
-from .interactions import first_interaction, prompt_to_json
+from .interactions import first_interaction
 from .metrics import boundary_iou, iou
 
 PROB_THRESHOLD = 0.49  # the protocol's probability threshold (RITM pred_thr)
-
-
-@dataclass
-class ZoomIn:
-    """RITM's ZoomIn: from click ``skip_clicks + 1`` on, predict on a crop around the current object.
-
-    ROI = box of (predicted mask U positive clicks), expanded ``expansion`` times, at least ``min_crop`` px,
-    clamped to the image; recomputed when a positive click falls outside it or the new box overlaps the old
-    one with IoU below ``recompute_iou``. The crop is encoded as an image of its own (models that resize
-    their input see it at higher resolution). Unlike RITM, when the ROI moves the previous mask is not
-    carried into the new crop (the model's low-res logits live in the old crop's frame).
-    """
-
-    skip_clicks: int = 1
-    expansion: float = 1.4
-    min_crop: int = 200
-    recompute_iou: float = 0.5
 
 
 @dataclass
@@ -53,29 +37,6 @@ class ObjectRun:
     def to_json(self) -> dict:
         return {"name": self.name, "ious": self.ious, "boundary_ious": self.boundary_ious, "prompts": self.prompts,
                 "seconds": self.seconds, "encode_seconds": self.encode_seconds}
-
-
-def _box_iou(a, b) -> float:
-    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union else 0.0
-
-
-def zoom_roi(mask: np.ndarray, clicks: List[Click], zoom: ZoomIn) -> Tuple[int, int, int, int]:
-    """RITM's ZoomIn crop (x0, y0, x1, y1) around ``mask`` (image size) and the positive clicks."""
-    h, w = mask.shape
-    ys, xs = np.nonzero(mask)
-    px = [c.x for c in clicks if c.positive] + (list(xs[[0, -1]]) + [xs.min(), xs.max()] if xs.size else [])
-    py = [c.y for c in clicks if c.positive] + (list(ys[[0, -1]]) + [ys.min(), ys.max()] if ys.size else [])
-    x0, x1, y0, y1 = min(px), max(px) + 1, min(py), max(py) + 1
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    bw = max((x1 - x0) * zoom.expansion, zoom.min_crop)
-    bh = max((y1 - y0) * zoom.expansion, zoom.min_crop)
-    x0, x1 = int(max(0, math.floor(cx - bw / 2))), int(min(w, math.ceil(cx + bw / 2)))
-    y0, y1 = int(max(0, math.floor(cy - bh / 2))), int(min(h, math.ceil(cy + bh / 2)))
-    return x0, y0, x1, y1
 
 
 def _inside(p: Prompt, w: int, h: int) -> bool:
@@ -138,15 +99,15 @@ class ObjectEvaluator:
             if self.zoom_in is not None and step >= max(1, self.zoom_in.skip_clicks):
                 new = zoom_roi(pred, clicks, self.zoom_in)
                 last = prompts[-1]
-                moved = roi == full or (isinstance(last, Click) and last.positive and not (
-                    roi[0] <= last.x < roi[2] and roi[1] <= last.y < roi[3])) or _box_iou(new, roi) < self.zoom_in.recompute_iou
+                moved = roi == full or (isinstance(last, Click) and last.positive and not inside((last.x, last.y), roi)) \
+                    or box_iou(new, roi) < self.zoom_in.recompute_iou
                 if moved and new != roi:
                     roi = new
                     self._set_view(image, roi)
                     prev = (None, None)
             pred, prev = self._predict(gt.shape, prompts, roi, prev)
             run.seconds.append(time.perf_counter() - t0)
-            run.prompts.append(prompt_to_json(prompts[-1]))
+            run.prompts.append(prompt_to_dict(prompts[-1]))
             run.ious.append(iou(gt, pred, ignore))
             if self.boundary_ratio:
                 run.boundary_ious.append(boundary_iou(gt, pred, ignore, self.boundary_ratio))

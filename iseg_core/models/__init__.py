@@ -1,33 +1,69 @@
 """The model registry: ``load_model(name, checkpoint=None, device=None, dtype=None)``.
 
 ``checkpoint`` is ``None`` (random weights, for tests and training from scratch), a file path, or a name
-resolved by :mod:`iseg_core.weights` (``"hub"`` = the default known checkpoint of that model).
+resolved by :mod:`iseg_core.weights` (``"hub"`` = the default known checkpoint of that model). A family
+registers a builder ``(name, weights, device, dtype) -> Segmenter`` per model name; ``weights`` is the file
+already read and checked against its metadata (:class:`Weights`), or None.
 """
 from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Union
 
 import torch
 
 from ..errors import CheckpointError, UnknownModelError
-from .base import Decoded, ImageEmbedding, Segmenter
-
-ModelFactory = Callable[..., Segmenter]
-_REGISTRY: Dict[str, ModelFactory] = {}
+from .base import Decoded, ImageEmbedding, Segmenter, TrainableSegmenter, TrainOutput, supports_training
+from .checkpoint import load_checkpoint
 
 
-def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
-    def deco(factory: ModelFactory) -> ModelFactory:
-        _REGISTRY[name] = factory
-        return factory
+@dataclass
+class Weights:
+    """A weights file read for a builder: its state dict and what its metadata says about it."""
+
+    path: str
+    state: Dict[str, torch.Tensor]
+    version: str  # the registry's sha-derived version, the file's meta version, or a file fingerprint
+    encoder_version: Optional[str]  # set by decoder-only fine-tunes: the base encoder's version
+    meta: dict
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    build: Callable[..., Segmenter]
+    has_weights: bool  # False: the model takes no checkpoint (classical)
+    trainable: bool  # builds a TrainableSegmenter (fine-tuning works)
+
+
+_REGISTRY: Dict[str, ModelEntry] = {}
+
+
+def register_model(name: str, has_weights: bool = True, trainable: bool = True):
+    """Decorator: register a builder ``(name, weights, device, dtype) -> Segmenter`` under ``name``."""
+    def deco(build):
+        _REGISTRY[name] = ModelEntry(build, has_weights, trainable and has_weights)
+        return build
 
     return deco
 
 
 def list_models() -> list:
     return sorted(_REGISTRY)
+
+
+def takes_weights(name: str) -> bool:
+    """Whether model ``name`` loads a checkpoint (False for weight-free models such as classical)."""
+    entry = _REGISTRY.get(name)
+    if entry is None:
+        raise UnknownModelError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
+    return entry.has_weights
+
+
+def trainable_models() -> list:
+    """Names of the registered models that fine-tuning works for."""
+    return sorted(n for n, e in _REGISTRY.items() if e.trainable)
 
 
 def default_device() -> torch.device:
@@ -39,6 +75,20 @@ def file_fingerprint(path: Union[str, os.PathLike]) -> str:
     st = os.stat(path)
     raw = f"{os.path.abspath(path)}:{st.st_size}:{st.st_mtime_ns}"
     return f"{os.path.basename(path)}:{hashlib.blake2b(raw.encode(), digest_size=6).hexdigest()}"
+
+
+def read_weights(name: str, checkpoint: Union[str, os.PathLike]) -> Weights:
+    """Resolve ``checkpoint`` for model ``name`` and read it; a file trained as another model is refused."""
+    from .. import weights
+
+    path, version = weights.resolve_checkpoint(name, checkpoint)
+    state, meta = load_checkpoint(path)
+    trained_as = meta.get("model")
+    if trained_as and trained_as != name:
+        raise CheckpointError(f"checkpoint {path} was trained as {trained_as!r}, not {name!r}: "
+                              f"load it with load_model({trained_as!r}, ...)")
+    return Weights(str(path), state, version or meta.get("version") or file_fingerprint(path),
+                   meta.get("encoder_version"), meta)
 
 
 def load_model(
@@ -56,49 +106,40 @@ def load_model(
         dtype: ``torch.bfloat16`` runs the heavy image encoder in bfloat16 (fast on CPUs with AVX-512
             BF16 and on GPUs); prompts are always decoded in float32.
     """
-    if name not in _REGISTRY:
+    entry = _REGISTRY.get(name)
+    if entry is None:
         raise UnknownModelError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
-    return _REGISTRY[name](
+    if checkpoint is not None and not entry.has_weights:
+        raise UnknownModelError(f"the {name} model has no weights: leave checkpoint unset")
+    # resolved and read first: a missing or foreign file fails before the model is built
+    weights = read_weights(name, checkpoint) if checkpoint is not None else None
+    return entry.build(
         name=name,
-        checkpoint=checkpoint,
+        weights=weights,
         device=torch.device(device) if device is not None else default_device(),
         dtype=dtype or torch.float32,
     )
 
 
-def _build_sam(name, checkpoint, device, dtype):
+def _build_sam(name, weights: Optional[Weights], device, dtype):
     from . import sam
-    from .sam.checkpoint import load_checkpoint
-    from .. import weights
 
-    version = path = encoder_version = None
-    if checkpoint is not None:  # resolved first: a missing file fails before the model is built
-        path, version = weights.resolve_checkpoint(name, checkpoint)
-        state, meta = load_checkpoint(path)
-        trained_as = meta.get("model")
-        if trained_as and trained_as != name:
-            raise CheckpointError(f"checkpoint {path} was trained as {trained_as!r}, not {name!r}: "
-                                  f"load it with load_model({trained_as!r}, ...)")
-        version = version or meta.get("version")
-        encoder_version = meta.get("encoder_version")
     network = sam.SamNetwork(sam.SAM_CONFIGS[name])
-    if path is not None:
-        network.load_official_state_dict(state, name, str(path))
-        version = version or file_fingerprint(path)
-    return sam.SamSegmenter(name, network, version=version, device=device, encoder_dtype=dtype,
-                            encoder_version=encoder_version)
+    if weights is not None:
+        network.load_official_state_dict(weights.state, name, weights.path)
+    return sam.SamSegmenter(name, network, version=weights.version if weights else None, device=device,
+                            encoder_dtype=dtype, encoder_version=weights.encoder_version if weights else None)
 
 
-@register_model("classical")
-def _build_classical(name, checkpoint, device, dtype):
+@register_model("classical", has_weights=False)
+def _build_classical(name, weights, device, dtype):
     from .classical import ClassicalSegmenter
 
-    if checkpoint is not None:
-        raise UnknownModelError("the classical model has no weights: leave checkpoint unset")
     return ClassicalSegmenter(name)
 
 
 for _name in ("sam_vit_b", "sam_vit_l", "sam_vit_h", "sam_mini"):
     register_model(_name)(_build_sam)
 
-__all__ = ["Decoded", "ImageEmbedding", "Segmenter", "list_models", "load_model", "register_model"]
+__all__ = ["Decoded", "ImageEmbedding", "Segmenter", "TrainOutput", "TrainableSegmenter", "Weights", "list_models",
+           "load_model", "read_weights", "register_model", "supports_training", "takes_weights", "trainable_models"]

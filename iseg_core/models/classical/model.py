@@ -18,8 +18,11 @@ import numpy as np
 import torch
 
 from ...errors import PromptError
+from ...masks import largest_component
 from ...prompts import Box, Click, Contour, Prompt, Scribble
 from ..base import Decoded, ImageEmbedding, Segmenter
+
+GMM_COMPONENTS = 5  # OpenCV's GrabCut: Gaussians per colour model
 
 
 @dataclass(frozen=True)
@@ -170,24 +173,35 @@ class ClassicalSegmenter(Segmenter):
         if is_fg.all() or not ((sub == cv2.GC_BGD) | (sub == cv2.GC_PR_BGD)).any():
             fg[y0:y1, x0:x1] = is_fg
             return fg
-        bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
         img = np.ascontiguousarray(work[y0:y1, x0:x1])
-        try:
-            cv2.grabCut(img, sub, None, bgd, fgd, self.config.iterations, cv2.GC_INIT_WITH_MASK)
-        except cv2.error:  # too few pixels of one kind to fit a GMM: keep the prior
-            pass
+        self._grabcut(img, sub)
         cut = (sub == cv2.GC_FGD) | (sub == cv2.GC_PR_FGD)
         # keep only the parts connected to a positive seed (or, with none, the largest part)
         n, comp = cv2.connectedComponents(cut.astype(np.uint8), connectivity=8)
         if n > 2:
-            keep = {int(comp[y - y0, x - x0]) for x, y in seeds_fg if x0 <= x < x1 and y0 <= y < y1}
-            keep.discard(0)
-            if not keep:
-                areas = np.bincount(comp.ravel())[1:]
-                keep = {1 + int(np.argmax(areas))}
-            cut = np.isin(comp, list(keep))
+            keep = {int(comp[y - y0, x - x0]) for x, y in seeds_fg if x0 <= x < x1 and y0 <= y < y1} - {0}
+            cut = np.isin(comp, list(keep)) if keep else largest_component(cut)
         fg[y0:y1, x0:x1] = cut
         return fg
+
+    def _grabcut(self, img: np.ndarray, labels: np.ndarray) -> None:
+        """``config.iterations`` rounds of GrabCut on ``labels`` (in place). Seeded: the colour models start
+        from k-means, whose random state would otherwise carry over from call to call (a mask would depend on
+        what was segmented before it). Each side needs a colour model: k-means wants at least as many pixels as
+        GMM components, and a later round one pixel of each side; while hard labels of both sides guarantee
+        that, the rounds run in one call, else one at a time, stopping when a side is empty (the cut is final)."""
+        fg = (labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)
+        if min(int(fg.sum()), int((~fg).sum())) < GMM_COMPONENTS:
+            return  # too few pixels of one kind for a colour model: the labels stay as they are
+        bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+        cv2.setRNGSeed(0)
+        hard = (labels == cv2.GC_FGD).any() and (labels == cv2.GC_BGD).any()
+        rounds = [self.config.iterations] if hard else [1] * self.config.iterations
+        for k, n in enumerate(rounds):
+            cv2.grabCut(img, labels, None, bgd, fgd, n, cv2.GC_INIT_WITH_MASK if k == 0 else cv2.GC_EVAL)
+            fg = (labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)
+            if not fg.any() or fg.all():
+                return
 
     def _keep_local(self, fg: np.ndarray, prev: np.ndarray, click: Click, pt) -> np.ndarray:
         """``fg`` where it differs from ``prev`` in a region connected to the click, else ``prev``."""

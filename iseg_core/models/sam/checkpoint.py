@@ -1,4 +1,5 @@
-"""Reading SAM checkpoint files and mapping their keys onto our modules.
+"""SAM checkpoints: mapping their keys onto our modules and checking a state dict against the architecture
+(files are read by :mod:`iseg_core.models.checkpoint`).
 
 Official SAM files are flat state dicts with ``image_encoder.``, ``prompt_encoder.`` and ``mask_decoder.``
 prefixes. Our image encoder is timm's ``VisionTransformerSAM``, which names the MLP layers ``fc1/fc2``
@@ -6,10 +7,7 @@ where SAM says ``lin1/lin2``; that rename is the only difference, and it lives h
 """
 from __future__ import annotations
 
-import os
-import pickle
-import zipfile
-from typing import Dict, Mapping, Optional, Tuple
+from typing import Dict, Mapping, Optional
 
 import torch
 
@@ -30,46 +28,6 @@ def module_to_official(key: str) -> str:
     if key.startswith(ENCODER):
         return key.replace("mlp.fc1.", "mlp.lin1.").replace("mlp.fc2.", "mlp.lin2.")
     return key
-
-
-def read_checkpoint(path: str | os.PathLike) -> Dict[str, torch.Tensor]:
-    """Load a flat ``{key: tensor}`` state dict from a ``.pth``/``.pt`` file (or a wrapped one:
-    ``{"model": ...}`` or ``{"state_dict": ...}``). Only tensors are unpickled (``weights_only``)."""
-    return load_checkpoint(path)[0]
-
-
-def load_checkpoint(path: str | os.PathLike) -> Tuple[Dict[str, torch.Tensor], dict]:
-    """:func:`read_checkpoint` plus the file's metadata: ``{}`` for SAM's own files, the ``meta`` dict of files
-    written by ``training.finetune`` (model name, base model, data, steps, metrics, encoder version)."""
-    return split_checkpoint(read_checkpoint_object(path), path)
-
-
-def read_checkpoint_object(path: str | os.PathLike):
-    """Whatever the file holds, unpickled safely (``weights_only``), or a CheckpointError that says why not."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"checkpoint {path} is not a readable PyTorch file (corrupt or truncated?): {first}") from None
-
-
-def split_checkpoint(obj, source) -> Tuple[Dict[str, torch.Tensor], dict]:
-    """(state dict, meta) of a loaded checkpoint object: a flat state dict, or one wrapped as ``{"model": ...}``
-    or ``{"state_dict": ...}`` (with ``{"meta": ...}`` beside it in files written by ``training.finetune``)."""
-    meta: dict = {}
-    if isinstance(obj, Mapping):
-        if isinstance(obj.get("meta"), Mapping):
-            meta = dict(obj["meta"])
-        for wrapper in ("model", "state_dict"):
-            if wrapper in obj and isinstance(obj[wrapper], Mapping):
-                obj = obj[wrapper]
-                break
-    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"checkpoint {os.fspath(source)} does not hold a state dict of tensors")
-    return dict(obj), meta
 
 
 def describe_sam_architecture(state: Mapping[str, torch.Tensor]) -> Optional[str]:

@@ -3,7 +3,7 @@ then a hypernetwork that turns each output token into a mask over a 4x upscaled 
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Tuple
 
 import torch
 import torch.nn.functional as F

@@ -7,7 +7,7 @@ import uuid
 import warnings
 from dataclasses import dataclass
 from functools import partial
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -20,7 +20,7 @@ from torch import nn
 from ...errors import PromptError
 from ...prompts import Prompt
 from ...runtime import bf16_is_fast
-from ..base import Decoded, ImageEmbedding, Segmenter
+from ..base import Decoded, ImageEmbedding, TrainableSegmenter, TrainOutput
 from .checkpoint import check_sam_state_dict, module_to_official, official_to_module
 from .layers import to_tokens
 from .mask_decoder import SamMaskDecoder
@@ -114,8 +114,8 @@ def normalize_padded(resized: np.ndarray, size: int, device=None) -> torch.Tenso
     return F.pad(x, (0, size - resized.shape[1], 0, size - resized.shape[0]))
 
 
-class SamSegmenter(Segmenter):
-    """SAM behind the Segmenter interface.
+class SamSegmenter(TrainableSegmenter):
+    """SAM behind the Segmenter interface, with the training face (see :class:`TrainableSegmenter`).
 
     The image encoder may run in bfloat16 (``encoder_dtype``); prompt encoding and mask decoding always
     run in float32, since they are cheap and the logits are fed back click after click.
@@ -151,18 +151,12 @@ class SamSegmenter(Segmenter):
         self._mask_size = (4 * cfg.embedding_size,) * 2
 
     @property
-    def cache_key(self) -> str:
-        return f"{self.name}@{self.encoder_version}"
-
-    @property
     def config(self) -> SamConfig:
         return self.network.config
 
-    def preprocess(self, image: np.ndarray) -> Tuple[torch.Tensor, Tuple[int, int]]:
-        """Resize (long side = image_size, PIL bilinear as SAM does), normalise, pad bottom/right.
-        Returns ``(1, 3, S, S)`` float32 on the model device and the resized (H, W)."""
-        resized = resize_long_side(image, self.config.image_size)
-        return normalize_padded(resized, self.config.image_size, self.device), resized.shape[:2]
+    @property
+    def image_encoder(self) -> nn.Module:
+        return self.network.image_encoder
 
     @property
     def encoder_device(self) -> torch.device:
@@ -170,30 +164,48 @@ class SamSegmenter(Segmenter):
         a GPU lent per call, prompt decoding on the CPU; see :mod:`iseg_core.zerogpu`)."""
         return next(self.network.image_encoder.parameters()).device
 
-    @torch.inference_mode()
-    def encode(self, image: np.ndarray) -> ImageEmbedding:
-        x, input_size = self.preprocess(image)
-        features = self.network.image_encoder(x.to(self.encoder_device, self.encoder_dtype)).float().to(self.device)
-        # Stored token-major (what the decoder reads); ``data`` stays (1, C, h, w) as a view of it.
-        features = to_tokens(features).transpose(1, 2).unflatten(2, features.shape[-2:])
-        return ImageEmbedding(
-            model_key=self.cache_key,
-            original_size=(int(image.shape[0]), int(image.shape[1])),
-            data=features,
-            nbytes=features.numel() * features.element_size(),
-            extra={"input_size": input_size},
-        )
+    # -- the frame: long side = image_size, zero padding bottom / right ------------------------------------
+    @property
+    def canvas(self) -> Tuple[int, int]:
+        return (self.config.image_size,) * 2
+
+    def frame_size(self, height: int, width: int) -> Tuple[int, int]:
+        return preprocess_shape(height, width, self.config.image_size)
+
+    def frame_pixels(self, image: np.ndarray) -> torch.Tensor:
+        """Resize (long side = image_size, PIL bilinear as SAM does), normalise, pad bottom/right:
+        ``(1, 3, S, S)`` float32 on the model device."""
+        return normalize_padded(resize_long_side(image, self.config.image_size), self.config.image_size, self.device)
 
     @property
     def preprocessing(self) -> str:
         s = self.config.image_size
         return f"long side {s} (bilinear), zero padding to {s}x{s} bottom-right, SAM pixel mean/std"
 
-    @staticmethod
-    def _tokens(embedding: ImageEmbedding) -> torch.Tensor:
+    # -- encoding ------------------------------------------------------------------------------------------
+    def encode_frames(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Token-major features ``(B, h*w, C)`` (what the decoder reads), float32 on the model device."""
+        x = pixels.to(self.encoder_device, self.encoder_dtype)
+        return to_tokens(self.network.image_encoder(x)).float().to(self.device)
+
+    @torch.inference_mode()
+    def encode(self, image: np.ndarray) -> ImageEmbedding:
+        tokens = self.encode_frames(self.frame_pixels(image))
+        s = self.config.embedding_size
+        # ``data`` is (1, C, h, w) as a view of the token-major features (free to read either way)
+        return ImageEmbedding(
+            model_key=self.cache_key,
+            original_size=(int(image.shape[0]), int(image.shape[1])),
+            data=tokens.transpose(1, 2).unflatten(2, (s, s)),
+            nbytes=tokens.numel() * tokens.element_size(),
+            extra={"input_size": self.frame_size(*image.shape[:2])},
+        )
+
+    def features_of(self, embedding: ImageEmbedding) -> torch.Tensor:
         """The embedding as a contiguous ``(1, h*w, C)`` sequence (free for embeddings made by :meth:`encode`)."""
         return to_tokens(embedding.data)
 
+    # -- decoding ------------------------------------------------------------------------------------------
     def check_logits(self, logits: torch.Tensor) -> torch.Tensor:
         h, w = self._mask_size
         if logits.numel() != h * w or logits.shape[-2:] != (h, w):
@@ -202,37 +214,48 @@ class SamSegmenter(Segmenter):
             )
         return logits.reshape(1, 1, h, w).to(self.device, torch.float32)
 
+    def _prompt_tokens(self, prompts: Sequence[Sequence[Prompt]], original_sizes, input_sizes, prev_logits):
+        """Sparse tokens ``(B, N, C)`` (padded with not-a-point tokens), dense tokens ``(B, h*w or 1, C)`` and,
+        per sample, whether it is SAM's ambiguous case (a lone click, no mask prompt). ``prev_logits`` replaces
+        a contour's rasterised mask prompt when both are present."""
+        enc = self.network.prompt_encoder
+        sparse, masks, ambiguous = [], [], []
+        for p, original, inp, prev in zip(prompts, original_sizes, input_sizes, prev_logits):
+            x = to_sam_inputs(p, original, inp, self._mask_size, self.config.image_size)
+            as_t = partial(_batch_of_one, device=self.device)
+            sparse.append(enc.embed_sparse(as_t(x.points), as_t(x.labels), as_t(x.box)))
+            mask = prev if prev is not None else x.mask_logits
+            masks.append(None if mask is None else as_t(mask, dtype=torch.float32).reshape(1, 1, *self._mask_size))
+            ambiguous.append(x.single_click and mask is None)
+        n = max(t.shape[1] for t in sparse)
+        pad = enc.not_a_point_embed.weight.unsqueeze(0)  # (1, 1, C)
+        sparse_t = torch.cat([torch.cat([t, pad.expand(1, n - t.shape[1], -1)], 1) for t in sparse])
+        given = [i for i, m in enumerate(masks) if m is not None]
+        if not given:
+            return sparse_t, enc.embed_dense_tokens(None, batch=len(masks)), ambiguous
+        embedded = enc.embed_dense_tokens(torch.cat([masks[i] for i in given]))  # (len(given), h*w, C)
+        if len(given) == len(masks):
+            return sparse_t, embedded, ambiguous
+        rows = list(enc.embed_dense_tokens(None, batch=len(masks)).expand(-1, embedded.shape[1], -1).unbind(0))
+        for j, i in enumerate(given):
+            rows[i] = embedded[j]
+        return sparse_t, torch.stack(rows), ambiguous
+
     @torch.inference_mode()
-    def decode(
-        self,
-        embedding: ImageEmbedding,
-        prompts: Sequence[Prompt],
-        prev_logits: Optional[torch.Tensor] = None,
-        multimask: Optional[bool] = None,
-    ) -> Decoded:
+    def decode(self, embedding: ImageEmbedding, prompts: Sequence[Prompt], prev_logits: Optional[torch.Tensor] = None,
+               multimask: Optional[bool] = None) -> Decoded:
         """Low-res logits ``(1, 4h, 4w)`` in the padded model frame, and SAM's predicted IoU.
 
         ``multimask=None`` asks SAM for its three candidates only in the ambiguous case (a single click
         and no previous mask) and keeps the best-scored one; otherwise SAM's single-mask output is used.
         ``prev_logits`` replaces a contour's rasterised mask prompt when both are present.
         """
-        inputs = to_sam_inputs(
-            prompts, embedding.original_size, embedding.extra["input_size"], self._mask_size, self.config.image_size
-        )
-        enc, dec = self.network.prompt_encoder, self.network.mask_decoder
-        to = partial(torch.as_tensor, device=self.device)
-        points = to(inputs.points).unsqueeze(0) if inputs.points is not None else None
-        labels = to(inputs.labels).unsqueeze(0) if inputs.labels is not None else None
-        box = to(inputs.box).unsqueeze(0) if inputs.box is not None else None
-        mask = prev_logits
-        if mask is None and inputs.mask_logits is not None:
-            mask = to(inputs.mask_logits).view(1, 1, *self._mask_size)
+        sparse, dense, ambiguous = self._prompt_tokens(
+            [prompts], [embedding.original_size], [embedding.extra["input_size"]], [prev_logits])
         if multimask is None:
-            multimask = inputs.single_click and mask is None
-
-        sparse = enc.embed_sparse(points, labels, box)
-        dense = enc.embed_dense_tokens(mask)
-        mask_tokens, iou, image = dec.run_transformer(self._tokens(embedding), enc.dense_pe_tokens(), sparse, dense)
+            multimask = ambiguous[0]
+        enc, dec = self.network.prompt_encoder, self.network.mask_decoder
+        mask_tokens, iou, image = dec.run_transformer(self.features_of(embedding), enc.dense_pe_tokens(), sparse, dense)
         best = 1 + int(torch.argmax(iou[0, 1:])) if multimask else 0
         s = self.config.embedding_size
         logits = dec.read_masks(dec.upscaled_pixels(image), mask_tokens, torch.tensor([best]), (s, s))[0]
@@ -248,3 +271,40 @@ class SamSegmenter(Segmenter):
         padded = cv2.resize(low, (s, s), interpolation=cv2.INTER_LINEAR)
         full = cv2.resize(padded[:nh, :nw], (w, h), interpolation=cv2.INTER_LINEAR)
         return full
+
+    # -- training ------------------------------------------------------------------------------------------
+    def forward_train(self, features, prompts, sizes, prev_logits) -> TrainOutput:
+        """All four mask tokens ``(B, 4, 4h, 4w)`` and their IoU predictions; eligible: token 0, or tokens 1-3
+        in the ambiguous case (SAM's rule)."""
+        sparse, dense, ambiguous = self._prompt_tokens(prompts, sizes, sizes, prev_logits)
+        enc, dec = self.network.prompt_encoder, self.network.mask_decoder
+        s = self.config.embedding_size
+        # computed here, not taken from the decoder's cache: that one may be an inference-mode tensor
+        pe = to_tokens(enc.pe_layer.grid(s, s).unsqueeze(0))
+        mask_tokens, iou, image = dec.run_transformer(features, pe, sparse, dense)
+        masks = dec.read_masks(dec.upscaled_pixels(image), mask_tokens, torch.arange(4), (s, s))
+        amb = torch.tensor(ambiguous, device=masks.device)
+        eligible = torch.stack([~amb, amb, amb, amb], dim=1)
+        return TrainOutput(logits=masks, scores=iou, eligible=eligible)
+
+    def parameters_for(self, mode: str) -> List[nn.Parameter]:
+        """``decoder``: prompt encoder + mask decoder (the image encoder frozen); ``full``: everything (the
+        encoder in float32)."""
+        self.check_mode(mode)
+        if mode == "full" and self.encoder_dtype != torch.float32:
+            self.network.image_encoder.float()  # an encoder that trains does so in float32
+            self.encoder_dtype = torch.float32
+        self.network.requires_grad_(True)
+        self.network.image_encoder.requires_grad_(mode == "full")
+        return [p for p in self.network.parameters() if p.requires_grad]
+
+    def checkpoint_state(self) -> Dict[str, torch.Tensor]:
+        return self.network.official_state_dict()
+
+    def load_checkpoint_state(self, state: Dict[str, torch.Tensor], source: str) -> None:
+        self.network.load_official_state_dict(state, self.name, source)
+
+
+def _batch_of_one(a, device, dtype=None) -> Optional[torch.Tensor]:
+    """An array or tensor as a tensor on ``device`` with a leading batch axis of 1 (None stays None)."""
+    return None if a is None else torch.as_tensor(a, device=device, dtype=dtype).unsqueeze(0)
