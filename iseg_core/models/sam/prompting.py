@@ -13,6 +13,7 @@ from typing import List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from ...masks import interior_distance
 from ...prompts import Box, Click, Contour, Prompt, Scribble, resample_polyline
 
 # A binary contour mask is handed to SAM as logits of this magnitude (inside +, outside -).
@@ -34,7 +35,7 @@ class SamInputs:
 
 def _interior_points(raster: np.ndarray, limit: int) -> List[Tuple[float, float]]:
     """Up to ``limit`` cells far from the polygon's edge and from each other, as (col, row) centres."""
-    dist = cv2.distanceTransform(np.pad(raster, 1), cv2.DIST_L2, 5)[1:-1, 1:-1]
+    dist = interior_distance(raster)
     out = []
     first = None
     for _ in range(limit):
