@@ -9,6 +9,7 @@ the cut's boundary) so that it upsamples to a clean edge and can be fed back as 
 """
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
@@ -40,6 +41,14 @@ class ClassicalConfig:
     # touch the click are undone (the re-fitted colour models otherwise flip far regions back and forth)
     logit_scale: float = 1.0  # logits = scale x signed distance (working pixels) to the cut's edge
     logit_clip: float = 8.0
+    first_click_scales: Tuple[float, ...] = ()  # a lone first click also tries GrabCut's rectangle start on
+    # boxes around the click (half-side = scale x working diagonal) and keeps the candidate whose colours
+    # differ most from a ring around it, plus ``first_click_consensus`` x its mean IoU with the others
+    first_click_consensus: float = 0.0
+    refine_long_side: int = 0  # > 0: the cut's edge is moved onto the image's own edges at this resolution
+    # (never above the image's) by a guided filter of the upsampled logits, guided by the grey image
+    refine_radius: int = 2  # guided-filter window radius, in refine pixels
+    refine_eps: float = 0.01  # guided-filter regularisation (grey levels in [0, 1], squared)
 
 
 class ClassicalSegmenter(Segmenter):
@@ -49,7 +58,7 @@ class ClassicalSegmenter(Segmenter):
         self.name = name
         self.config = config
         c = config
-        self.version = f"grabcut-{c.long_side}-{c.iterations}-{c.click_radius:g}-{c.click_fit:g}-{c.first_click_frame:g}-{c.roi_margin:g}{'-local' if c.local_changes else ''}"
+        self.version = "grabcut-" + hashlib.blake2b(repr(c).encode(), digest_size=5).hexdigest()
         self.device = torch.device("cpu")
 
     @property
@@ -62,8 +71,20 @@ class ClassicalSegmenter(Segmenter):
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
         work = cv2.resize(image, size, interpolation=cv2.INTER_AREA) if scale < 1 else image.copy()
         work = np.ascontiguousarray(work[:, :, ::-1])  # OpenCV's GrabCut wants BGR
-        return ImageEmbedding(model_key=self.cache_key, original_size=(h, w), data=work, nbytes=work.nbytes,
-                              extra={"scale": (work.shape[0] / h, work.shape[1] / w)})
+        extra = {"scale": (work.shape[0] / h, work.shape[1] / w)}
+        nbytes = work.nbytes
+        if self.config.first_click_scales:  # Lab colour, 8 levels per channel: one of 512 bins per pixel
+            q = cv2.cvtColor(work, cv2.COLOR_BGR2LAB).astype(np.int16) // 32
+            extra["colours"] = q[..., 0] * 64 + q[..., 1] * 8 + q[..., 2]
+            nbytes += extra["colours"].nbytes
+        if self.config.refine_long_side > 0:
+            s = min(1.0, self.config.refine_long_side / max(h, w))
+            grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+            if s < 1:
+                grey = cv2.resize(grey, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+            extra["guide"] = _GuideStats(grey.astype(np.float32) / 255.0, self.config.refine_radius)
+            nbytes += extra["guide"].nbytes
+        return ImageEmbedding(model_key=self.cache_key, original_size=(h, w), data=work, nbytes=nbytes, extra=extra)
 
     def check_logits(self, logits: torch.Tensor) -> torch.Tensor:
         if logits.dim() not in (2, 3) or (logits.dim() == 3 and logits.shape[0] != 1):
@@ -129,19 +150,45 @@ class ClassicalSegmenter(Segmenter):
                     r = int(max(1, min(r_click, round(c.click_fit * room)))) if room > 0 else max(1, r_click // 3)
                 cv2.circle(hard, (x, y), r, 1 if p.positive else 2, -1)
         if prev is None and not outside.any() and seeds_fg:
-            fy, fx = max(1, round(c.first_click_frame * h)), max(1, round(c.first_click_frame * w))
-            labels[:] = cv2.GC_BGD
-            labels[fy:h - fy, fx:w - fx] = cv2.GC_PR_FGD
-        labels[outside] = cv2.GC_BGD
-        labels[hard == 1] = cv2.GC_FGD
-        labels[hard == 2] = cv2.GC_BGD
-
-        fg = self._cut(work, labels, seeds_fg)
+            starts = [self._frame_start(h, w)] + [self._box_start(h, w, seeds_fg, s * diag) for s in c.first_click_scales]
+            cuts = [self._cut(work, _with_hard(start, hard), seeds_fg) for start in starts]
+            fg = cuts[0] if len(cuts) == 1 else self._best_start(cuts, embedding.extra["colours"])
+        else:
+            labels[outside] = cv2.GC_BGD
+            fg = self._cut(work, _with_hard(labels, hard), seeds_fg)
         if prev is not None and prompts and isinstance(prompts[-1], Click) and c.local_changes:
             fg = self._keep_local(fg, prev, prompts[-1], pt)
         logits = self._signed_distance(fg)
         score = float(fg.mean())
         return Decoded(logits=torch.from_numpy(logits).unsqueeze(0), score=score)
+
+    def _frame_start(self, h: int, w: int) -> np.ndarray:
+        """GrabCut's rectangle start on the whole image less a frame of ``first_click_frame``."""
+        fy, fx = max(1, round(self.config.first_click_frame * h)), max(1, round(self.config.first_click_frame * w))
+        labels = np.full((h, w), cv2.GC_BGD, np.uint8)
+        labels[fy:h - fy, fx:w - fx] = cv2.GC_PR_FGD
+        return labels
+
+    @staticmethod
+    def _box_start(h: int, w: int, seeds, half: float) -> np.ndarray:
+        """GrabCut's rectangle start on the seeds' box grown by ``half`` px per side."""
+        xs, ys = [p[0] for p in seeds], [p[1] for p in seeds]
+        x0, x1 = max(0, int(min(xs) - half)), min(w, int(max(xs) + half) + 1)
+        y0, y1 = max(0, int(min(ys) - half)), min(h, int(max(ys) + half) + 1)
+        labels = np.full((h, w), cv2.GC_BGD, np.uint8)
+        labels[y0:y1, x0:x1] = cv2.GC_PR_FGD
+        return labels
+
+    def _best_start(self, cuts: List[np.ndarray], colours: np.ndarray) -> np.ndarray:
+        """The first click's candidate that stands out most from its surroundings (and, weighted by
+        ``first_click_consensus``, agrees most with the other candidates: a stable object)."""
+        def agreement(i: int) -> float:
+            others = [j for j in range(len(cuts)) if j != i]
+            return float(np.mean([(cuts[i] & cuts[j]).sum() / max(1, (cuts[i] | cuts[j]).sum()) for j in others]))
+
+        w = self.config.first_click_consensus
+        scores = [_colour_separation(colours, m) + (w * agreement(i) if w else 0.0) for i, m in enumerate(cuts)]
+        return cuts[int(np.argmax(scores))]
 
     def _roi(self, labels: np.ndarray) -> Tuple[int, int, int, int]:
         """Crop around what may be object (probable or certain foreground), grown by ``roi_margin``."""
@@ -226,4 +273,49 @@ class ClassicalSegmenter(Segmenter):
     def upsample_logits(self, embedding: ImageEmbedding, logits: torch.Tensor, size=None) -> np.ndarray:
         h, w = size or embedding.original_size
         low = logits.detach().reshape(logits.shape[-2:]).float().cpu().numpy()
+        guide = embedding.extra.get("guide")
+        if guide is not None:
+            gh, gw = guide.image.shape
+            low = guide.filter(cv2.resize(low, (gw, gh), interpolation=cv2.INTER_LINEAR), self.config.refine_eps)
         return cv2.resize(low, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def _with_hard(labels: np.ndarray, hard: np.ndarray) -> np.ndarray:
+    """``labels`` with the prompts' hard labels drawn over them (1 = object, 2 = background)."""
+    out = labels.copy()
+    out[hard == 1] = cv2.GC_FGD
+    out[hard == 2] = cv2.GC_BGD
+    return out
+
+
+def _colour_separation(colours: np.ndarray, mask: np.ndarray) -> float:
+    """1 - Bhattacharyya coefficient of the colour histograms of ``mask`` and of a ring around it (width 15 %
+    of the mask's size): an object differs from its surroundings, a part of an object or a blob spilling over
+    the background does not."""
+    area = int(mask.sum())
+    r = max(2, int(0.15 * math.sqrt(area)))
+    ring = cv2.dilate(mask.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
+    ring = ring.astype(bool) & ~mask
+    if not area or not ring.any():
+        return 0.0
+    inside = np.bincount(colours[mask], minlength=512) / area
+    around = np.bincount(colours[ring], minlength=512) / ring.sum()
+    return float(1.0 - np.sqrt(inside * around).sum())
+
+
+class _GuideStats:
+    """A grey guide image and its local means and variances (window ``2r + 1``), computed once per image, for
+    He et al.'s guided filter: the output is locally ``a * I + b``, so a transition of the filtered map that
+    lies near an edge of the image moves onto that edge."""
+
+    def __init__(self, grey: np.ndarray, radius: int):
+        self.image, self.k = grey, (2 * radius + 1, 2 * radius + 1)
+        self.mean = cv2.boxFilter(grey, -1, self.k)
+        self.var = cv2.boxFilter(grey * grey, -1, self.k) - self.mean * self.mean
+        self.nbytes = 3 * grey.nbytes
+
+    def filter(self, p: np.ndarray, eps: float) -> np.ndarray:
+        mean_p = cv2.boxFilter(p, -1, self.k)
+        a = (cv2.boxFilter(self.image * p, -1, self.k) - self.mean * mean_p) / (self.var + eps)
+        b = mean_p - a * self.mean
+        return cv2.boxFilter(a, -1, self.k) * self.image + cv2.boxFilter(b, -1, self.k)
