@@ -217,6 +217,6 @@ def test_threshold_and_zoom_twins(served):
     saved = [a for a in store.annotations(info["image_id"]) if a.category.name == "shuttle"]
     assert len(saved) == 1 and saved[0].area > 0
 
-    c.predict(250, 250, True, api_name="/add_click")  # a lone click on the astronaut: a large object
+    c.predict(8, 8, 504, 504, api_name="/add_box")  # a box around nearly all of the image: a large object
     status = c.predict(api_name="/zoom_in")[1]
     assert "already fills most of the image" in status

@@ -1,5 +1,6 @@
 """A weight-free interactive segmenter: GrabCut (colour GMMs + contrast-sensitive graph cut) driven by the
-shared prompt vocabulary, at reduced resolution, with the previous mask as its prior.
+shared prompt vocabulary, at reduced resolution, with the previous mask as its prior, and its edges moved onto
+the image's own edges at a finer resolution.
 
 Why it works with clicks: every prompt becomes a hard label in the graph (a disk under a click, a thick line
 under a scribble, everything outside a box or contour), the previous mask becomes the "probable" labels, and
@@ -29,25 +30,25 @@ GMM_COMPONENTS = 5  # OpenCV's GrabCut: Gaussians per colour model
 @dataclass(frozen=True)
 class ClassicalConfig:
     long_side: int = 320  # working resolution (the image is downscaled so its long side is this)
-    iterations: int = 3  # GrabCut iterations per interaction
+    iterations: int = 3  # GrabCut iterations of a first interaction
+    correction_iterations: int = 2  # GrabCut iterations of a click that corrects a previous mask (0: as above)
     click_radius: float = 0.03  # largest hard-label disk under a click, x working diagonal; with a previous
     # mask the disk also stays inside the error region the click corrects (its distance to the old edge)
     click_fit: float = 0.8  # fraction of the distance to the old edge a correcting click's disk may cover
     first_click_frame: float = 0.04  # with clicks only and no previous mask: a frame this wide (x side) is
     # background and everything inside it "probably object" (GrabCut's rectangle start; the object is
     # then the part the cut keeps around the clicks)
+    first_click_scales: Tuple[float, ...] = (0.2,)  # ... and also GrabCut's rectangle start on boxes around the
+    # clicks (half-side = scale x working diagonal); the candidate whose colours differ most from a ring
+    # around it is kept (the frame start floods small objects with background, a box truncates large ones)
     roi_margin: float = 0.25  # crop around the object: its box grown by this fraction per side
     local_changes: bool = True  # a correcting click changes its own region: parts of the change that do not
     # touch the click are undone (the re-fitted colour models otherwise flip far regions back and forth)
     logit_scale: float = 1.0  # logits = scale x signed distance (working pixels) to the cut's edge
     logit_clip: float = 8.0
-    first_click_scales: Tuple[float, ...] = ()  # a lone first click also tries GrabCut's rectangle start on
-    # boxes around the click (half-side = scale x working diagonal) and keeps the candidate whose colours
-    # differ most from a ring around it, plus ``first_click_consensus`` x its mean IoU with the others
-    first_click_consensus: float = 0.0
-    refine_long_side: int = 0  # > 0: the cut's edge is moved onto the image's own edges at this resolution
+    refine_long_side: int = 640  # > 0: the cut's edge is moved onto the image's own edges at this resolution
     # (never above the image's) by a guided filter of the upsampled logits, guided by the grey image
-    refine_radius: int = 2  # guided-filter window radius, in refine pixels
+    refine_radius: int = 1  # guided-filter window radius, in refine pixels
     refine_eps: float = 0.01  # guided-filter regularisation (grey levels in [0, 1], squared)
 
 
@@ -63,7 +64,11 @@ class ClassicalSegmenter(Segmenter):
 
     @property
     def preprocessing(self) -> str:
-        return f"long side {self.config.long_side} px (area downscale, never upscaled), GrabCut {self.config.iterations} iterations"
+        c = self.config
+        refine = (f", edges refined by a guided filter at long side {c.refine_long_side}" if c.refine_long_side else "")
+        starts = ("frame or box " + "/".join(f"{s:g}" for s in c.first_click_scales) if c.first_click_scales else "frame")
+        return (f"long side {c.long_side} px (area downscale, never upscaled), GrabCut {c.iterations} iterations "
+                f"({c.correction_iterations or c.iterations} for corrections), first click: {starts} start{refine}")
 
     def encode(self, image: np.ndarray) -> ImageEmbedding:
         h, w = image.shape[:2]
@@ -155,9 +160,10 @@ class ClassicalSegmenter(Segmenter):
             fg = cuts[0] if len(cuts) == 1 else self._best_start(cuts, embedding.extra["colours"])
         else:
             labels[outside] = cv2.GC_BGD
-            fg = self._cut(work, _with_hard(labels, hard), seeds_fg)
+            rounds = c.correction_iterations if prev is not None and c.correction_iterations else c.iterations
+            fg = self._cut(work, _with_hard(labels, hard), seeds_fg, rounds)
         if prev is not None and prompts and isinstance(prompts[-1], Click) and c.local_changes:
-            fg = self._keep_local(fg, prev, prompts[-1], pt)
+            fg = self._keep_local(fg, prev, pt(prompts[-1].x, prompts[-1].y))
         logits = self._signed_distance(fg)
         score = float(fg.mean())
         return Decoded(logits=torch.from_numpy(logits).unsqueeze(0), score=score)
@@ -179,16 +185,10 @@ class ClassicalSegmenter(Segmenter):
         labels[y0:y1, x0:x1] = cv2.GC_PR_FGD
         return labels
 
-    def _best_start(self, cuts: List[np.ndarray], colours: np.ndarray) -> np.ndarray:
-        """The first click's candidate that stands out most from its surroundings (and, weighted by
-        ``first_click_consensus``, agrees most with the other candidates: a stable object)."""
-        def agreement(i: int) -> float:
-            others = [j for j in range(len(cuts)) if j != i]
-            return float(np.mean([(cuts[i] & cuts[j]).sum() / max(1, (cuts[i] | cuts[j]).sum()) for j in others]))
-
-        w = self.config.first_click_consensus
-        scores = [_colour_separation(colours, m) + (w * agreement(i) if w else 0.0) for i, m in enumerate(cuts)]
-        return cuts[int(np.argmax(scores))]
+    @staticmethod
+    def _best_start(cuts: List[np.ndarray], colours: np.ndarray) -> np.ndarray:
+        """The first click's candidate whose colours stand out most from its surroundings."""
+        return cuts[int(np.argmax([_colour_separation(colours, m) for m in cuts]))]
 
     def _roi(self, labels: np.ndarray) -> Tuple[int, int, int, int]:
         """Crop around what may be object (probable or certain foreground), grown by ``roi_margin``."""
@@ -202,7 +202,7 @@ class ClassicalSegmenter(Segmenter):
         my = max(4, (y1 - y0) * self.config.roi_margin)
         return (int(max(0, x0 - mx)), int(max(0, y0 - my)), int(min(w, x1 + mx)), int(min(h, y1 + my)))
 
-    def _cut(self, work: np.ndarray, labels: np.ndarray, seeds_fg) -> np.ndarray:
+    def _cut(self, work: np.ndarray, labels: np.ndarray, seeds_fg, rounds: int = 0) -> np.ndarray:
         h, w = labels.shape
         x0, y0, x1, y1 = self._roi(labels)
         sub = labels[y0:y1, x0:x1].copy()
@@ -221,7 +221,7 @@ class ClassicalSegmenter(Segmenter):
             fg[y0:y1, x0:x1] = is_fg
             return fg
         img = np.ascontiguousarray(work[y0:y1, x0:x1])
-        self._grabcut(img, sub)
+        self._grabcut(img, sub, rounds or self.config.iterations)
         cut = (sub == cv2.GC_FGD) | (sub == cv2.GC_PR_FGD)
         # keep only the parts connected to a positive seed (or, with none, the largest part)
         n, comp = cv2.connectedComponents(cut.astype(np.uint8), connectivity=8)
@@ -231,8 +231,8 @@ class ClassicalSegmenter(Segmenter):
         fg[y0:y1, x0:x1] = cut
         return fg
 
-    def _grabcut(self, img: np.ndarray, labels: np.ndarray) -> None:
-        """``config.iterations`` rounds of GrabCut on ``labels`` (in place). Seeded: the colour models start
+    def _grabcut(self, img: np.ndarray, labels: np.ndarray, iterations: int) -> None:
+        """``iterations`` rounds of GrabCut on ``labels`` (in place). Seeded: the colour models start
         from k-means, whose random state would otherwise carry over from call to call (a mask would depend on
         what was segmented before it). Each side needs a colour model: k-means wants at least as many pixels as
         GMM components, and a later round one pixel of each side; while hard labels of both sides guarantee
@@ -243,16 +243,16 @@ class ClassicalSegmenter(Segmenter):
         bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
         cv2.setRNGSeed(0)
         hard = (labels == cv2.GC_FGD).any() and (labels == cv2.GC_BGD).any()
-        rounds = [self.config.iterations] if hard else [1] * self.config.iterations
+        rounds = [iterations] if hard else [1] * iterations
         for k, n in enumerate(rounds):
             cv2.grabCut(img, labels, None, bgd, fgd, n, cv2.GC_INIT_WITH_MASK if k == 0 else cv2.GC_EVAL)
             fg = (labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)
             if not fg.any() or fg.all():
                 return
 
-    def _keep_local(self, fg: np.ndarray, prev: np.ndarray, click: Click, pt) -> np.ndarray:
-        """``fg`` where it differs from ``prev`` in a region connected to the click, else ``prev``."""
-        x, y = pt(click.x, click.y)
+    def _keep_local(self, fg: np.ndarray, prev: np.ndarray, at: Tuple[int, int]) -> np.ndarray:
+        """``fg`` where it differs from ``prev`` in a region connected to the click at ``at``, else ``prev``."""
+        x, y = at
         n, comp = cv2.connectedComponents((fg != prev).astype(np.uint8), connectivity=8)
         if n <= 1:
             return fg
