@@ -141,5 +141,16 @@ def _build_classical(name, weights, device, dtype):
 for _name in ("sam_vit_b", "sam_vit_l", "sam_vit_h", "sam_mini"):
     register_model(_name)(_build_sam)
 
+
+def _build_clickmap(name, weights: Optional[Weights], device, dtype):
+    from .clickmap import build_clickmap
+
+    return build_clickmap(name, weights, device)
+
+
+# RITM's click-map models: inference only so far (the training face is still to come for this family)
+for _name in ("ritm_hrnet18s_cocolvis", "ritm_hrnet18_cocolvis", "ritm_hrnet32_cocolvis"):
+    register_model(_name, trainable=False)(_build_clickmap)
+
 __all__ = ["Decoded", "ImageEmbedding", "Segmenter", "TrainOutput", "TrainableSegmenter", "Weights", "list_models",
            "load_model", "read_weights", "register_model", "supports_training", "takes_weights", "trainable_models"]

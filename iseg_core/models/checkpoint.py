@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import pickle
 import zipfile
-from typing import Dict, Mapping, Tuple
+from typing import Dict, Mapping, Optional, Tuple
 
 import torch
 
@@ -40,11 +40,14 @@ def read_checkpoint_object(path: str | os.PathLike):
 
 def split_checkpoint(obj, source) -> Tuple[Dict[str, torch.Tensor], dict]:
     """(state dict, meta) of a loaded checkpoint object: a flat state dict, or one wrapped as ``{"model": ...}``
-    or ``{"state_dict": ...}`` (with ``{"meta": ...}`` beside it in files written by ``training.finetune``)."""
+    or ``{"state_dict": ...}`` (with ``{"meta": ...}`` beside it in files written by ``training.finetune``; a
+    ``{"config": ...}`` beside it, as RITM-lineage trainers write, lands in meta as ``publisher_config``)."""
     meta: dict = {}
     if isinstance(obj, Mapping):
         if isinstance(obj.get("meta"), Mapping):
             meta = dict(obj["meta"])
+        if isinstance(obj.get("config"), Mapping):  # RITM-lineage trainers save their model's serialized config
+            meta["publisher_config"] = dict(obj["config"])
         for wrapper in ("model", "state_dict"):
             if wrapper in obj and isinstance(obj[wrapper], Mapping):
                 obj = obj[wrapper]
@@ -52,3 +55,41 @@ def split_checkpoint(obj, source) -> Tuple[Dict[str, torch.Tensor], dict]:
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"checkpoint {os.fspath(source)} does not hold a state dict of tensors")
     return dict(obj), meta
+
+
+def _listing(keys, limit: int = 8) -> str:
+    """``(image_encoder 160, mask_decoder 120) a, b, c ... and N more``: counts per part, then names."""
+    keys = sorted(keys)
+    parts: Dict[str, int] = {}
+    for k in keys:
+        parts[k.split(".")[0]] = parts.get(k.split(".")[0], 0) + 1
+    counts = ", ".join(f"{p} {n}" for p, n in parts.items())
+    more = f" ... and {len(keys) - limit} more" if len(keys) > limit else ""
+    return f"({counts}) " + ", ".join(keys[:limit]) + more
+
+
+def check_state_dict(expected: Mapping[str, torch.Size], given: Mapping[str, torch.Tensor], model_name: str,
+                     source: str, found: Optional[str] = None) -> None:
+    """Raise CheckpointError naming missing, unexpected and wrongly shaped keys; ``found`` is the architecture
+    the file looks like (e.g. ``"sam_vit_l (embed 1024, 24 blocks)"``), named when it is not ``model_name``."""
+    missing = set(expected) - set(given)
+    unexpected = set(given) - set(expected)
+    wrong = {
+        k: (tuple(given[k].shape), tuple(expected[k]))
+        for k in set(expected) & set(given)
+        if tuple(given[k].shape) != tuple(expected[k])
+    }
+    if not (missing or unexpected or wrong):
+        return
+    lines = [f"checkpoint {source} does not fit {model_name}:"]
+    if found and not found.startswith(model_name + " "):
+        lines.append(f"  it looks like {found}; load it with that model name")
+    if missing:
+        lines.append(f"  {len(missing)} missing keys: {_listing(missing)}")
+    if unexpected:
+        lines.append(f"  {len(unexpected)} unexpected keys: {_listing(unexpected)}")
+    if wrong:
+        shown = [f"{k} {got} (expected {exp})" for k, (got, exp) in sorted(wrong.items())[:8]]
+        more = f" ... and {len(wrong) - 8} more" if len(wrong) > 8 else ""
+        lines.append(f"  {len(wrong)} wrongly shaped keys: " + "; ".join(shown) + more)
+    raise CheckpointError("\n".join(lines))

@@ -7,11 +7,11 @@ where SAM says ``lin1/lin2``; that rename is the only difference, and it lives h
 """
 from __future__ import annotations
 
-from typing import Dict, Mapping, Optional
+from typing import Mapping, Optional
 
 import torch
 
-from ...errors import CheckpointError
+from ..checkpoint import check_state_dict
 
 # Constants of the model, not weights: some exporters save them, SAM's own files do not.
 IGNORED_KEYS = {"pixel_mean", "pixel_std"}
@@ -42,41 +42,9 @@ def describe_sam_architecture(state: Mapping[str, torch.Tensor]) -> Optional[str
     return f"{name} (embed {dim}, {len(blocks)} blocks)"
 
 
-def _listing(keys, limit: int = 8) -> str:
-    """``(image_encoder 160, mask_decoder 120) a, b, c ... and N more``: counts per part, then names."""
-    keys = sorted(keys)
-    parts: Dict[str, int] = {}
-    for k in keys:
-        parts[k.split(".")[0]] = parts.get(k.split(".")[0], 0) + 1
-    counts = ", ".join(f"{p} {n}" for p, n in parts.items())
-    more = f" ... and {len(keys) - limit} more" if len(keys) > limit else ""
-    return f"({counts}) " + ", ".join(keys[:limit]) + more
-
-
 def check_sam_state_dict(
     expected: Mapping[str, torch.Size], state: Mapping[str, torch.Tensor], model_name: str, source: str
 ) -> None:
     """Raise CheckpointError naming missing, unexpected and wrongly shaped keys (official key names)."""
     given = {k: v for k, v in state.items() if k not in IGNORED_KEYS}
-    missing = set(expected) - set(given)
-    unexpected = set(given) - set(expected)
-    wrong = {
-        k: (tuple(given[k].shape), tuple(expected[k]))
-        for k in set(expected) & set(given)
-        if tuple(given[k].shape) != tuple(expected[k])
-    }
-    if not (missing or unexpected or wrong):
-        return
-    lines = [f"checkpoint {source} does not fit {model_name}:"]
-    found = describe_sam_architecture(state)
-    if found and not found.startswith(model_name + " "):
-        lines.append(f"  it looks like {found}; load it with that model name")
-    if missing:
-        lines.append(f"  {len(missing)} missing keys: {_listing(missing)}")
-    if unexpected:
-        lines.append(f"  {len(unexpected)} unexpected keys: {_listing(unexpected)}")
-    if wrong:
-        shown = [f"{k} {got} (expected {exp})" for k, (got, exp) in sorted(wrong.items())[:8]]
-        more = f" ... and {len(wrong) - 8} more" if len(wrong) > 8 else ""
-        lines.append(f"  {len(wrong)} wrongly shaped keys: " + "; ".join(shown) + more)
-    raise CheckpointError("\n".join(lines))
+    check_state_dict(expected, given, model_name, source, describe_sam_architecture(state))

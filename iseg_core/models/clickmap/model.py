@@ -1,0 +1,220 @@
+"""Click-map models (RITM lineage): clicks become disk maps beside the previous mask, and the whole network
+sees them together with the image.
+
+The network (RITM's "itermask" models): the image is normalised with ImageNet statistics; the click maps
+(positive disks, negative disks, radius 5 px in the network's frame) and the previous probability map go
+through a small conv stack (1x1 to 16 channels, LeakyReLU 0.2, strided 3x3 to 64, a learned scale) and are
+added to the backbone after its first stem convolution. The backbone (HRNet + OCR) gives logits at stride 4,
+upsampled (bilinear, corners aligned) to the input size.
+
+Because clicks enter at the stem, nothing but the image tensor can be cached per image: ``encode`` prepares
+the frame, every ``decode`` runs the full network. The frame is the image itself up to ``max_side`` pixels
+on its long side (RITM's ``LimitLongestSide``, 800 in its demo); larger images are resized to it, as the
+official predictor does (bilinear, corners aligned). Previous logits are kept in that frame.
+
+Parameter names follow the published checkpoints (``maps_transform.*``, ``feature_extractor.*``); files
+written by the official trainers (``{"state_dict": ..., "config": ...}``) load as they are, and their
+serialized config is checked against the model asked for.
+"""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...errors import CheckpointError, PromptError
+from ...prompts import Click
+from ..base import Decoded, ImageEmbedding, Segmenter
+from ..checkpoint import check_state_dict
+from .hrnet import HRNetOCR
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+HRNET_CLASS = "isegm.model.is_hrnet_model.HRNetModel"
+
+
+@dataclass(frozen=True)
+class ClickMapConfig:
+    width: int  # HRNet width (18 or 32)
+    ocr_width: int
+    small: bool  # HRNet18s
+    checkpoint: str  # the official file name
+    disk_radius: float = 5.0  # click disks, network pixels
+    max_side: int = 800  # long side of the network's frame (larger images are resized)
+
+    def describe(self) -> str:
+        return f"HRNet{self.width}{'s' if self.small else ''}+OCR{self.ocr_width}"
+
+
+# RITM's iterative-mask models trained on COCO+LVIS (models/iter_mask/hrnet*_cocolvis_itermask_3p.py)
+CLICKMAP_CONFIGS: Dict[str, ClickMapConfig] = {
+    "ritm_hrnet18s_cocolvis": ClickMapConfig(18, 48, True, "coco_lvis_h18s_itermask.pth"),
+    "ritm_hrnet18_cocolvis": ClickMapConfig(18, 64, False, "coco_lvis_h18_itermask.pth"),
+    "ritm_hrnet32_cocolvis": ClickMapConfig(32, 128, False, "coco_lvis_h32_itermask.pth"),
+}
+
+
+class Scale(nn.Module):
+    """Multiplies by |scale| (RITM's ScaleLayer with lr_mult 1)."""
+
+    def __init__(self, init: float):
+        super().__init__()
+        self.scale = nn.Parameter(torch.full((1,), init))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale.abs()
+
+
+def disk_maps(points: torch.Tensor, height: int, width: int, radius: float) -> torch.Tensor:
+    """``points`` ``(B, 2N, 3)`` rows of (row, col, index): N positive then N negative, (-1, -1, -1) padding ->
+    ``(B, 2, H, W)`` float maps, 1 inside a disk of ``radius`` around any click of that sign."""
+    b, n2, _ = points.shape
+    pts = points.reshape(b, 2, n2 // 2, 3)
+    rows = torch.arange(height, dtype=torch.float32, device=points.device).view(1, 1, 1, height, 1)
+    cols = torch.arange(width, dtype=torch.float32, device=points.device).view(1, 1, 1, 1, width)
+    py, px = pts[..., 0, None, None].float(), pts[..., 1, None, None].float()
+    d2 = (rows - py) ** 2 + (cols - px) ** 2  # (B, 2, N, H, W)
+    valid = (pts[..., :2].max(dim=-1).values >= 0)[..., None, None]
+    inside = (d2 <= radius ** 2) & valid
+    return inside.any(dim=2).float()
+
+
+class ClickMapNetwork(nn.Module):
+    """RITM's ISModel with ``use_rgb_conv=False``, disks and a previous-mask channel, on an HRNet+OCR."""
+
+    def __init__(self, config: ClickMapConfig):
+        super().__init__()
+        self.config = config
+        self.maps_transform = nn.Sequential(nn.Conv2d(3, 16, 1), nn.LeakyReLU(0.2), nn.Conv2d(16, 64, 3, 2, 1),
+                                            Scale(0.05))
+        self.feature_extractor = HRNetOCR(config.width, config.ocr_width, config.small)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, image: torch.Tensor, prev: torch.Tensor, points: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """image ``(B, 3, H, W)`` in [0, 1], prev ``(B, 1, H, W)`` probabilities, points as :func:`disk_maps`
+        -> (logits, aux logits), both ``(B, 1, H, W)``."""
+        h, w = image.shape[-2:]
+        maps = torch.cat([prev, disk_maps(points, h, w, self.config.disk_radius)], 1)
+        out, aux = self.feature_extractor((image - self.mean) / self.std, self.maps_transform(maps))
+        up = [F.interpolate(t, size=(h, w), mode="bilinear", align_corners=True) for t in (out, aux)]
+        return up[0], up[1]
+
+    def expected_state(self) -> Dict[str, torch.Size]:
+        return {k: v.shape for k, v in self.state_dict().items()}
+
+
+def check_publisher_config(config: ClickMapConfig, published: Optional[dict], name: str, source: str) -> None:
+    """A file written by RITM's trainer says what it is: refuse one of another architecture, naming both."""
+    if not published:
+        return
+    params = {k: (v.get("value") if isinstance(v, dict) else v) for k, v in (published.get("params") or {}).items()}
+    found_class = published.get("class", "?")
+    want = {"width": config.width, "ocr_width": config.ocr_width, "small": config.small, "use_disks": True,
+            "norm_radius": config.disk_radius, "with_prev_mask": True, "use_rgb_conv": False}
+    defaults = {"small": False, "use_disks": False, "norm_radius": 260, "with_prev_mask": False,
+                "use_rgb_conv": True, "width": 48, "ocr_width": 256}
+    got = {k: params.get(k, defaults[k]) for k in want}
+    if found_class != HRNET_CLASS or got != want:
+        shown = ", ".join(f"{k}={got[k]}" for k in want)
+        raise CheckpointError(
+            f"checkpoint {source} does not fit {name} ({config.describe()}, disks of radius {config.disk_radius:g}, "
+            f"previous-mask channel): its config says {found_class.rsplit('.', 1)[-1]}({shown})")
+
+
+class ClickMapSegmenter(Segmenter):
+    def __init__(self, name: str, network: ClickMapNetwork, version: Optional[str] = None,
+                 device: Optional[torch.device] = None):
+        self.name = name
+        self.config = network.config
+        self.device = torch.device(device or "cpu")
+        self.network = network.to(self.device).eval()
+        self.version = version or f"random-{uuid.uuid4().hex[:8]}"
+
+    @property
+    def preprocessing(self) -> str:
+        return (f"{self.config.describe()}; image at native resolution up to long side {self.config.max_side} "
+                f"(resized, bilinear, above it); click disks r={self.config.disk_radius:g} px; previous mask fed back")
+
+    def frame_size(self, height: int, width: int) -> Tuple[int, int]:
+        long = max(height, width)
+        if long <= self.config.max_side:
+            return height, width
+        scale = self.config.max_side / long
+        return int(round(height * scale)), int(round(width * scale))
+
+    @torch.inference_mode()
+    def encode(self, image: np.ndarray) -> ImageEmbedding:
+        h, w = image.shape[:2]
+        pixels = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1)[None].float() / 255
+        fh, fw = self.frame_size(h, w)
+        if (fh, fw) != (h, w):
+            pixels = F.interpolate(pixels, size=(fh, fw), mode="bilinear", align_corners=True)
+        return ImageEmbedding(self.cache_key, (h, w), pixels, pixels.numel() * 4)
+
+    def points(self, prompts: Sequence, original: Tuple[int, int], frame: Tuple[int, int]) -> torch.Tensor:
+        """Clicks -> ``(1, 2N, 3)`` (row, col, order) in the frame, positives first, as RITM's predictor
+        builds them (N = the larger of the two counts, at least 1)."""
+        sy, sx = frame[0] / original[0], frame[1] / original[1]
+        pos: List[Tuple[float, float, float]] = []
+        neg: List[Tuple[float, float, float]] = []
+        for k, p in enumerate(prompts):
+            if not isinstance(p, Click):
+                raise PromptError(f"{self.name} takes clicks only, not a {type(p).__name__.lower()}: "
+                                  "its network was trained on click maps")
+            (pos if p.positive else neg).append((p.y * sy, p.x * sx, float(k)))
+        n = max(1, len(pos), len(neg))
+        pad = [(-1.0, -1.0, -1.0)]
+        return torch.tensor([pos + pad * (n - len(pos)) + neg + pad * (n - len(neg))], dtype=torch.float32,
+                            device=self.device)
+
+    @torch.inference_mode()
+    def decode(self, embedding: ImageEmbedding, prompts: Sequence, prev_logits: Optional[torch.Tensor] = None,
+               multimask: Optional[bool] = None) -> Decoded:
+        pixels: torch.Tensor = embedding.data
+        frame = tuple(pixels.shape[-2:])
+        if prev_logits is None:
+            prev = torch.zeros((1, 1) + frame, device=self.device)
+        else:
+            if tuple(prev_logits.shape) != frame:
+                raise PromptError(f"prev_logits are {tuple(prev_logits.shape)}, this image's {self.name} frame is {frame}")
+            prev = torch.sigmoid(prev_logits.to(self.device, torch.float32))[None, None]
+        logits, _ = self.network(pixels, prev, self.points(prompts, embedding.original_size, frame))
+        logits = logits[0, 0].float().cpu()
+        # no quality head: the score is the mean confidence inside the predicted object
+        probs = torch.sigmoid(logits)
+        inside = probs > 0.5
+        score = float(probs[inside].mean()) if inside.any() else 0.0
+        return Decoded(logits=logits, score=score)
+
+    def check_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        if logits.ndim != 2:
+            raise PromptError(f"{self.name} takes previous logits as a 2-D (H, W) map of its frame, not {tuple(logits.shape)}")
+        return logits
+
+    def upsample_logits(self, embedding: ImageEmbedding, logits: torch.Tensor,
+                        size: Optional[Tuple[int, int]] = None) -> np.ndarray:
+        size = tuple(size or embedding.original_size)
+        if tuple(logits.shape[-2:]) == size:
+            return logits.float().numpy().copy()
+        up = F.interpolate(logits.float()[None, None], size=size, mode="bilinear", align_corners=True)
+        return up[0, 0].numpy()
+
+
+def build_clickmap(name: str, weights, device: torch.device) -> ClickMapSegmenter:
+    config = CLICKMAP_CONFIGS[name]
+    network = ClickMapNetwork(config)
+    if weights is not None:
+        check_publisher_config(config, weights.meta.get("publisher_config"), name, weights.path)
+        check_state_dict(network.expected_state(), weights.state, name, weights.path)
+        network.load_state_dict(weights.state)
+    return ClickMapSegmenter(name, network, version=weights.version if weights else None, device=device)
+
+
+__all__ = ["CLICKMAP_CONFIGS", "ClickMapConfig", "ClickMapNetwork", "ClickMapSegmenter", "build_clickmap",
+           "check_publisher_config", "disk_maps"]

@@ -1,0 +1,70 @@
+"""Run RITM's official HRNet model (from ../shared/reference/official/ritm) for the equality test; test-only,
+run in a subprocess because the reference code owns the top-level package name ``isegm``.
+
+    python ritm_official.py OFFICIAL_DIR PHOTO.npy OUT_DIR
+
+Builds ``HRNetModel`` as models/iter_mask/hrnet18s_cocolvis_itermask_3p.py does, with seeded random weights
+(BatchNorm statistics too), saves it the way the official trainer does (``{"state_dict", "config"}``), and
+writes the network's logits for: one positive click; three clicks of both signs with the previous
+probabilities; and a three-click sequence through the official NoBRS predictor (no flip, no ZoomIn).
+"""
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+official, photo_path, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+sys.path.insert(0, official)
+import shims  # noqa: E402
+
+shims.install()
+sys.path.insert(0, official + "/ritm")
+from isegm.inference.clicker import Click, Clicker  # noqa: E402
+from isegm.inference.predictors import get_predictor  # noqa: E402
+from isegm.model.is_hrnet_model import HRNetModel  # noqa: E402
+
+torch.manual_seed(0)
+net = HRNetModel(width=18, ocr_width=48, small=True, with_aux_output=True, use_leaky_relu=True,
+                 use_rgb_conv=False, use_disks=True, norm_radius=5, with_prev_mask=True)
+with torch.no_grad():
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.weight.uniform_(0.5, 1.5)
+            m.bias.normal_(0, 0.1)
+            m.running_mean.normal_(0, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+net.eval()
+torch.save({"state_dict": net.state_dict(), "config": net._config}, out / "ritm_h18s.pth")
+
+photo = np.load(photo_path)
+image = torch.from_numpy(photo).permute(2, 0, 1)[None].float() / 255
+clicks = [(120, 200, True), (60, 40, False), (250, 300, True)]  # (row, col, positive)
+
+
+def points(cl):
+    pos = [(r, c, k) for k, (r, c, p) in enumerate(cl) if p]
+    neg = [(r, c, k) for k, (r, c, p) in enumerate(cl) if not p]
+    n = max(1, len(pos), len(neg))
+    pad = [(-1, -1, -1)]
+    return torch.tensor([pos + pad * (n - len(pos)) + neg + pad * (n - len(neg))], dtype=torch.float32)
+
+
+results = {}
+with torch.no_grad():
+    prev = torch.zeros_like(image[:, :1])
+    one = net(torch.cat([image, prev], 1), points(clicks[:1]))["instances"]
+    three = net(torch.cat([image, torch.sigmoid(one)], 1), points(clicks))["instances"]
+results["one"], results["three"] = one[0, 0].numpy(), three[0, 0].numpy()
+
+seen = []
+net.register_forward_hook(lambda mod, inp, outp: seen.append(outp["instances"][0, 0].detach().clone().numpy()))
+predictor = get_predictor(net, "NoBRS", torch.device("cpu"), with_flip=False, zoom_in_params=None)
+predictor.set_input_image(photo)
+clicker = Clicker()
+for k, (r, c, p) in enumerate(clicks):
+    clicker.add_click(Click(is_positive=p, coords=(r, c)))
+    with torch.no_grad():
+        results[f"seq{k}_prob"] = predictor.get_prediction(clicker)
+    results[f"seq{k}"] = seen[-1]
+np.savez(out / "ritm_h18s.npz", **results)

@@ -1,0 +1,113 @@
+"""iseg's RITM port against RITM's official code (../shared/reference/official/ritm), number for number.
+
+The official HRNet18s "itermask" network is built with seeded random weights in a subprocess
+(tests/reference/ritm_official.py), saved the way its trainer saves it, and loaded here with ``load_model``;
+both sides then run on a real photo.
+"""
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from iseg_core.errors import CheckpointError, PromptError
+from iseg_core.models import load_model
+from iseg_core.predictor import Predictor
+from iseg_core.prompts import Box, Click
+
+from .conftest import data_dir
+
+SCRIPT = Path(__file__).parent / "reference" / "ritm_official.py"
+CLICKS = [(120, 200, True), (60, 40, False), (250, 300, True)]  # (row, col, positive), as in the script
+NAME = "ritm_hrnet18s_cocolvis"
+
+
+def official_dir() -> Path:
+    path = data_dir().parent / "reference" / "official"
+    if not (path / "ritm").is_dir():
+        pytest.fail(f"official reference code not found at {path}; it lives in the shared folder beside the data")
+    return path
+
+
+@pytest.fixture(scope="module")
+def official(photo, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ritm")
+    np.save(out / "photo.npy", photo)
+    run = subprocess.run([sys.executable, str(SCRIPT), str(official_dir()), str(out / "photo.npy"), str(out)],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return out / "ritm_h18s.pth", dict(np.load(out / "ritm_h18s.npz"))
+
+
+def clicks(n):
+    return [Click(float(c), float(r), positive=p) for r, c, p in CLICKS[:n]]
+
+
+def assert_logits_equal(ours: torch.Tensor, theirs: np.ndarray):
+    ours = np.asarray(ours, np.float32)
+    assert ours.shape == theirs.shape
+    assert np.abs(ours - theirs).max() <= 1e-3
+    # masks identical except where a logit is within 1e-3 of the threshold (0)
+    differ = (ours > 0) != (theirs > 0)
+    assert not (differ & (np.abs(theirs) > 1e-3)).any()
+    # a meaningful comparison: the random network does not give a constant answer
+    assert theirs.std() > 1e-2 and 0 < (theirs > 0).mean() < 1
+
+
+def test_network_equals_official(official, photo):
+    path, ref = official
+    model = load_model(NAME, path, device="cpu")
+    emb = model.encode(photo)
+    one = model.decode(emb, clicks(1))
+    assert_logits_equal(one.logits, ref["one"])
+    three = model.decode(emb, clicks(3), prev_logits=torch.from_numpy(ref["one"]))
+    assert_logits_equal(three.logits, ref["three"])
+
+
+def test_predictor_sequence_equals_official(official, photo):
+    """Three clicks through iseg's Predictor (previous logits fed back) and RITM's NoBRS predictor."""
+    path, ref = official
+    predictor = Predictor(load_model(NAME, path, device="cpu"))
+    predictor.set_image(photo)
+    prev = None
+    for k in range(3):
+        pred = predictor.predict(clicks(k + 1), prev_logits=prev, soft=True)
+        assert_logits_equal(pred.logits, ref[f"seq{k}"])
+        probs = torch.sigmoid(torch.from_numpy(pred.soft)).numpy()  # soft = full-size logits
+        assert np.abs(probs - ref[f"seq{k}_prob"]).max() < 1e-4  # what the official predictor returns
+        assert np.array_equal(pred.mask, predictor.mask_from_logits(pred.logits))
+        prev = pred.logits
+
+
+def test_official_checkpoint_checked(official, tmp_path):
+    path, _ = official
+    with pytest.raises(CheckpointError, match=r"does not fit ritm_hrnet18_cocolvis .*HRNetModel\(width=18, ocr_width=48, small=True"):
+        load_model("ritm_hrnet18_cocolvis", path, device="cpu")
+    obj = torch.load(path, weights_only=True)
+    # a state dict without its config: shapes are checked and the first wrong keys named
+    del obj["config"]
+    obj["state_dict"] = {k: v for k, v in obj["state_dict"].items() if not k.startswith("feature_extractor.cls_head")}
+    torch.save(obj, tmp_path / "partial.pth")
+    with pytest.raises(CheckpointError, match=r"2 missing keys: .*feature_extractor.cls_head.bias"):
+        load_model(NAME, tmp_path / "partial.pth", device="cpu")
+    data = path.read_bytes()
+    (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load_model(NAME, tmp_path / "cut.pth", device="cpu")
+
+
+def test_clickmap_prompts_and_frames(photo):
+    model = load_model(NAME, device="cpu")
+    emb = model.encode(photo)
+    with pytest.raises(PromptError, match="takes clicks only, not a box"):
+        model.decode(emb, [Box(10, 10, 200, 200)])
+    with pytest.raises(PromptError, match="frame is"):
+        model.decode(emb, clicks(1), prev_logits=torch.zeros(10, 10))
+    # a large image is resized to the frame's long side (800) and the logits come back at its full size
+    big = np.ascontiguousarray(np.repeat(np.repeat(photo, 3, 0), 3, 1))  # 1443x963
+    emb = model.encode(big)
+    assert tuple(emb.data.shape[-2:]) == (round(963 * 800 / 1443), 800)
+    dec = model.decode(emb, [Click(600.0, 360.0)])
+    assert model.upsample_logits(emb, dec.logits).shape == big.shape[:2]
