@@ -1,10 +1,13 @@
 """Known checkpoints and where their files come from.
 
 Resolution order for a known checkpoint: a file of the same name in the weights folder (``weights/`` of the
-project, or ``$ISEG_WEIGHTS_DIR``), then the Hugging Face Hub cache, then a download through
-``huggingface_hub`` (``$HF_ENDPOINT`` picks a mirror). Every file is checked against the registry's size and
-sha256 before use. Offline (``HF_HUB_OFFLINE=1``) a missing file fails at once with a message that says
-which file to put where.
+project, or ``$ISEG_WEIGHTS_DIR``), then, for files on the Hugging Face Hub, the Hub cache and a download
+through ``huggingface_hub`` (``$HF_ENDPOINT`` picks a mirror); for files their authors publish at an HTTPS
+address (a GitHub release), a download into the weights folder: streamed into a temporary file with a
+progress bar, checked, and renamed only when whole. Files that cannot be fetched automatically (Google Drive)
+get a message naming the file, the page to get it from and the folder to put it in. Every file is checked
+against the registry's size and sha256 (where published) before use. Offline (``HF_HUB_OFFLINE=1``) a
+missing file fails at once with a message that says which file to put where.
 """
 from __future__ import annotations
 
@@ -23,13 +26,16 @@ from .errors import CheckpointError, UnknownModelError, WeightsUnavailableError
 class KnownCheckpoint:
     name: str  # registry name, e.g. "sam_vit_b"
     model: str  # the model it loads into (a name of iseg_core.models)
-    repo_id: str  # Hugging Face Hub repository
-    filename: str  # path of the file inside the repository
-    size: Optional[int]  # bytes
+    repo_id: Optional[str]  # Hugging Face Hub repository, or None for files not on the Hub
+    filename: str  # path of the file inside the repository (or its file name)
+    size: Optional[int]  # bytes, where known exactly (checked)
     sha256: Optional[str]
     licence: str
     origin: str  # where the publisher released it
     revision: Optional[str] = None  # Hub revision (branch, tag or commit); None = default branch
+    url: Optional[str] = None  # an HTTPS address the file downloads from directly (not on the Hub)
+    manual_page: Optional[str] = None  # a page to fetch it from by hand (Google Drive): no automatic download
+    published_size: Optional[str] = None  # the size as its authors state it ("16.5 MB"), where not exact
 
     @property
     def basename(self) -> str:
@@ -58,8 +64,22 @@ KNOWN_CHECKPOINTS: Dict[str, KnownCheckpoint] = {
         ),
     ]
 }
+# RITM's iterative-mask models (MIT), published as GitHub release assets of saic-vul/ritm_interactive_segmentation
+# (README table, "v1.0"); that repository now lives on as SamsungLabs/ritm_interactive_segmentation. Sizes as
+# the README states them; no hashes are published, so the loaded file is checked by its keys, shapes and the
+# config the official trainer stored in it.
+_RITM_RELEASE = "https://github.com/SamsungLabs/ritm_interactive_segmentation/releases/download/v1.0/"
+_RITM_ORIGIN = "https://github.com/saic-vul/ritm_interactive_segmentation (README, release v1.0)"
+for _name, _file, _size in (("ritm_hrnet18s_cocolvis", "coco_lvis_h18s_itermask.pth", "16.5 MB"),
+                            ("ritm_hrnet18_cocolvis", "coco_lvis_h18_itermask.pth", "38.8 MB"),
+                            ("ritm_hrnet32_cocolvis", "coco_lvis_h32_itermask.pth", "119 MB")):
+    KNOWN_CHECKPOINTS[_name] = KnownCheckpoint(_name, _name, None, _file, None, None, "MIT", _RITM_ORIGIN,
+                                               url=_RITM_RELEASE + _file, published_size=_size)
+
 # The checkpoint that ``checkpoint="hub"`` means for each model.
-DEFAULT_CHECKPOINT = {"sam_vit_b": "sam_vit_b", "sam_vit_l": "sam_vit_l", "sam_vit_h": "sam_vit_h"}
+DEFAULT_CHECKPOINT = {"sam_vit_b": "sam_vit_b", "sam_vit_l": "sam_vit_l", "sam_vit_h": "sam_vit_h",
+                      "ritm_hrnet18s_cocolvis": "ritm_hrnet18s_cocolvis", "ritm_hrnet18_cocolvis": "ritm_hrnet18_cocolvis",
+                      "ritm_hrnet32_cocolvis": "ritm_hrnet32_cocolvis"}
 
 _verified_lock = threading.Lock()
 
@@ -68,8 +88,10 @@ def weights_dir() -> Path:
     return Path(os.environ.get("ISEG_WEIGHTS_DIR") or Path(__file__).resolve().parent.parent / "weights")
 
 
-def _human(n: Optional[int]) -> str:
-    return "unknown size" if n is None else f"{n / 1e6:.0f} MB" if n >= 1e6 else f"{n} bytes"
+def _human(n: Optional[int], published: Optional[str] = None) -> str:
+    if n is None:
+        return f"{published}, as published" if published else "unknown size"
+    return f"{n / 1e6:.0f} MB" if n >= 1e6 else f"{n} bytes"
 
 
 def sha256_of(path: Union[str, os.PathLike], chunk: int = 1 << 22) -> str:
@@ -121,20 +143,78 @@ def verify(path: Union[str, os.PathLike], spec: KnownCheckpoint) -> None:
 
 
 def _unavailable_message(spec: KnownCheckpoint, reason: str) -> str:
-    return (
-        f"{spec.name} weights are not available ({reason}). Put {spec.basename} ({_human(spec.size)}"
-        + (f", sha256 {spec.sha256}" if spec.sha256 else "")
-        + f") into {weights_dir()}/, or allow downloads (network access, HF_HUB_OFFLINE unset) to fetch "
-        f"{spec.filename} from the Hugging Face Hub repository {spec.repo_id}. Original source: {spec.origin}"
-    )
+    put = (f"{spec.name} weights are not available ({reason}). Put {spec.basename} ({_human(spec.size, spec.published_size)}"
+           + (f", sha256 {spec.sha256}" if spec.sha256 else "") + f") into {weights_dir()}/")
+    if spec.manual_page:
+        return f"{put}: get it by hand from {spec.manual_page} (no automatic download). Licence {spec.licence}."
+    source = (f"fetch {spec.filename} from the Hugging Face Hub repository {spec.repo_id}" if spec.repo_id
+              else f"download it from {spec.url}")
+    return (f"{put}, or allow downloads (network access, HF_HUB_OFFLINE unset) to {source}. "
+            f"Original source: {spec.origin}")
 
 
-def fetch(spec: KnownCheckpoint, cache_dir: Optional[Union[str, os.PathLike]] = None) -> Path:
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    return constants.is_offline_mode()
+
+
+def download_url(spec: KnownCheckpoint, dest: Path, progress=None, chunk: int = 1 << 20) -> Path:
+    """Stream ``spec.url`` into ``dest``: written to a temporary file beside it, checked (size, sha256 where
+    known, and against the length the server announced), renamed only when whole; nothing is left behind on
+    failure. ``progress(done_bytes, total_bytes_or_None)`` is called as it goes (a tqdm bar on stderr by
+    default)."""
+    import httpx
+    from tqdm.auto import tqdm
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{threading.get_ident()}.part")
+    bar = None
+    try:
+        with httpx.stream("GET", spec.url, follow_redirects=True, timeout=httpx.Timeout(30.0, read=120.0)) as r:
+            if r.status_code != 200:
+                raise WeightsUnavailableError(_unavailable_message(spec, f"{spec.url} answered HTTP {r.status_code}"))
+            announced = int(r.headers["Content-Length"]) if r.headers.get("Content-Length", "").isdigit() else None
+            total = spec.size or announced
+            if progress is None:
+                bar = tqdm(total=total, unit="B", unit_scale=True, desc=spec.basename)
+            done = 0
+            with open(tmp, "wb") as f:
+                for block in r.iter_bytes(chunk):
+                    f.write(block)
+                    done += len(block)
+                    bar.update(len(block)) if bar is not None else progress(done, total)
+                f.flush()
+                os.fsync(f.fileno())
+        if announced is not None and done != announced:
+            raise WeightsUnavailableError(_unavailable_message(
+                spec, f"the download stopped after {done} of {announced} bytes"))
+        verify(tmp, spec)
+        os.replace(tmp, dest)
+        return dest
+    except httpx.HTTPError as exc:
+        raise WeightsUnavailableError(_unavailable_message(spec, f"download from {spec.url} failed: {exc}")) from exc
+    except OSError as exc:  # a full disk, a read-only folder
+        raise WeightsUnavailableError(_unavailable_message(spec, f"could not write {tmp}: {exc}")) from exc
+    finally:
+        if bar is not None:
+            bar.close()
+        if tmp.exists():
+            tmp.unlink()
+
+
+def fetch(spec: KnownCheckpoint, cache_dir: Optional[Union[str, os.PathLike]] = None, progress=None) -> Path:
     """Path of a verified local copy of ``spec``, downloading it if needed (see module docstring)."""
     local = weights_dir() / spec.basename
     if local.is_file():
         verify(local, spec)
         return local
+    if spec.repo_id is None:
+        if spec.manual_page or not spec.url:
+            raise WeightsUnavailableError(_unavailable_message(spec, "not downloadable automatically"))
+        if _offline():
+            raise WeightsUnavailableError(_unavailable_message(spec, "offline mode (HF_HUB_OFFLINE=1)"))
+        return download_url(spec, local, progress)
     import httpx
     import huggingface_hub
     from huggingface_hub import constants, errors

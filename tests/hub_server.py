@@ -12,9 +12,12 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
 class HubServer:
-    def __init__(self, files):
-        """``files``: {"owner/repo/path/in/repo": bytes}."""
+    def __init__(self, files, cut=None):
+        """``files``: {"owner/repo/path/in/repo": bytes}; a key that is not in the Hub's URL form is served as a
+        plain file at ``/<key>`` (a GitHub release asset, say). ``cut``: {key: n} sends only the first n bytes
+        of that file (announcing its full length) and closes the connection: a broken transfer."""
         self.files = dict(files)
+        self.cut = dict(cut or {})
         self.requests = []
         server = self
 
@@ -25,6 +28,8 @@ class HubServer:
             def _resolve(self):
                 path = unquote(self.path.split("?")[0]).lstrip("/")
                 server.requests.append((self.command, path))
+                if path in server.files:
+                    return server.files[path]
                 parts = path.split("/")
                 # owner / repo / "resolve" / revision / filename...
                 if len(parts) < 5 or parts[2] != "resolve":
@@ -54,7 +59,10 @@ class HubServer:
             def do_GET(self):
                 body = self._resolve()
                 if self._headers(body):
-                    self.wfile.write(body)
+                    key = unquote(self.path.split("?")[0]).lstrip("/")
+                    self.wfile.write(body[: server.cut[key]] if key in server.cut else body)
+                    if key in server.cut:
+                        self.close_connection = True
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"

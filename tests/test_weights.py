@@ -137,3 +137,67 @@ def test_unknown_names_are_clear_errors():
         load_model("sam_vit_x")
     with pytest.raises(CheckpointError, match="neither an existing file nor a known checkpoint name"):
         load_model("sam_vit_b", checkpoint="/no/such/file.pth")
+
+
+def _url_spec(name, content, url, **overrides):
+    fields = dict(repo_id=None, filename=f"{name}.pth", url=url, size=None, sha256=hashlib.sha256(content).hexdigest())
+    fields.update(overrides)
+    return _spec(name, content, **fields)
+
+
+def _leftovers(folder):
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".part")) if folder.is_dir() else []
+
+
+def test_a_release_asset_downloads_with_progress_and_is_checked(online, monkeypatch):
+    """A file published at an HTTPS address (a GitHub release): streamed, checked, renamed only when whole."""
+    content = bytes(range(256)) * 3000  # 768 kB: several chunks
+    with HubServer({"releases/download/v1.0/demo.pth": content}) as srv:
+        spec = _url_spec("demo", content, f"{srv.url}/releases/download/v1.0/demo.pth")
+        seen = []
+        path = weights.fetch(spec, progress=lambda done, total: seen.append((done, total)))
+        assert path == online / "weights" / "demo.pth" and path.read_bytes() == content
+        assert seen[-1] == (len(content), len(content)) and len(seen) >= 1
+        assert [r for r in srv.requests if r[0] == "GET"] == [("GET", "releases/download/v1.0/demo.pth")]
+        n = len(srv.requests)
+        assert weights.fetch(spec) == path and len(srv.requests) == n  # now local: no request
+    assert _leftovers(online / "weights") == []
+
+
+def test_a_broken_or_wrong_download_leaves_no_file(online, monkeypatch):
+    content = b"w" * 100_000
+    key = "releases/download/v1.0/cut.pth"
+    with HubServer({key: content, "releases/download/v1.0/other.pth": content}, cut={key: 40_000}) as srv:
+        with pytest.raises(WeightsUnavailableError, match="stopped after 40000 of 100000 bytes|download from .* failed"):
+            weights.fetch(_url_spec("cut", content, f"{srv.url}/{key}"), progress=lambda *a: None)
+        with pytest.raises(WeightsUnavailableError, match="has sha256 .* expected 0000"):
+            weights.fetch(_url_spec("other", content, f"{srv.url}/releases/download/v1.0/other.pth", sha256="0" * 64),
+                          progress=lambda *a: None)
+        with pytest.raises(WeightsUnavailableError, match="answered HTTP 404.*Put missing.pth"):
+            weights.fetch(_url_spec("missing", content, f"{srv.url}/releases/download/v1.0/missing.pth"))
+    folder = online / "weights"
+    assert _leftovers(folder) == [] and not (folder / "cut.pth").exists() and not (folder / "other.pth").exists()
+
+
+def test_files_without_an_automatic_download_name_page_and_folder(online, monkeypatch):
+    spec = _url_spec("drive", b"x", None, manual_page="https://drive.google.com/file/d/XYZ/view",
+                     published_size="435 MB", sha256=None)
+    with pytest.raises(WeightsUnavailableError) as err:
+        weights.fetch(spec)
+    msg = str(err.value)
+    assert "drive.pth (435 MB, as published)" in msg and "https://drive.google.com/file/d/XYZ/view" in msg
+    assert str(online / "weights") in msg and "no automatic download" in msg
+
+
+def test_ritm_weights_entries_and_offline_message(monkeypatch, tmp_path):
+    monkeypatch.setenv("ISEG_WEIGHTS_DIR", str(tmp_path))
+    for name, size in (("ritm_hrnet18s_cocolvis", "16.5 MB"), ("ritm_hrnet18_cocolvis", "38.8 MB"),
+                       ("ritm_hrnet32_cocolvis", "119 MB")):
+        spec = weights.KNOWN_CHECKPOINTS[name]
+        assert spec.model == name and spec.licence == "MIT" and spec.url.startswith("https://github.com/")
+        assert spec.url.endswith("/" + spec.filename) and spec.published_size == size
+    with pytest.raises(WeightsUnavailableError) as err:
+        load_model("ritm_hrnet18s_cocolvis", checkpoint="hub", device="cpu")
+    msg = str(err.value)
+    assert "offline mode" in msg and "coco_lvis_h18s_itermask.pth (16.5 MB, as published)" in msg
+    assert str(tmp_path) in msg and "releases/download/v1.0/coco_lvis_h18s_itermask.pth" in msg

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from iseg_core.errors import IsegError
-from iseg_core.models import Segmenter, TrainableSegmenter, supports_training, trainable_models
+from iseg_core.models import (Segmenter, TrainableSegmenter, list_models, supports_training, takes_weights,
+                              trainable_models)
 
 from storage import StorageError
 
@@ -51,8 +52,9 @@ class FinetuneJob:
                  on_better: Callable[[TrainableSegmenter, str], None], held_out: float = DEFAULT_HELD_OUT,
                  max_clicks: int = 10, embedding_source: Optional[EmbeddingSource] = None):
         if not supports_training(model):
-            raise IsegError(f"the {model.name} model has no weights to fine-tune: pick one of "
-                            f"{', '.join(trainable_models())} first")
+            weighted = model.name in list_models() and takes_weights(model.name)
+            why = "cannot be fine-tuned in iseg yet" if weighted else "has no weights to fine-tune"
+            raise IsegError(f"the {model.name} model {why}: pick one of {', '.join(trainable_models())} first")
         self.store, self.project, self.model = store, project, model
         self.out_dir, self.config, self.on_better = Path(out_dir), config, on_better
         self.held_out, self.max_clicks = held_out, max_clicks

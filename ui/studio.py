@@ -550,7 +550,7 @@ class Studio:
         if job is not None:
             return job.describe()
         return (f"Fine-tune the model on this project's accepted images (works for {', '.join(trainable_models())}; "
-                "the classical engine has no weights to train).")
+                "not for the others: the classical engine has no weights, the click-map models do not train here yet).")
 
     @property
     def finetune_running(self) -> bool:

@@ -151,7 +151,7 @@ class ClickMapSegmenter(Segmenter):
     @torch.inference_mode()
     def encode(self, image: np.ndarray) -> ImageEmbedding:
         h, w = image.shape[:2]
-        pixels = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1)[None].float() / 255
+        pixels = torch.tensor(image, device=self.device).permute(2, 0, 1)[None].float() / 255
         fh, fw = self.frame_size(h, w)
         if (fh, fw) != (h, w):
             pixels = F.interpolate(pixels, size=(fh, fw), mode="bilinear", align_corners=True)
