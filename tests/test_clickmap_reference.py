@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from iseg_core.errors import CheckpointError, PromptError
+from iseg_core.errors import CheckpointError, IsegError, PromptError
 from iseg_core.models import load_model
+from iseg_core.models.clickmap import RitmSession, RitmZoomIn
 from iseg_core.predictor import Predictor
 from iseg_core.prompts import Box, Click
 
@@ -64,6 +65,8 @@ def test_network_equals_official(official, photo):
     assert_logits_equal(one.logits, ref["one"])
     three = model.decode(emb, clicks(3), prev_logits=torch.from_numpy(ref["one"]))
     assert_logits_equal(three.logits, ref["three"])
+    # the clicks matter in this network (10x the tolerance), so a wrong click map would show
+    assert np.abs(ref["one"] - ref["three"]).max() > 5e-3
 
 
 def test_predictor_sequence_equals_official(official, photo):
@@ -79,6 +82,26 @@ def test_predictor_sequence_equals_official(official, photo):
         assert np.abs(probs - ref[f"seq{k}_prob"]).max() < 1e-4  # what the official predictor returns
         assert np.array_equal(pred.mask, predictor.mask_from_logits(pred.logits))
         prev = pred.logits
+
+
+def test_zoom_in_sequence_equals_official(official, photo):
+    """Four clicks through RITM's ZoomIn (crop and previous map resized to long side 400, pasted back), ours
+    (RitmSession) against the official predictor: the same crops, the same probabilities."""
+    path, ref = official
+    session = RitmSession(load_model(NAME, path, device="cpu"), RitmZoomIn(target_size=400))
+    session.set_image(photo)
+    zoom_clicks = [Click(240.0, 150.0), Click(420.0, 40.0, positive=False), Click(100.0, 200.0), Click(460.0, 300.0)]
+    crops = []
+    for k in range(len(zoom_clicks)):
+        probs = session.predict(zoom_clicks[:k + 1])
+        theirs = ref[f"zoom{k}_prob"]
+        assert probs.shape == theirs.shape and np.abs(probs - theirs).max() <= 2.5e-4  # 1e-3 in logits
+        differ = (probs > 0.49) != (theirs > 0.49)
+        assert not (differ & (np.abs(theirs - 0.49) > 2.5e-4)).any()
+        roi = tuple(int(v) for v in ref[f"zoom{k}_roi"])
+        assert (session.box or (-1, -1, -1, -1)) == roi
+        crops.append(roi)
+    assert crops[0] == (-1, -1, -1, -1) and crops[1] != crops[0]  # click 1 on the whole image, then a crop
 
 
 def test_official_checkpoint_checked(official, tmp_path):
@@ -111,3 +134,28 @@ def test_clickmap_prompts_and_frames(photo):
     assert tuple(emb.data.shape[-2:]) == (round(963 * 800 / 1443), 800)
     dec = model.decode(emb, [Click(600.0, 360.0)])
     assert model.upsample_logits(emb, dec.logits).shape == big.shape[:2]
+
+
+def test_protocol_loop_runs_the_ritm_session(official, photo):
+    """The evaluation loop hands click-map models to their own RITM session: replaying its prompt log through
+    a fresh session gives the IoUs it recorded (threshold 0.49, growing prompt list, crops from click 2)."""
+    from iseg_core.eval.datasets import grabcut
+    from iseg_core.eval.loop import ObjectEvaluator
+    from iseg_core.eval.metrics import iou
+    from iseg_core.prompts import prompt_from_dict
+
+    path, _ = official
+    model = load_model(NAME, path, device="cpu")
+    sample = next(s for s in grabcut(data_dir() / "GrabCut") if s.name == "124080")
+    image, gt, ignore = sample.load()
+    run = ObjectEvaluator(Predictor(model), session=RitmSession(model, RitmZoomIn())).run(
+        sample.name, image, gt, ignore, max_clicks=3, target_iou=1.01)
+    assert len(run.ious) == 3
+    replay = RitmSession(model, RitmZoomIn())
+    replay.set_image(image)
+    prompts = [prompt_from_dict(d) for d in run.prompts]
+    for k in range(3):
+        assert iou(gt, replay.predict(prompts[:k + 1]) > 0.49, ignore) == run.ious[k]
+    assert replay.box is not None
+    with pytest.raises(IsegError, match="without the generic ZoomIn and flip"):
+        ObjectEvaluator(Predictor(model), flip=True, session=replay)

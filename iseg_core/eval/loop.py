@@ -2,7 +2,8 @@
 
 One object: a first interaction (the standard first click, or a simulated box / contour / scribble), then
 clicks from :func:`next_click` at the largest error, the previous prediction fed back each time, until the
-target IoU or ``max_clicks`` interactions. Options: RITM's ZoomIn and horizontal-flip averaging.
+target IoU or ``max_clicks`` interactions. Options: RITM's ZoomIn and horizontal-flip averaging, or a model's
+own inference loop (the click-map models' RITM ZoomIn, which resizes crops and carries the previous map).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from ..cache import EmbeddingCache
-from ..errors import PromptError
+from ..errors import IsegError, PromptError
 from ..geometry import ZoomIn, box_iou, inside, zoom_roi
 from ..predictor import Predictor
 from ..prompts import Click, Prompt, prompt_to_dict, to_crop, validate_prompts
@@ -51,7 +52,13 @@ class ObjectEvaluator:
     """Runs the protocol on one object with one predictor (and a second for the flipped view)."""
 
     def __init__(self, predictor: Predictor, flip: bool = False, zoom_in: Optional[ZoomIn] = None,
-                 boundary_ratio: Optional[float] = None):
+                 boundary_ratio: Optional[float] = None, session=None):
+        """``session``: instead of the Predictor (and ``zoom_in`` / ``flip``), a model's own inference loop:
+        ``set_image(image)`` then ``predict(prompts) -> probabilities (H, W)`` with the growing prompt list
+        (:class:`iseg_core.models.clickmap.RitmSession`: RITM's ZoomIn)."""
+        if session is not None and (flip or zoom_in is not None):
+            raise IsegError("a model's own inference session runs without the generic ZoomIn and flip")
+        self.session = session
         self.predictor = predictor
         self.flipped = Predictor(predictor.model, predictor.cache) if flip else None
         self.zoom_in = zoom_in
@@ -88,24 +95,37 @@ class ObjectEvaluator:
         h, w = gt.shape
         run = ObjectRun(name)
         full = (0, 0, w, h)
-        roi = full
-        run.encode_seconds = self._set_view(image, roi)
+        state = {"roi": full, "prev": (None, None), "pred": np.zeros_like(gt, bool)}
+
+        if self.session is not None:  # the model's own inference loop (RITM's ZoomIn for click-map models)
+            t0 = time.perf_counter()
+            self.session.set_image(image)
+            run.encode_seconds = time.perf_counter() - t0
+
+            def predict(prompts: List[Prompt], clicks: List[Click], step: int) -> np.ndarray:
+                return self.session.predict(prompts) > PROB_THRESHOLD
+        else:
+            run.encode_seconds = self._set_view(image, full)
+
+            def predict(prompts: List[Prompt], clicks: List[Click], step: int) -> np.ndarray:
+                roi = state["roi"]
+                if self.zoom_in is not None and step >= max(1, self.zoom_in.skip_clicks):
+                    new = zoom_roi(state["pred"], clicks, self.zoom_in)
+                    last = prompts[-1]
+                    moved = roi == full or (isinstance(last, Click) and last.positive and not inside((last.x, last.y), roi)) \
+                        or box_iou(new, roi) < self.zoom_in.recompute_iou
+                    if moved and new != roi:
+                        state["roi"] = roi = new
+                        self._set_view(image, roi)
+                        state["prev"] = (None, None)
+                pred, state["prev"] = self._predict(gt.shape, prompts, roi, state["prev"])
+                return pred
+
         prompts: List[Prompt] = [first_interaction(first, gt, ignore)]
-        prev = (None, None)
-        pred = np.zeros_like(gt, bool)
         for step in range(max_clicks):
             t0 = time.perf_counter()
             clicks = [p for p in prompts if isinstance(p, Click)]
-            if self.zoom_in is not None and step >= max(1, self.zoom_in.skip_clicks):
-                new = zoom_roi(pred, clicks, self.zoom_in)
-                last = prompts[-1]
-                moved = roi == full or (isinstance(last, Click) and last.positive and not inside((last.x, last.y), roi)) \
-                    or box_iou(new, roi) < self.zoom_in.recompute_iou
-                if moved and new != roi:
-                    roi = new
-                    self._set_view(image, roi)
-                    prev = (None, None)
-            pred, prev = self._predict(gt.shape, prompts, roi, prev)
+            pred = state["pred"] = predict(prompts, clicks, step)
             run.seconds.append(time.perf_counter() - t0)
             run.prompts.append(prompt_to_dict(prompts[-1]))
             run.ious.append(iou(gt, pred, ignore))

@@ -6,7 +6,8 @@ run in a subprocess because the reference code owns the top-level package name `
 Builds ``HRNetModel`` as models/iter_mask/hrnet18s_cocolvis_itermask_3p.py does, with seeded random weights
 (BatchNorm statistics too), saves it the way the official trainer does (``{"state_dict", "config"}``), and
 writes the network's logits for: one positive click; three clicks of both signs with the previous
-probabilities; and a three-click sequence through the official NoBRS predictor (no flip, no ZoomIn).
+probabilities; a three-click sequence through the official NoBRS predictor (no flip, no ZoomIn); and the
+probabilities and crop of a four-click sequence through it with its ZoomIn (target size 400).
 """
 import sys
 from pathlib import Path
@@ -34,6 +35,7 @@ with torch.no_grad():
             m.bias.normal_(0, 0.1)
             m.running_mean.normal_(0, 0.1)
             m.running_var.uniform_(0.5, 1.5)
+    net.maps_transform[3].scale.fill_(8.0)  # clicks weigh in visibly (initialised at 0.05)
 net.eval()
 torch.save({"state_dict": net.state_dict(), "config": net._config}, out / "ritm_h18s.pth")
 
@@ -59,12 +61,24 @@ results["one"], results["three"] = one[0, 0].numpy(), three[0, 0].numpy()
 
 seen = []
 net.register_forward_hook(lambda mod, inp, outp: seen.append(outp["instances"][0, 0].detach().clone().numpy()))
-predictor = get_predictor(net, "NoBRS", torch.device("cpu"), with_flip=False, zoom_in_params=None)
-predictor.set_input_image(photo)
-clicker = Clicker()
-for k, (r, c, p) in enumerate(clicks):
-    clicker.add_click(Click(is_positive=p, coords=(r, c)))
-    with torch.no_grad():
-        results[f"seq{k}_prob"] = predictor.get_prediction(clicker)
-    results[f"seq{k}"] = seen[-1]
+
+
+def sequence(prefix, click_list, zoom_in_params):
+    """Clicks one by one through the official NoBRS predictor: probabilities, the network's logits and the
+    ZoomIn crop (-1s when none) after each."""
+    predictor = get_predictor(net, "NoBRS", torch.device("cpu"), with_flip=False, zoom_in_params=zoom_in_params)
+    predictor.set_input_image(photo)
+    clicker = Clicker()
+    for k, (r, c, p) in enumerate(click_list):
+        clicker.add_click(Click(is_positive=p, coords=(r, c)))
+        with torch.no_grad():
+            results[f"{prefix}{k}_prob"] = predictor.get_prediction(clicker)
+        results[f"{prefix}{k}"] = seen[-1]
+        roi = predictor.zoom_in._object_roi if predictor.zoom_in is not None else None
+        results[f"{prefix}{k}_roi"] = np.array(roi if roi is not None else (-1, -1, -1, -1))
+
+
+sequence("seq", clicks, None)
+# through the official ZoomIn (crop resized to long side 400, from the second click on)
+sequence("zoom", [(150, 240, True), (40, 420, False), (200, 100, True), (300, 460, True)], {"target_size": 400})
 np.savez(out / "ritm_h18s.npz", **results)

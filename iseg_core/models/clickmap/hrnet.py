@@ -43,9 +43,9 @@ class BasicBlock(nn.Module):
         self.downsample = downsample
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn1(self.conv1(x)).relu_()  # in place, as the published code: less memory traffic
         out = self.bn2(self.conv2(out))
-        return F.relu(out + (self.downsample(x) if self.downsample is not None else x))
+        return (out + (self.downsample(x) if self.downsample is not None else x)).relu_()
 
 
 class Bottleneck(nn.Module):
@@ -62,10 +62,10 @@ class Bottleneck(nn.Module):
         self.downsample = downsample
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = F.relu(self.bn2(self.conv2(out)))
+        out = self.bn1(self.conv1(x)).relu_()
+        out = self.bn2(self.conv2(out)).relu_()
         out = self.bn3(self.conv3(out))
-        return F.relu(out + (self.downsample(x) if self.downsample is not None else x))
+        return (out + (self.downsample(x) if self.downsample is not None else x)).relu_()
 
 
 def _blocks(block, cin: int, planes: int, count: int) -> nn.Sequential:
@@ -109,7 +109,7 @@ class HRModule(nn.Module):
             for j, layer in enumerate(row):
                 term = xs[j] if j == i else _upsample(layer(xs[j]), xs[i]) if j > i else layer(xs[j])
                 y = term if y is None else y + term
-            out.append(F.relu(y))
+            out.append(y.relu_())
         return out
 
 
@@ -193,10 +193,10 @@ class HRNetOCR(nn.Module):
         return nn.ModuleList(layers)
 
     def forward(self, image: torch.Tensor, extra: Optional[torch.Tensor] = None):
-        x = F.relu(self.bn1(self.conv1(image)))
+        x = self.bn1(self.conv1(image)).relu_()
         if extra is not None:
             x = x + extra
-        x = F.relu(self.bn2(self.conv2(x)))
+        x = self.bn2(self.conv2(x)).relu_()
         xs = [self.layer1(x)]
         for stage in (2, 3, 4):
             transition = getattr(self, f"transition{stage - 1}")

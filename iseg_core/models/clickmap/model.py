@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -84,6 +84,16 @@ def disk_maps(points: torch.Tensor, height: int, width: int, radius: float) -> t
     return inside.any(dim=2).float()
 
 
+def points_tensor(clicks: Sequence[Tuple[float, float, bool]], device) -> torch.Tensor:
+    """(row, col, positive) in click order -> ``(1, 2N, 3)`` rows of (row, col, order), positives first, each
+    side padded with (-1, -1, -1) to N = the larger count (at least 1), as RITM's predictor builds them."""
+    pos = [(r, c, float(k)) for k, (r, c, p) in enumerate(clicks) if p]
+    neg = [(r, c, float(k)) for k, (r, c, p) in enumerate(clicks) if not p]
+    n = max(1, len(pos), len(neg))
+    pad = [(-1.0, -1.0, -1.0)]
+    return torch.tensor([pos + pad * (n - len(pos)) + neg + pad * (n - len(neg))], dtype=torch.float32, device=device)
+
+
 class ClickMapNetwork(nn.Module):
     """RITM's ISModel with ``use_rgb_conv=False``, disks and a previous-mask channel, on an HRNet+OCR."""
 
@@ -96,14 +106,18 @@ class ClickMapNetwork(nn.Module):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
-    def forward(self, image: torch.Tensor, prev: torch.Tensor, points: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, image: torch.Tensor, prev: torch.Tensor, points: torch.Tensor,
+                with_aux: bool = False) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """image ``(B, 3, H, W)`` in [0, 1], prev ``(B, 1, H, W)`` probabilities, points as :func:`disk_maps`
-        -> (logits, aux logits), both ``(B, 1, H, W)``."""
+        -> (logits, aux logits or None), ``(B, 1, H, W)``; the aux head (a training loss) only when asked."""
         h, w = image.shape[-2:]
         maps = torch.cat([prev, disk_maps(points, h, w, self.config.disk_radius)], 1)
         out, aux = self.feature_extractor((image - self.mean) / self.std, self.maps_transform(maps))
-        up = [F.interpolate(t, size=(h, w), mode="bilinear", align_corners=True) for t in (out, aux)]
-        return up[0], up[1]
+
+        def up(t):
+            return F.interpolate(t, size=(h, w), mode="bilinear", align_corners=True)
+
+        return up(out), (up(aux) if with_aux else None)
 
     def expected_state(self) -> Dict[str, torch.Size]:
         return {k: v.shape for k, v in self.state_dict().items()}
@@ -158,20 +172,13 @@ class ClickMapSegmenter(Segmenter):
         return ImageEmbedding(self.cache_key, (h, w), pixels, pixels.numel() * 4)
 
     def points(self, prompts: Sequence, original: Tuple[int, int], frame: Tuple[int, int]) -> torch.Tensor:
-        """Clicks -> ``(1, 2N, 3)`` (row, col, order) in the frame, positives first, as RITM's predictor
-        builds them (N = the larger of the two counts, at least 1)."""
+        """Clicks -> :func:`points_tensor` in the frame (scaled by frame / original size per axis)."""
         sy, sx = frame[0] / original[0], frame[1] / original[1]
-        pos: List[Tuple[float, float, float]] = []
-        neg: List[Tuple[float, float, float]] = []
-        for k, p in enumerate(prompts):
+        for p in prompts:
             if not isinstance(p, Click):
                 raise PromptError(f"{self.name} takes clicks only, not a {type(p).__name__.lower()}: "
                                   "its network was trained on click maps")
-            (pos if p.positive else neg).append((p.y * sy, p.x * sx, float(k)))
-        n = max(1, len(pos), len(neg))
-        pad = [(-1.0, -1.0, -1.0)]
-        return torch.tensor([pos + pad * (n - len(pos)) + neg + pad * (n - len(neg))], dtype=torch.float32,
-                            device=self.device)
+        return points_tensor([(p.y * sy, p.x * sx, p.positive) for p in prompts], self.device)
 
     @torch.inference_mode()
     def decode(self, embedding: ImageEmbedding, prompts: Sequence, prev_logits: Optional[torch.Tensor] = None,
@@ -217,4 +224,4 @@ def build_clickmap(name: str, weights, device: torch.device) -> ClickMapSegmente
 
 
 __all__ = ["CLICKMAP_CONFIGS", "ClickMapConfig", "ClickMapNetwork", "ClickMapSegmenter", "build_clickmap",
-           "check_publisher_config", "disk_maps"]
+           "check_publisher_config", "disk_maps", "points_tensor"]

@@ -1,0 +1,177 @@
+"""Click-map models, ours vs the official code, on one photo: encode ms, first and fifth click ms, peak RSS.
+
+    python bench/bench_models.py                         # RITM HRNet18s, 18 and 32, 2 threads, 2 MP photo
+    python bench/bench_models.py --models ritm_hrnet18s_cocolvis --rounds 5
+
+Each side runs in a process of its own (peak RSS is per process) on the same seeded random weights: ours
+through ``load_model`` + ``Predictor``; the official through RITM's NoBRS predictor (no flip, no ZoomIn,
+``LimitLongestSide(800)`` as in its demo) from ../shared/reference/official. A round = set the image, then
+five clicks, each fed the previous prediction; the processes of both sides alternate so that machine noise
+falls on both. The photo: DAVIS image 000 (854x480) resized to 1920x1080 (2.1 MP), so both sides work at
+their 800-px frame. Weights are random: the speed is the model's, the masks mean nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.common import data_dir, print_table, summary  # noqa: E402
+
+MODELS = ["ritm_hrnet18s_cocolvis", "ritm_hrnet18_cocolvis", "ritm_hrnet32_cocolvis"]
+CLICKS = [(0.50, 0.55, True), (0.20, 0.20, False), (0.60, 0.40, True), (0.85, 0.80, False), (0.45, 0.70, True)]
+
+
+def photo() -> np.ndarray:
+    import cv2
+
+    frames = sorted((data_dir() / "DAVIS" / "img").glob("*.jpg"))
+    if not frames:
+        raise SystemExit(f"no DAVIS frames under {data_dir() / 'DAVIS' / 'img'}; set ISEG_DATA_DIR")
+    bgr = cv2.imread(str(frames[0]))
+    return np.ascontiguousarray(cv2.resize(bgr, (1920, 1080), interpolation=cv2.INTER_CUBIC)[:, :, ::-1])
+
+
+def clicks_px(h: int, w: int):
+    return [(int(fy * h), int(fx * w), positive) for fy, fx, positive in CLICKS]  # (row, col)
+
+
+def worker_ours(name: str, ckpt: str, image_path: str, rounds: int) -> dict:
+    from iseg_core import Predictor, load_model
+    from iseg_core.prompts import Click
+
+    image = np.load(image_path)
+    model = load_model(name, ckpt, device="cpu")
+    predictor = Predictor(model)
+    encode, first, fifth = [], [], []
+    pts = clicks_px(*image.shape[:2])
+    for r in range(rounds + 1):  # round 0 warms up
+        predictor.cache.clear()
+        t0 = time.perf_counter()
+        predictor.set_image(image)
+        t_enc = time.perf_counter() - t0
+        prev, times = None, []
+        for k in range(len(pts)):
+            t0 = time.perf_counter()
+            pred = predictor.predict([Click(float(c), float(y), positive=p) for y, c, p in pts[:k + 1]], prev_logits=prev)
+            times.append(time.perf_counter() - t0)
+            prev = pred.logits
+        if r:
+            encode.append(t_enc * 1e3), first.append(times[0] * 1e3), fifth.append(times[4] * 1e3)
+    return {"encode": encode, "first": first, "fifth": fifth}
+
+
+def worker_official(name: str, ckpt: str, image_path: str, rounds: int, official: str) -> dict:
+    import torch
+
+    sys.path.insert(0, official)
+    import shims
+
+    shims.install()
+    sys.path.insert(0, official + "/ritm")
+    from isegm.inference.clicker import Click, Clicker
+    from isegm.inference.predictors import get_predictor
+    from isegm.model.is_hrnet_model import HRNetModel
+
+    from iseg_core.models.clickmap import CLICKMAP_CONFIGS
+
+    c = CLICKMAP_CONFIGS[name]
+    net = HRNetModel(width=c.width, ocr_width=c.ocr_width, small=c.small, with_aux_output=True, use_leaky_relu=True,
+                     use_rgb_conv=False, use_disks=True, norm_radius=5, with_prev_mask=True)
+    net.load_state_dict(torch.load(ckpt, weights_only=True)["state_dict"])
+    net.eval()
+    image = np.load(image_path)
+    predictor = get_predictor(net, "NoBRS", torch.device("cpu"), with_flip=False, zoom_in_params=None,
+                              predictor_params={"max_size": c.max_side})
+    encode, first, fifth = [], [], []
+    pts = clicks_px(*image.shape[:2])
+    with torch.no_grad():
+        for r in range(rounds + 1):
+            t0 = time.perf_counter()
+            predictor.set_input_image(image)
+            t_enc = time.perf_counter() - t0
+            clicker, times = Clicker(), []
+            for y, x, p in pts:
+                clicker.add_click(Click(is_positive=p, coords=(y, x)))
+                t0 = time.perf_counter()
+                predictor.get_prediction(clicker)
+                times.append(time.perf_counter() - t0)
+            if r:
+                encode.append(t_enc * 1e3), first.append(times[0] * 1e3), fifth.append(times[4] * 1e3)
+    return {"encode": encode, "first": first, "fifth": fifth}
+
+
+def run_worker(side: str, name: str, ckpt: Path, image: Path, rounds: int, threads: int, official: Path) -> dict:
+    cmd = [sys.executable, __file__, "--worker", side, "--models", name, "--ckpt", str(ckpt), "--image", str(image),
+           "--rounds", str(rounds), "--threads", str(threads), "--official", str(official)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise SystemExit(f"{side} {name} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--rounds", type=int, default=3, help="measured rounds per process (after one warm-up)")
+    ap.add_argument("--repeats", type=int, default=2, help="processes per side, alternating")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--official", default=str(data_dir().parent / "reference" / "official"))
+    ap.add_argument("--worker", choices=["ours", "official"], help=argparse.SUPPRESS)
+    ap.add_argument("--ckpt", help=argparse.SUPPRESS)
+    ap.add_argument("--image", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    if args.worker:
+        if args.worker == "ours":
+            res = worker_ours(args.models, args.ckpt, args.image, args.rounds)
+        else:
+            res = worker_official(args.models, args.ckpt, args.image, args.rounds, args.official)
+        res["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps(res))
+        return
+
+    from iseg_core.models.clickmap import CLICKMAP_CONFIGS, ClickMapNetwork
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        image_path = Path(tmp) / "photo.npy"
+        image = photo()
+        np.save(image_path, image)
+        for name in args.models.split(","):
+            torch.manual_seed(0)
+            ckpt = Path(tmp) / f"{name}.pth"
+            torch.save({"state_dict": ClickMapNetwork(CLICKMAP_CONFIGS[name]).state_dict()}, ckpt)
+            runs = {"ours": [], "official": []}
+            for k in range(args.repeats):
+                for side in (("ours", "official") if k % 2 == 0 else ("official", "ours")):
+                    runs[side].append(run_worker(side, name, ckpt, image_path, args.rounds, args.threads, Path(args.official)))
+            stats = {}
+            for side, rs in runs.items():
+                stats[side] = {key: summary([v for r in rs for v in r[key]]) for key in ("encode", "first", "fifth")}
+                stats[side]["rss"] = max(r["rss_mb"] for r in rs)
+            o, f = stats["ours"], stats["official"]
+            rows.append((name, f"{image.shape[1]}x{image.shape[0]}", o["encode"][0], f["encode"][0],
+                         o["first"][0], o["first"][1], f["first"][0], o["fifth"][0], o["fifth"][1], f["fifth"][0],
+                         o["fifth"][0] / f["fifth"][0], o["rss"], f["rss"]))
+    print(f"# {args.threads} threads, {args.repeats} processes per side x {args.rounds} rounds; ms median (p95)")
+    print_table(rows, ["model", "photo", "encode ours", "encode official", "click 1 ours", "p95", "click 1 official",
+                       "click 5 ours", "p95", "click 5 official", "click 5 ratio", "peak RSS ours MB",
+                       "peak RSS official MB"])
+
+
+if __name__ == "__main__":
+    main()
