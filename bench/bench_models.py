@@ -1,13 +1,14 @@
 """Click-map models, ours vs the official code, on one photo: encode ms, first and fifth click ms, peak RSS.
 
     python bench/bench_models.py                         # RITM HRNet18s, 18 and 32, 2 threads, 2 MP photo
-    python bench/bench_models.py --models ritm_hrnet18s_cocolvis --rounds 5
+    python bench/bench_models.py --models ritm_hrnet18s_cocolvis --rounds 5 --max-side 400
 
 Each side runs in a process of its own (peak RSS is per process) on the same seeded random weights: ours
 through ``load_model`` + ``Predictor``; the official through RITM's NoBRS predictor (no flip, no ZoomIn,
 ``LimitLongestSide(800)`` as in its demo) from ../shared/reference/official. A round = set the image, then
 five clicks, each fed the previous prediction; the processes of both sides alternate so that machine noise
-falls on both. The photo: DAVIS image 000 (854x480) resized to 1920x1080 (2.1 MP), so both sides work at
+falls on both. Ours runs as iseg serves clicks, with ``iseg_core.runtime.tune_allocator()`` (freed buffers
+stay in the heap); the official code with the allocator's defaults. The photo: DAVIS image 000 (854x480) resized to 1920x1080 (2.1 MP), so both sides work at
 their 800-px frame. Weights are random: the speed is the model's, the masks mean nothing.
 """
 from __future__ import annotations
@@ -46,12 +47,17 @@ def clicks_px(h: int, w: int):
     return [(int(fy * h), int(fx * w), positive) for fy, fx, positive in CLICKS]  # (row, col)
 
 
-def worker_ours(name: str, ckpt: str, image_path: str, rounds: int) -> dict:
+def worker_ours(name: str, ckpt: str, image_path: str, rounds: int, max_side: int) -> dict:
+    import dataclasses
+
     from iseg_core import Predictor, load_model
     from iseg_core.prompts import Click
+    from iseg_core.runtime import tune_allocator
 
+    tune_allocator()  # as every iseg process that serves clicks does (app.py, the eval CLI)
     image = np.load(image_path)
     model = load_model(name, ckpt, device="cpu")
+    model.config = dataclasses.replace(model.config, max_side=max_side)
     predictor = Predictor(model)
     encode, first, fifth = [], [], []
     pts = clicks_px(*image.shape[:2])
@@ -71,7 +77,7 @@ def worker_ours(name: str, ckpt: str, image_path: str, rounds: int) -> dict:
     return {"encode": encode, "first": first, "fifth": fifth}
 
 
-def worker_official(name: str, ckpt: str, image_path: str, rounds: int, official: str) -> dict:
+def worker_official(name: str, ckpt: str, image_path: str, rounds: int, official: str, max_side: int) -> dict:
     import torch
 
     sys.path.insert(0, official)
@@ -92,7 +98,7 @@ def worker_official(name: str, ckpt: str, image_path: str, rounds: int, official
     net.eval()
     image = np.load(image_path)
     predictor = get_predictor(net, "NoBRS", torch.device("cpu"), with_flip=False, zoom_in_params=None,
-                              predictor_params={"max_size": c.max_side})
+                              predictor_params={"max_size": max_side})
     encode, first, fifth = [], [], []
     pts = clicks_px(*image.shape[:2])
     with torch.no_grad():
@@ -111,9 +117,10 @@ def worker_official(name: str, ckpt: str, image_path: str, rounds: int, official
     return {"encode": encode, "first": first, "fifth": fifth}
 
 
-def run_worker(side: str, name: str, ckpt: Path, image: Path, rounds: int, threads: int, official: Path) -> dict:
+def run_worker(side: str, name: str, ckpt: Path, image: Path, rounds: int, threads: int, official: Path,
+               max_side: int) -> dict:
     cmd = [sys.executable, __file__, "--worker", side, "--models", name, "--ckpt", str(ckpt), "--image", str(image),
-           "--rounds", str(rounds), "--threads", str(threads), "--official", str(official)]
+           "--rounds", str(rounds), "--threads", str(threads), "--official", str(official), "--max-side", str(max_side)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise SystemExit(f"{side} {name} failed:\n{out.stderr[-3000:]}")
@@ -126,6 +133,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="measured rounds per process (after one warm-up)")
     ap.add_argument("--repeats", type=int, default=2, help="processes per side, alternating")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--max-side", type=int, default=800, help="long side of the network's frame (RITM demo: 800)")
     ap.add_argument("--official", default=str(data_dir().parent / "reference" / "official"))
     ap.add_argument("--worker", choices=["ours", "official"], help=argparse.SUPPRESS)
     ap.add_argument("--ckpt", help=argparse.SUPPRESS)
@@ -137,9 +145,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.worker:
         if args.worker == "ours":
-            res = worker_ours(args.models, args.ckpt, args.image, args.rounds)
+            res = worker_ours(args.models, args.ckpt, args.image, args.rounds, args.max_side)
         else:
-            res = worker_official(args.models, args.ckpt, args.image, args.rounds, args.official)
+            res = worker_official(args.models, args.ckpt, args.image, args.rounds, args.official, args.max_side)
         res["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps(res))
         return
@@ -158,7 +166,8 @@ def main() -> None:
             runs = {"ours": [], "official": []}
             for k in range(args.repeats):
                 for side in (("ours", "official") if k % 2 == 0 else ("official", "ours")):
-                    runs[side].append(run_worker(side, name, ckpt, image_path, args.rounds, args.threads, Path(args.official)))
+                    runs[side].append(run_worker(side, name, ckpt, image_path, args.rounds, args.threads,
+                                                 Path(args.official), args.max_side))
             stats = {}
             for side, rs in runs.items():
                 stats[side] = {key: summary([v for r in rs for v in r[key]]) for key in ("encode", "first", "fifth")}
@@ -167,7 +176,8 @@ def main() -> None:
             rows.append((name, f"{image.shape[1]}x{image.shape[0]}", o["encode"][0], f["encode"][0],
                          o["first"][0], o["first"][1], f["first"][0], o["fifth"][0], o["fifth"][1], f["fifth"][0],
                          o["fifth"][0] / f["fifth"][0], o["rss"], f["rss"]))
-    print(f"# {args.threads} threads, {args.repeats} processes per side x {args.rounds} rounds; ms median (p95)")
+    print(f"# {args.threads} threads, frame long side {args.max_side}, {args.repeats} processes per side x "
+          f"{args.rounds} rounds; ms median (p95)")
     print_table(rows, ["model", "photo", "encode ours", "encode official", "click 1 ours", "p95", "click 1 official",
                        "click 5 ours", "p95", "click 5 official", "click 5 ratio", "peak RSS ours MB",
                        "peak RSS official MB"])
