@@ -84,24 +84,29 @@ def test_predictor_sequence_equals_official(official, photo):
         prev = pred.logits
 
 
-def test_zoom_in_sequence_equals_official(official, photo):
-    """Four clicks through RITM's ZoomIn (crop and previous map resized to long side 400, pasted back), ours
-    (RitmSession) against the official predictor: the same crops, the same probabilities."""
+@pytest.mark.parametrize("flip", [False, True], ids=["zoom", "zoom+flip"])
+def test_zoom_in_sequence_equals_official(official, photo, flip):
+    """Four clicks through RITM's ZoomIn (crop and previous map resized to long side 400, pasted back), and
+    with its flip averaging (RITM's evaluation setting), ours (RitmSession) against the official predictor:
+    the same crops, the same probabilities."""
     path, ref = official
-    session = RitmSession(load_model(NAME, path, device="cpu"), RitmZoomIn(target_size=400))
+    session = RitmSession(load_model(NAME, path, device="cpu"), RitmZoomIn(target_size=400), flip=flip)
     session.set_image(photo)
     zoom_clicks = [Click(240.0, 150.0), Click(420.0, 40.0, positive=False), Click(100.0, 200.0), Click(460.0, 300.0)]
     crops = []
+    prefix = "flipzoom" if flip else "zoom"
     for k in range(len(zoom_clicks)):
         probs = session.predict(zoom_clicks[:k + 1])
-        theirs = ref[f"zoom{k}_prob"]
+        theirs = ref[f"{prefix}{k}_prob"]
         assert probs.shape == theirs.shape and np.abs(probs - theirs).max() <= 2.5e-4  # 1e-3 in logits
         differ = (probs > 0.49) != (theirs > 0.49)
         assert not (differ & (np.abs(theirs - 0.49) > 2.5e-4)).any()
-        roi = tuple(int(v) for v in ref[f"zoom{k}_roi"])
+        roi = tuple(int(v) for v in ref[f"{prefix}{k}_roi"])
         assert (session.box or (-1, -1, -1, -1)) == roi
         crops.append(roi)
     assert crops[0] == (-1, -1, -1, -1) and crops[1] != crops[0]  # click 1 on the whole image, then a crop
+    if flip:  # averaging the mirrored view changes the answer: the comparison would see a wrong mirror
+        assert np.abs(ref["flipzoom0_prob"] - ref["zoom0_prob"]).max() > 1e-3
 
 
 def test_official_checkpoint_checked(official, tmp_path):
@@ -159,3 +164,12 @@ def test_protocol_loop_runs_the_ritm_session(official, photo):
     assert replay.box is not None
     with pytest.raises(IsegError, match="without the generic ZoomIn and flip"):
         ObjectEvaluator(Predictor(model), flip=True, session=replay)
+    # the CLI's choice: RITM's setting for click-map models (600 px crops on DAVIS, flip in the session)
+    from argparse import Namespace
+
+    from iseg_core.eval.__main__ import native_session
+
+    chosen = native_session(Namespace(zoom_in=True, zoom_target=None, dataset="davis", flip=True), model)
+    assert chosen.flip and chosen.zoom.target_size == 600
+    assert native_session(Namespace(zoom_in=True, zoom_target=None, dataset="grabcut", flip=False), model).zoom.target_size == 400
+    assert native_session(Namespace(zoom_in=False, zoom_target=None, dataset="davis", flip=True), model) is None

@@ -42,13 +42,14 @@ def preprocessing(args, model) -> str:
 
 def native_session(args, model):
     """Click-map models with ``--zoom-in`` run RITM's own ZoomIn (crops resized to 400 px, 600 on DAVIS, as
-    RITM's "cvpr" evaluation mode), through their session; None for every other case."""
+    RITM's "cvpr" evaluation mode) and its flip averaging (``--flip``) through their session; None for every
+    other case."""
     from ..models.clickmap import ClickMapSegmenter, RitmSession, RitmZoomIn
 
     if not (args.zoom_in and isinstance(model, ClickMapSegmenter)):
         return None
     target = args.zoom_target or (600 if args.dataset == "davis" else 400)
-    return RitmSession(model, RitmZoomIn(target_size=target))
+    return RitmSession(model, RitmZoomIn(target_size=target), flip=args.flip)
 
 
 def print_table(summary: dict, seconds_per_click: float) -> None:
@@ -95,11 +96,11 @@ def main(argv=None) -> int:
         samples = samples[: args.limit]
     predictor = Predictor(model, default_cache())
     session = native_session(args, model)
-    if session is not None and (args.flip or args.first != "click"):
-        print("error: RITM's ZoomIn runs here without --flip and with a click first (not yet: both)", file=sys.stderr)
+    if session is not None and args.first != "click":
+        print("error: RITM's ZoomIn starts from a click (--first click)", file=sys.stderr)
         return 2
-    evaluator = ObjectEvaluator(predictor, flip=args.flip, boundary_ratio=args.boundary_ratio, session=session,
-                                zoom_in=ZoomIn() if args.zoom_in and session is None else None)
+    evaluator = ObjectEvaluator(predictor, flip=args.flip and session is None, boundary_ratio=args.boundary_ratio,
+                                session=session, zoom_in=ZoomIn() if args.zoom_in and session is None else None)
     target = 1.01 if args.all_clicks else args.target_iou
     runs = []
     t_start = time.perf_counter()

@@ -7,7 +7,8 @@ Builds ``HRNetModel`` as models/iter_mask/hrnet18s_cocolvis_itermask_3p.py does,
 (BatchNorm statistics too), saves it the way the official trainer does (``{"state_dict", "config"}``), and
 writes the network's logits for: one positive click; three clicks of both signs with the previous
 probabilities; a three-click sequence through the official NoBRS predictor (no flip, no ZoomIn); and the
-probabilities and crop of a four-click sequence through it with its ZoomIn (target size 400).
+probabilities and crop of a four-click sequence through it with its ZoomIn (target size 400), without and with
+its flip averaging.
 """
 import sys
 from pathlib import Path
@@ -63,10 +64,10 @@ seen = []
 net.register_forward_hook(lambda mod, inp, outp: seen.append(outp["instances"][0, 0].detach().clone().numpy()))
 
 
-def sequence(prefix, click_list, zoom_in_params):
+def sequence(prefix, click_list, zoom_in_params, with_flip=False):
     """Clicks one by one through the official NoBRS predictor: probabilities, the network's logits and the
     ZoomIn crop (-1s when none) after each."""
-    predictor = get_predictor(net, "NoBRS", torch.device("cpu"), with_flip=False, zoom_in_params=zoom_in_params)
+    predictor = get_predictor(net, "NoBRS", torch.device("cpu"), with_flip=with_flip, zoom_in_params=zoom_in_params)
     predictor.set_input_image(photo)
     clicker = Clicker()
     for k, (r, c, p) in enumerate(click_list):
@@ -80,5 +81,8 @@ def sequence(prefix, click_list, zoom_in_params):
 
 sequence("seq", clicks, None)
 # through the official ZoomIn (crop resized to long side 400, from the second click on)
-sequence("zoom", [(150, 240, True), (40, 420, False), (200, 100, True), (300, 460, True)], {"target_size": 400})
+zoom_clicks = [(150, 240, True), (40, 420, False), (200, 100, True), (300, 460, True)]
+sequence("zoom", zoom_clicks, {"target_size": 400})
+# RITM's evaluation setting: ZoomIn and horizontal-flip averaging
+sequence("flipzoom", zoom_clicks, {"target_size": 400}, with_flip=True)
 np.savez(out / "ritm_h18s.npz", **results)

@@ -8,6 +8,8 @@ image; it is kept until a positive click falls outside it or the new box's IoU w
 aligned) so the crop's long side is ``target_size`` (400 px; RITM uses 600 on DAVIS), clicks are mapped
 into it the way RITM maps them, and the crop's probabilities are resized back and pasted into a zero map.
 
+With ``flip`` the mirrored view runs in the same batch and the two logit maps are averaged, as RITM evaluates.
+
 Differences from iseg's generic ZoomIn (:mod:`iseg_core.geometry`, used for other models): the crop is
 resized to a fixed long side, and the previous prediction is carried into a new crop instead of dropped.
 """
@@ -72,8 +74,10 @@ def _holds_clicks(box: Box4, clicks: Sequence[Click]) -> bool:
 class RitmSession:
     """One object at a time, RITM's way: ``set_image``, then ``predict(clicks)`` with the growing click list."""
 
-    def __init__(self, model: ClickMapSegmenter, zoom: Optional[RitmZoomIn] = RitmZoomIn()):
-        self.model, self.zoom = model, zoom
+    def __init__(self, model: ClickMapSegmenter, zoom: Optional[RitmZoomIn] = RitmZoomIn(), flip: bool = False):
+        """``flip``: also run the horizontally mirrored input in the same batch and average the two logit maps
+        (RITM's evaluation default)."""
+        self.model, self.zoom, self.flip = model, zoom, flip
         self.image: Optional[torch.Tensor] = None
 
     def set_image(self, image: np.ndarray) -> None:
@@ -110,7 +114,14 @@ class RitmSession:
             size = (int(round(h * scale)), int(round(w * scale)))
             both = F.interpolate(both[:, :, r0:r1 + 1, c0:c1 + 1], size=size, mode="bilinear", align_corners=True)
             rows_cols = [(size[0] * (r - r0) / h, size[1] * (c - c0) / w, p) for r, c, p in rows_cols]
-        logits, _ = self.model.network(both[:, :3], both[:, 3:], points_tensor(rows_cols, self.model.device))
+        points = points_tensor(rows_cols, self.model.device)
+        if self.flip:  # the mirrored view in the same batch; its logits are mirrored back and averaged
+            width = both.shape[3]
+            both = torch.cat([both, both.flip(3)])
+            points = torch.cat([points, points_tensor([(r, width - c - 1, p) for r, c, p in rows_cols], self.model.device)])
+        logits, _ = self.model.network(both[:, :3], both[:, 3:], points)
+        if self.flip:
+            logits = 0.5 * (logits[:1] + logits[1:].flip(3))
         probs = torch.sigmoid(logits)
         if self.box is not None:  # RITM pastes whenever a crop exists, even if this click ran uncropped
             r0, r1, c0, c1 = self.box
