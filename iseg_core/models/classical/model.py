@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
@@ -25,6 +28,19 @@ from ...prompts import Box, Click, Contour, Prompt, Scribble
 from ..base import Decoded, ImageEmbedding, Segmenter
 
 GMM_COMPONENTS = 5  # OpenCV's GrabCut: Gaussians per colour model
+
+
+_POOL: Optional[ThreadPoolExecutor] = None
+_POOL_LOCK = threading.Lock()
+
+
+def _candidate_pool() -> ThreadPoolExecutor:
+    """Threads for a first click's candidate cuts (one per core, at most two: there are two candidates)."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=max(1, min(2, os.cpu_count() or 1)), thread_name_prefix="grabcut")
+        return _POOL
 
 
 @dataclass(frozen=True)
@@ -156,7 +172,9 @@ class ClassicalSegmenter(Segmenter):
                 cv2.circle(hard, (x, y), r, 1 if p.positive else 2, -1)
         if prev is None and not outside.any() and seeds_fg:
             starts = [self._frame_start(h, w)] + [self._box_start(h, w, seeds_fg, s * diag) for s in c.first_click_scales]
-            cuts = [self._cut(work, _with_hard(start, hard), seeds_fg) for start in starts]
+            # the candidates are independent cuts (OpenCV releases the GIL; its RNG is per thread and seeded
+            # in each cut): side by side they cost one cut's time on two cores
+            cuts = list(_candidate_pool().map(lambda start: self._cut(work, _with_hard(start, hard), seeds_fg), starts))
             fg = cuts[0] if len(cuts) == 1 else self._best_start(cuts, embedding.extra["colours"])
         else:
             labels[outside] = cv2.GC_BGD
