@@ -5,7 +5,7 @@
 
 Each side runs in a process of its own (peak RSS is per process) on the same seeded random weights: ours
 through ``load_model`` + ``Predictor``; the official through RITM's NoBRS predictor (no flip, no ZoomIn,
-``LimitLongestSide(800)`` as in its demo) from ../shared/reference/official. A round = set the image, then
+``LimitLongestSide(800)`` as in its demo), timed by tests/reference/ritm_official_timing.py. A round = set the image, then
 five clicks, each fed the previous prediction; the processes of both sides alternate so that machine noise
 falls on both. Ours runs as iseg serves clicks, with ``iseg_core.runtime.tune_allocator()`` (freed buffers
 stay in the heap); the official code with the allocator's defaults. The photo: DAVIS image 000 (854x480) resized to 1920x1080 (2.1 MP), so both sides work at
@@ -29,6 +29,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import data_dir, print_table, summary  # noqa: E402
 
+# the official side: a test-reference script (the official code is a test reference, never imported here)
+REFERENCE_TIMING = ROOT / "tests" / "reference" / "ritm_official_timing.py"
 MODELS = ["ritm_hrnet18s_cocolvis", "ritm_hrnet18_cocolvis", "ritm_hrnet32_cocolvis"]
 CLICKS = [(0.50, 0.55, True), (0.20, 0.20, False), (0.60, 0.40, True), (0.85, 0.80, False), (0.45, 0.70, True)]
 
@@ -77,50 +79,10 @@ def worker_ours(name: str, ckpt: str, image_path: str, rounds: int, max_side: in
     return {"encode": encode, "first": first, "fifth": fifth}
 
 
-def worker_official(name: str, ckpt: str, image_path: str, rounds: int, official: str, max_side: int) -> dict:
-    import torch
-
-    sys.path.insert(0, official)
-    import shims
-
-    shims.install()
-    sys.path.insert(0, official + "/ritm")
-    from isegm.inference.clicker import Click, Clicker
-    from isegm.inference.predictors import get_predictor
-    from isegm.model.is_hrnet_model import HRNetModel
-
-    from iseg_core.models.clickmap import CLICKMAP_CONFIGS
-
-    c = CLICKMAP_CONFIGS[name]
-    net = HRNetModel(width=c.width, ocr_width=c.ocr_width, small=c.small, with_aux_output=True, use_leaky_relu=True,
-                     use_rgb_conv=False, use_disks=True, norm_radius=5, with_prev_mask=True)
-    net.load_state_dict(torch.load(ckpt, weights_only=True)["state_dict"])
-    net.eval()
-    image = np.load(image_path)
-    predictor = get_predictor(net, "NoBRS", torch.device("cpu"), with_flip=False, zoom_in_params=None,
-                              predictor_params={"max_size": max_side})
-    encode, first, fifth = [], [], []
-    pts = clicks_px(*image.shape[:2])
-    with torch.no_grad():
-        for r in range(rounds + 1):
-            t0 = time.perf_counter()
-            predictor.set_input_image(image)
-            t_enc = time.perf_counter() - t0
-            clicker, times = Clicker(), []
-            for y, x, p in pts:
-                clicker.add_click(Click(is_positive=p, coords=(y, x)))
-                t0 = time.perf_counter()
-                predictor.get_prediction(clicker)
-                times.append(time.perf_counter() - t0)
-            if r:
-                encode.append(t_enc * 1e3), first.append(times[0] * 1e3), fifth.append(times[4] * 1e3)
-    return {"encode": encode, "first": first, "fifth": fifth}
-
-
-def run_worker(side: str, name: str, ckpt: Path, image: Path, rounds: int, threads: int, official: Path,
-               max_side: int) -> dict:
-    cmd = [sys.executable, __file__, "--worker", side, "--models", name, "--ckpt", str(ckpt), "--image", str(image),
-           "--rounds", str(rounds), "--threads", str(threads), "--official", str(official), "--max-side", str(max_side)]
+def run_worker(side: str, name: str, ckpt: Path, image: Path, rounds: int, threads: int, max_side: int) -> dict:
+    script = __file__ if side == "ours" else str(REFERENCE_TIMING)
+    cmd = [sys.executable, script, "--worker", side, "--models", name, "--ckpt", str(ckpt), "--image", str(image),
+           "--rounds", str(rounds), "--threads", str(threads), "--max-side", str(max_side)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise SystemExit(f"{side} {name} failed:\n{out.stderr[-3000:]}")
@@ -134,8 +96,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2, help="processes per side, alternating")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-side", type=int, default=800, help="long side of the network's frame (RITM demo: 800)")
-    ap.add_argument("--official", default=str(data_dir().parent / "reference" / "official"))
-    ap.add_argument("--worker", choices=["ours", "official"], help=argparse.SUPPRESS)
+    ap.add_argument("--worker", choices=["ours"], help=argparse.SUPPRESS)
     ap.add_argument("--ckpt", help=argparse.SUPPRESS)
     ap.add_argument("--image", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -144,10 +105,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     if args.worker:
-        if args.worker == "ours":
-            res = worker_ours(args.models, args.ckpt, args.image, args.rounds, args.max_side)
-        else:
-            res = worker_official(args.models, args.ckpt, args.image, args.rounds, args.official, args.max_side)
+        res = worker_ours(args.models, args.ckpt, args.image, args.rounds, args.max_side)
         res["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps(res))
         return
@@ -167,7 +125,7 @@ def main() -> None:
             for k in range(args.repeats):
                 for side in (("ours", "official") if k % 2 == 0 else ("official", "ours")):
                     runs[side].append(run_worker(side, name, ckpt, image_path, args.rounds, args.threads,
-                                                 Path(args.official), args.max_side))
+                                                 args.max_side))
             stats = {}
             for side, rs in runs.items():
                 stats[side] = {key: summary([v for r in rs for v in r[key]]) for key in ("encode", "first", "fifth")}
