@@ -4,10 +4,6 @@ The official HRNet18s "itermask" network is built with seeded random weights in 
 (tests/reference/ritm_official.py), saved the way its trainer saves it, and loaded here with ``load_model``;
 both sides then run on a real photo.
 """
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -19,42 +15,21 @@ from iseg_core.predictor import Predictor
 from iseg_core.prompts import Box, Click
 
 from .conftest import data_dir
+from .official import assert_logits_equal, assert_probs_equal, assert_truncated_refused, run_official
 
-SCRIPT = Path(__file__).parent / "reference" / "ritm_official.py"
 CLICKS = [(120, 200, True), (60, 40, False), (250, 300, True)]  # (row, col, positive), as in the script
 NAME = "ritm_hrnet18s_cocolvis"
-
-
-def official_dir() -> Path:
-    path = data_dir().parent / "reference" / "official"
-    if not (path / "ritm").is_dir():
-        pytest.fail(f"official reference code not found at {path}; it lives in the shared folder beside the data")
-    return path
 
 
 @pytest.fixture(scope="module")
 def official(photo, tmp_path_factory):
     out = tmp_path_factory.mktemp("ritm")
-    np.save(out / "photo.npy", photo)
-    run = subprocess.run([sys.executable, str(SCRIPT), str(official_dir()), str(out / "photo.npy"), str(out)],
-                         capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
+    run_official("ritm_official.py", "ritm", photo, out)
     return out / "ritm_h18s.pth", dict(np.load(out / "ritm_h18s.npz"))
 
 
 def clicks(n):
     return [Click(float(c), float(r), positive=p) for r, c, p in CLICKS[:n]]
-
-
-def assert_logits_equal(ours: torch.Tensor, theirs: np.ndarray):
-    ours = np.asarray(ours, np.float32)
-    assert ours.shape == theirs.shape
-    assert np.abs(ours - theirs).max() <= 1e-3
-    # masks identical except where a logit is within 1e-3 of the threshold (0)
-    differ = (ours > 0) != (theirs > 0)
-    assert not (differ & (np.abs(theirs) > 1e-3)).any()
-    # a meaningful comparison: the random network does not give a constant answer
-    assert theirs.std() > 1e-2 and 0 < (theirs > 0).mean() < 1
 
 
 def test_network_equals_official(official, photo):
@@ -98,9 +73,7 @@ def test_zoom_in_sequence_equals_official(official, photo, flip):
     for k in range(len(zoom_clicks)):
         probs = session.predict(zoom_clicks[:k + 1])
         theirs = ref[f"{prefix}{k}_prob"]
-        assert probs.shape == theirs.shape and np.abs(probs - theirs).max() <= 2.5e-4  # 1e-3 in logits
-        differ = (probs > 0.49) != (theirs > 0.49)
-        assert not (differ & (np.abs(theirs - 0.49) > 2.5e-4)).any()
+        assert_probs_equal(probs, theirs)
         roi = tuple(int(v) for v in ref[f"{prefix}{k}_roi"])
         assert (session.box or (-1, -1, -1, -1)) == roi
         crops.append(roi)
@@ -120,10 +93,7 @@ def test_official_checkpoint_checked(official, tmp_path):
     torch.save(obj, tmp_path / "partial.pth")
     with pytest.raises(CheckpointError, match=r"2 missing keys: .*feature_extractor.cls_head.bias"):
         load_model(NAME, tmp_path / "partial.pth", device="cpu")
-    data = path.read_bytes()
-    (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match="corrupt or truncated"):
-        load_model(NAME, tmp_path / "cut.pth", device="cpu")
+    assert_truncated_refused(path, NAME, tmp_path)
 
 
 def test_clickmap_prompts_and_frames(photo):

@@ -41,15 +41,20 @@ def preprocessing(args, model) -> str:
 
 
 def native_session(args, model):
-    """Click-map models with ``--zoom-in`` run RITM's own ZoomIn (crops resized to 400 px, 600 on DAVIS, as
-    RITM's "cvpr" evaluation mode) and its flip averaging (``--flip``) through their session; None for every
-    other case."""
+    """Click-map models with ``--zoom-in`` run their authors' ZoomIn and flip averaging (``--flip``) through
+    their session: RITM's "cvpr" mode (crops resized to long side 400, 600 on DAVIS, from click 2) or
+    SimpleClick's (every click zoomed, crops squashed to 448 x 448, 672 on DAVIS); None for every other case."""
     from ..models.clickmap import ClickMapSegmenter, RitmSession, RitmZoomIn
+    from ..models.clickmap.simpleclick import SimpleClickConfig
 
     if not (args.zoom_in and isinstance(model, ClickMapSegmenter)):
         return None
-    target = args.zoom_target or (600 if args.dataset == "davis" else 400)
-    return RitmSession(model, RitmZoomIn(target_size=target), flip=args.flip)
+    davis = args.dataset == "davis"
+    if isinstance(model.config, SimpleClickConfig):
+        zoom = RitmZoomIn(target_size=args.zoom_target or (672 if davis else 448), skip_clicks=-1, square=True)
+    else:
+        zoom = RitmZoomIn(target_size=args.zoom_target or (600 if davis else 400))
+    return RitmSession(model, zoom, flip=args.flip)
 
 
 def print_table(summary: dict, seconds_per_click: float) -> None:
@@ -76,7 +81,8 @@ def main(argv=None) -> int:
     ap.add_argument("--first", choices=FIRST_INTERACTIONS, default="click", help="first interaction (then clicks)")
     ap.add_argument("--zoom-in", action="store_true", help="RITM ZoomIn from the second click")
     ap.add_argument("--zoom-target", type=int, default=None,
-                    help="click-map models: long side of a ZoomIn crop (default 400, 600 on DAVIS, as RITM)")
+                    help="click-map models: size of a ZoomIn crop (RITM: long side 400, 600 on DAVIS; SimpleClick: "
+                    "square 448, 672 on DAVIS)")
     ap.add_argument("--flip", action="store_true", help="average with the horizontally flipped view")
     ap.add_argument("--boundary-ratio", type=float, default=None, help="also boundary IoU (0.005 SAIC-IS, 0.02 HQ-SAM)")
     ap.add_argument("--sat", action="store_true", help="also SegNext's SAT latency on the first image")

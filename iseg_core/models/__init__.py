@@ -148,8 +148,11 @@ def _build_clickmap(name, weights: Optional[Weights], device, dtype):
     return build_clickmap(name, weights, device)
 
 
-# RITM's click-map models: inference only so far (the training face is still to come for this family)
-for _name in ("ritm_hrnet18s_cocolvis", "ritm_hrnet18_cocolvis", "ritm_hrnet32_cocolvis"):
+# RITM's and SimpleClick's click-map models: inference only so far (the training face is still to come for
+# this family)
+for _name in ("ritm_hrnet18s_cocolvis", "ritm_hrnet18_cocolvis", "ritm_hrnet32_cocolvis",
+              "simpleclick_vit_xtiny448_cocolvis", "simpleclick_vit_b448_cocolvis", "simpleclick_vit_l448_cocolvis",
+              "simpleclick_vit_h448_cocolvis"):
     register_model(_name, trainable=False)(_build_clickmap)
 
 __all__ = ["Decoded", "ImageEmbedding", "Segmenter", "TrainOutput", "TrainableSegmenter", "Weights", "list_models",

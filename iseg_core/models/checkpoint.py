@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import zipfile
 from typing import Dict, Mapping, Optional, Tuple
 
@@ -26,16 +27,44 @@ def load_checkpoint(path: str | os.PathLike) -> Tuple[Dict[str, torch.Tensor], d
     return split_checkpoint(read_checkpoint_object(path), path)
 
 
+class ForeignObject:
+    """Stands in for an object of the publisher's own code found in a checkpoint's pickled config (SimpleClick's
+    trainer pickles its loss module there): it is never imported or run; its pickled attributes are kept."""
+
+    def __new__(cls, *args, **kwargs):
+        return object.__new__(cls)
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __repr__(self) -> str:
+        return f"<foreign {self.qualname}>"
+
+
+_UNSUPPORTED = re.compile(r"Unsupported global: GLOBAL ([\w.]+) was not an allowed global")
+_MAX_FOREIGN = 32
+
+
 def read_checkpoint_object(path: str | os.PathLike):
-    """Whatever the file holds, unpickled safely (``weights_only``), or a CheckpointError that says why not."""
+    """Whatever the file holds, unpickled safely (``weights_only``), or a CheckpointError that says why not.
+    Classes and functions of the publisher's own code (not torch's) in a pickled config are read as inert
+    :class:`ForeignObject` stand-ins: nothing from the file is imported or called."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"checkpoint {path} is not a readable PyTorch file (corrupt or truncated?): {first}") from None
+    foreign: list = []
+    while True:
+        try:
+            with torch.serialization.safe_globals(foreign):
+                return torch.load(path, map_location="cpu", weights_only=True)
+        except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as exc:
+            found = _UNSUPPORTED.search(str(exc))
+            if found and not found.group(1).startswith(("torch.", "builtins.")) and len(foreign) < _MAX_FOREIGN:
+                qualname = found.group(1)
+                foreign.append((type(qualname.rsplit(".", 1)[-1], (ForeignObject,), {"qualname": qualname}), qualname))
+                continue
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(f"checkpoint {path} is not a readable PyTorch file (corrupt or truncated?): {first}") from None
 
 
 def split_checkpoint(obj, source) -> Tuple[Dict[str, torch.Tensor], dict]:

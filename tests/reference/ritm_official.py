@@ -19,11 +19,12 @@ import torch
 official, photo_path, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 sys.path.insert(0, official)
 import shims  # noqa: E402
+from clicks import one_and_three, predictor_sequence  # noqa: E402
 
 shims.install()
 sys.path.insert(0, official + "/ritm")
-from isegm.inference.clicker import Click, Clicker  # noqa: E402
-from isegm.inference.predictors import get_predictor  # noqa: E402
+import isegm.inference.clicker  # noqa: E402
+import isegm.inference.predictors  # noqa: E402
 from isegm.model.is_hrnet_model import HRNetModel  # noqa: E402
 
 torch.manual_seed(0)
@@ -45,38 +46,20 @@ image = torch.from_numpy(photo).permute(2, 0, 1)[None].float() / 255
 clicks = [(120, 200, True), (60, 40, False), (250, 300, True)]  # (row, col, positive)
 
 
-def points(cl):
-    pos = [(r, c, k) for k, (r, c, p) in enumerate(cl) if p]
-    neg = [(r, c, k) for k, (r, c, p) in enumerate(cl) if not p]
-    n = max(1, len(pos), len(neg))
-    pad = [(-1, -1, -1)]
-    return torch.tensor([pos + pad * (n - len(pos)) + neg + pad * (n - len(neg))], dtype=torch.float32)
-
-
 results = {}
-with torch.no_grad():
-    prev = torch.zeros_like(image[:, :1])
-    one = net(torch.cat([image, prev], 1), points(clicks[:1]))["instances"]
-    three = net(torch.cat([image, torch.sigmoid(one)], 1), points(clicks))["instances"]
-results["one"], results["three"] = one[0, 0].numpy(), three[0, 0].numpy()
+results["one"], results["three"] = one_and_three(net, image, clicks)
 
 seen = []
 net.register_forward_hook(lambda mod, inp, outp: seen.append(outp["instances"][0, 0].detach().clone().numpy()))
 
 
 def sequence(prefix, click_list, zoom_in_params, with_flip=False):
-    """Clicks one by one through the official NoBRS predictor: probabilities, the network's logits and the
-    ZoomIn crop (-1s when none) after each."""
-    predictor = get_predictor(net, "NoBRS", torch.device("cpu"), with_flip=with_flip, zoom_in_params=zoom_in_params)
-    predictor.set_input_image(photo)
-    clicker = Clicker()
-    for k, (r, c, p) in enumerate(click_list):
-        clicker.add_click(Click(is_positive=p, coords=(r, c)))
-        with torch.no_grad():
-            results[f"{prefix}{k}_prob"] = predictor.get_prediction(clicker)
-        results[f"{prefix}{k}"] = seen[-1]
-        roi = predictor.zoom_in._object_roi if predictor.zoom_in is not None else None
-        results[f"{prefix}{k}_roi"] = np.array(roi if roi is not None else (-1, -1, -1, -1))
+    """Probabilities, the ZoomIn crop (-1s when none) and, without ZoomIn, the network's logits after each click."""
+    for k, (prob, roi) in enumerate(predictor_sequence(isegm.inference, net, photo, click_list, zoom_in_params,
+                                                       with_flip)):
+        results[f"{prefix}{k}_prob"], results[f"{prefix}{k}_roi"] = prob, roi
+        if zoom_in_params is None:  # one network call per click
+            results[f"{prefix}{k}"] = seen[len(seen) - len(click_list) + k]
 
 
 sequence("seq", clicks, None)

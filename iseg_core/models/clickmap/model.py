@@ -32,9 +32,8 @@ from ...prompts import Click
 from ..base import Decoded, ImageEmbedding, Segmenter
 from ..checkpoint import check_state_dict
 from .hrnet import HRNetOCR
+from .maps import IMAGENET_MEAN, IMAGENET_STD, config_params, disk_maps, points_tensor
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 HRNET_CLASS = "isegm.model.is_hrnet_model.HRNetModel"
 
 
@@ -49,6 +48,16 @@ class ClickMapConfig:
 
     def describe(self) -> str:
         return f"HRNet{self.width}{'s' if self.small else ''}+OCR{self.ocr_width}"
+
+    def frame_size(self, height: int, width: int) -> Tuple[int, int]:
+        long = max(height, width)
+        if long <= self.max_side:
+            return height, width
+        scale = self.max_side / long
+        return int(round(height * scale)), int(round(width * scale))
+
+    def frame_text(self) -> str:
+        return f"image at native resolution up to long side {self.max_side} (resized, bilinear, above it)"
 
 
 # RITM's iterative-mask models trained on COCO+LVIS (models/iter_mask/hrnet*_cocolvis_itermask_3p.py)
@@ -68,30 +77,6 @@ class Scale(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.scale.abs()
-
-
-def disk_maps(points: torch.Tensor, height: int, width: int, radius: float) -> torch.Tensor:
-    """``points`` ``(B, 2N, 3)`` rows of (row, col, index): N positive then N negative, (-1, -1, -1) padding ->
-    ``(B, 2, H, W)`` float maps, 1 inside a disk of ``radius`` around any click of that sign."""
-    b, n2, _ = points.shape
-    pts = points.reshape(b, 2, n2 // 2, 3)
-    rows = torch.arange(height, dtype=torch.float32, device=points.device).view(1, 1, 1, height, 1)
-    cols = torch.arange(width, dtype=torch.float32, device=points.device).view(1, 1, 1, 1, width)
-    py, px = pts[..., 0, None, None].float(), pts[..., 1, None, None].float()
-    d2 = (rows - py) ** 2 + (cols - px) ** 2  # (B, 2, N, H, W)
-    valid = (pts[..., :2].max(dim=-1).values >= 0)[..., None, None]
-    inside = (d2 <= radius ** 2) & valid
-    return inside.any(dim=2).float()
-
-
-def points_tensor(clicks: Sequence[Tuple[float, float, bool]], device) -> torch.Tensor:
-    """(row, col, positive) in click order -> ``(1, 2N, 3)`` rows of (row, col, order), positives first, each
-    side padded with (-1, -1, -1) to N = the larger count (at least 1), as RITM's predictor builds them."""
-    pos = [(r, c, float(k)) for k, (r, c, p) in enumerate(clicks) if p]
-    neg = [(r, c, float(k)) for k, (r, c, p) in enumerate(clicks) if not p]
-    n = max(1, len(pos), len(neg))
-    pad = [(-1.0, -1.0, -1.0)]
-    return torch.tensor([pos + pad * (n - len(pos)) + neg + pad * (n - len(neg))], dtype=torch.float32, device=device)
 
 
 class ClickMapNetwork(nn.Module):
@@ -127,7 +112,7 @@ def check_publisher_config(config: ClickMapConfig, published: Optional[dict], na
     """A file written by RITM's trainer says what it is: refuse one of another architecture, naming both."""
     if not published:
         return
-    params = {k: (v.get("value") if isinstance(v, dict) else v) for k, v in (published.get("params") or {}).items()}
+    params = config_params(published)
     found_class = published.get("class", "?")
     want = {"width": config.width, "ocr_width": config.ocr_width, "small": config.small, "use_disks": True,
             "norm_radius": config.disk_radius, "with_prev_mask": True, "use_rgb_conv": False}
@@ -142,7 +127,9 @@ def check_publisher_config(config: ClickMapConfig, published: Optional[dict], na
 
 
 class ClickMapSegmenter(Segmenter):
-    def __init__(self, name: str, network: ClickMapNetwork, version: Optional[str] = None,
+    """Any click-map network ``(image, prev, points) -> (logits, aux)`` whose config says its frame."""
+
+    def __init__(self, name: str, network: nn.Module, version: Optional[str] = None,
                  device: Optional[torch.device] = None):
         self.name = name
         self.config = network.config
@@ -152,15 +139,11 @@ class ClickMapSegmenter(Segmenter):
 
     @property
     def preprocessing(self) -> str:
-        return (f"{self.config.describe()}; image at native resolution up to long side {self.config.max_side} "
-                f"(resized, bilinear, above it); click disks r={self.config.disk_radius:g} px; previous mask fed back")
+        return (f"{self.config.describe()}; {self.config.frame_text()}; click disks r={self.config.disk_radius:g} px; "
+                "previous mask fed back")
 
     def frame_size(self, height: int, width: int) -> Tuple[int, int]:
-        long = max(height, width)
-        if long <= self.config.max_side:
-            return height, width
-        scale = self.config.max_side / long
-        return int(round(height * scale)), int(round(width * scale))
+        return self.config.frame_size(height, width)
 
     @torch.inference_mode()
     def encode(self, image: np.ndarray) -> ImageEmbedding:
@@ -214,12 +197,23 @@ class ClickMapSegmenter(Segmenter):
 
 
 def build_clickmap(name: str, weights, device: torch.device) -> ClickMapSegmenter:
-    config = CLICKMAP_CONFIGS[name]
-    network = ClickMapNetwork(config)
-    if weights is not None:
-        check_publisher_config(config, weights.meta.get("publisher_config"), name, weights.path)
-        check_state_dict(network.expected_state(), weights.state, name, weights.path)
-        network.load_state_dict(weights.state)
+    """RITM (HRNet) and SimpleClick (plain ViT) models by registry name."""
+    from .simpleclick import SIMPLECLICK_CONFIGS, SimpleClickNetwork, adapt_simpleclick
+
+    published = weights.meta.get("publisher_config") if weights is not None else None
+    if name in SIMPLECLICK_CONFIGS:
+        network = SimpleClickNetwork(adapt_simpleclick(SIMPLECLICK_CONFIGS[name], published, name,
+                                                       weights.path if weights else ""))
+        state = network.used_state(weights.state) if weights is not None else None
+    else:
+        config = CLICKMAP_CONFIGS[name]
+        network = ClickMapNetwork(config)
+        state = weights.state if weights is not None else None
+        if weights is not None:
+            check_publisher_config(config, published, name, weights.path)
+    if state is not None:
+        check_state_dict(network.expected_state(), state, name, weights.path)
+        network.load_state_dict(state)
     return ClickMapSegmenter(name, network, version=weights.version if weights else None, device=device)
 
 

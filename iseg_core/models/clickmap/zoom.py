@@ -9,6 +9,8 @@ aligned) so the crop's long side is ``target_size`` (400 px; RITM uses 600 on DA
 into it the way RITM maps them, and the crop's probabilities are resized back and pasted into a zero map.
 
 With ``flip`` the mirrored view runs in the same batch and the two logit maps are averaged, as RITM evaluates.
+SimpleClick evaluates its plain-ViT models the same way with ``skip_clicks=-1`` (the first click sees the
+whole image as its crop) and crops squashed to a square (448 px, 672 on DAVIS).
 
 Differences from iseg's generic ZoomIn (:mod:`iseg_core.geometry`, used for other models): the crop is
 resized to a fixed long side, and the previous prediction is carried into a new crop instead of dropped.
@@ -36,11 +38,21 @@ class RitmZoomIn:
     min_crop: int = 200
     recompute_iou: float = 0.5
     prob_thresh: float = 0.5
+    square: bool = False  # SimpleClick's setting: crops squashed to target_size x target_size
 
     def describe(self) -> str:
-        return (f"image at native resolution (no long-side limit, as RITM's evaluation); RITM ZoomIn (from click "
-                f"{self.skip_clicks + 1}, x{self.expansion:g}, min {self.min_crop} px, crop and previous "
-                f"probabilities resized to long side {self.target_size})")
+        size = (f"squashed to {self.target_size}x{self.target_size}" if self.square
+                else f"resized to long side {self.target_size}")
+        start = ("from click 1, the whole image as the first crop" if self.skip_clicks < 0
+                 else f"from click {self.skip_clicks + 1}")
+        return (f"image at native resolution (no long-side limit, as RITM's evaluation); RITM ZoomIn ({start}, "
+                f"x{self.expansion:g}, min {self.min_crop} px, crop and previous probabilities {size})")
+
+    def crop_size(self, height: int, width: int) -> Tuple[int, int]:
+        if self.square:
+            return self.target_size, self.target_size
+        scale = self.target_size / max(height, width)
+        return int(round(height * scale)), int(round(width * scale))
 
 
 def _grown_box(mask: np.ndarray, clicks: Sequence[Click], zoom: RitmZoomIn) -> Box4:
@@ -110,8 +122,7 @@ class RitmSession:
         if box is not None:
             r0, r1, c0, c1 = box
             h, w = r1 - r0 + 1, c1 - c0 + 1
-            scale = self.zoom.target_size / max(h, w)
-            size = (int(round(h * scale)), int(round(w * scale)))
+            size = self.zoom.crop_size(h, w)
             both = F.interpolate(both[:, :, r0:r1 + 1, c0:c1 + 1], size=size, mode="bilinear", align_corners=True)
             rows_cols = [(size[0] * (r - r0) / h, size[1] * (c - c0) / w, p) for r, c, p in rows_cols]
         points = points_tensor(rows_cols, self.model.device)

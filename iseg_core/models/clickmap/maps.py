@@ -1,0 +1,52 @@
+"""What the click-map models share: ImageNet statistics, click disks, the padded point tensor of RITM's
+predictor, and the params of a serialized publisher config."""
+from __future__ import annotations
+
+import math
+from typing import Sequence, Tuple
+
+import torch
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def disk_maps(points: torch.Tensor, height: int, width: int, radius: float) -> torch.Tensor:
+    """``points`` ``(B, 2N, 3)`` rows of (row, col, index): N positive then N negative, (-1, -1, -1) padding ->
+    ``(B, 2, H, W)`` float maps, 1 inside a disk of ``radius`` around any click of that sign (squared distance
+    <= radius^2 in float32, as RITM's DistMaps). Each disk is drawn in its own small window."""
+    b, n2, _ = points.shape
+    out = torch.zeros((b, 2, height, width), device=points.device)
+    pts = points.detach().float().cpu()
+    r2 = float(radius) ** 2
+    for i in range(b):
+        for j in range(n2):
+            py, px = pts[i, j, 0], pts[i, j, 1]
+            if max(float(py), float(px)) < 0:
+                continue
+            r0, r1 = max(0, math.floor(py - radius)), min(height, math.ceil(py + radius) + 1)
+            c0, c1 = max(0, math.floor(px - radius)), min(width, math.ceil(px + radius) + 1)
+            if r0 >= r1 or c0 >= c1:
+                continue
+            rows = torch.arange(r0, r1, dtype=torch.float32).view(-1, 1)
+            cols = torch.arange(c0, c1, dtype=torch.float32).view(1, -1)
+            inside = ((rows - py) ** 2 + (cols - px) ** 2) <= r2
+            window = out[i, j * 2 // n2, r0:r1, c0:c1]
+            window.copy_(torch.maximum(window, inside.to(out.device, torch.float32)))
+    return out
+
+
+def points_tensor(clicks: Sequence[Tuple[float, float, bool]], device) -> torch.Tensor:
+    """(row, col, positive) in click order -> ``(1, 2N, 3)`` rows of (row, col, order), positives first, each
+    side padded with (-1, -1, -1) to N = the larger count (at least 1), as RITM's predictor builds them."""
+    pos = [(r, c, float(k)) for k, (r, c, p) in enumerate(clicks) if p]
+    neg = [(r, c, float(k)) for k, (r, c, p) in enumerate(clicks) if not p]
+    n = max(1, len(pos), len(neg))
+    pad = [(-1.0, -1.0, -1.0)]
+    return torch.tensor([pos + pad * (n - len(pos)) + neg + pad * (n - len(neg))], dtype=torch.float32, device=device)
+
+
+def config_params(published: dict) -> dict:
+    """``{name: value}`` of a config serialized by the RITM-lineage ``@serialize`` decorator."""
+    return {k: (v.get("value") if isinstance(v, dict) and "value" in v else v)
+            for k, v in (published.get("params") or {}).items()}
