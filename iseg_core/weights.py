@@ -76,10 +76,24 @@ for _name, _file, _size in (("ritm_hrnet18s_cocolvis", "coco_lvis_h18s_itermask.
     KNOWN_CHECKPOINTS[_name] = KnownCheckpoint(_name, _name, None, _file, None, None, "MIT", _RITM_ORIGIN,
                                                url=_RITM_RELEASE + _file, published_size=_size)
 
-# The checkpoint that ``checkpoint="hub"`` means for each model.
-DEFAULT_CHECKPOINT = {"sam_vit_b": "sam_vit_b", "sam_vit_l": "sam_vit_l", "sam_vit_h": "sam_vit_h",
-                      "ritm_hrnet18s_cocolvis": "ritm_hrnet18s_cocolvis", "ritm_hrnet18_cocolvis": "ritm_hrnet18_cocolvis",
-                      "ritm_hrnet32_cocolvis": "ritm_hrnet32_cocolvis"}
+# SimpleClick (MIT) and SegNext (MIT) publish their weights on Google Drive only (SimpleClick README
+# "Download"; SegNext README and its download.py, which fetches them with gdown): no automatic download, the
+# message names the file, the page and the folder. SegNext's sizes as its download script states them;
+# SimpleClick states none.
+_SIMPLECLICK_PAGE = "https://github.com/uncbiag/SimpleClick#download (Google Drive links)"
+_SEGNEXT_PAGE = "https://github.com/uncbiag/SegNext#download (Google Drive links; or its download.py)"
+for _name, _file, _page, _size in (
+        ("simpleclick_vit_b448_cocolvis", "cocolvis_vit_base.pth", _SIMPLECLICK_PAGE, None),
+        ("simpleclick_vit_l448_cocolvis", "cocolvis_vit_large.pth", _SIMPLECLICK_PAGE, None),
+        ("simpleclick_vit_h448_cocolvis", "cocolvis_vit_huge.pth", _SIMPLECLICK_PAGE, None),
+        ("segnext_vit_b1024_sax1_cocolvis", "vitb_sa1_cocolvis_epoch_90.pth", _SEGNEXT_PAGE, "408 MB"),
+        ("segnext_vit_b1024_sax2_cocolvis", "vitb_sa2_cocolvis_epoch_90.pth", _SEGNEXT_PAGE, "435 MB"),
+        ("segnext_vit_b1024_sax2_hqseg44k", "vitb_sa2_cocolvis_hq44k_epoch_0.pth", _SEGNEXT_PAGE, "435 MB")):
+    KNOWN_CHECKPOINTS[_name] = KnownCheckpoint(_name, _name, None, _file, None, None, "MIT", _page,
+                                               manual_page=_page.split(" ")[0], published_size=_size)
+
+# The checkpoint that ``checkpoint="hub"`` means for each model: its own known file.
+DEFAULT_CHECKPOINT = {name: name for name in KNOWN_CHECKPOINTS}
 
 _verified_lock = threading.Lock()
 
@@ -247,7 +261,8 @@ def resolve_checkpoint(model_name: str, checkpoint: Union[str, os.PathLike]) -> 
     key = os.fspath(checkpoint)
     if key == "hub":
         if model_name not in DEFAULT_CHECKPOINT:
-            raise UnknownModelError(f"no known Hub checkpoint for {model_name}")
+            raise UnknownModelError(f"no published weights are known for {model_name}: give it a weights file "
+                                    "(--checkpoint FILE, or a fine-tuned file swapped in)")
         key = DEFAULT_CHECKPOINT[model_name]
     spec = KNOWN_CHECKPOINTS.get(key)
     if spec is None:

@@ -78,7 +78,7 @@ def test_evaluation_sequence_equals_official(official, photo, prefix, size, flip
 def test_simpleclick_checkpoint_checked(official, tmp_path):
     path, _ = official
     with pytest.raises(CheckpointError, match=r"does not fit simpleclick_vit_b448_cocolvis .*its config says "
-                                              r"PlainVitModel\(embed_dim=160, depth=8"):
+                                              r"SimpleClick PlainVitModel\(embed_dim=160, depth=8"):
         load_model("simpleclick_vit_b448_cocolvis", path, device="cpu")
     with pytest.raises(CheckpointError, match=r"does not fit ritm_hrnet18s_cocolvis .*PlainVitModel"):
         load_model("ritm_hrnet18s_cocolvis", path, device="cpu")
@@ -93,3 +93,16 @@ def test_simpleclick_checkpoint_checked(official, tmp_path):
     model = load_model(NAME, path, device="cpu")
     with pytest.raises(PromptError, match="takes clicks only, not a scribble"):
         model.decode(model.encode(np.zeros((64, 64, 3), np.uint8)), [Scribble([(1, 1), (5, 5)])])
+
+
+def test_eval_cli_runs_simpleclicks_setting(official):
+    """``python -m iseg_core.eval --zoom-in --flip`` evaluates SimpleClick models as SimpleClick's script does:
+    every click zoomed, square crops of 448 px (672 on DAVIS), flip averaging in the session."""
+    from argparse import Namespace
+
+    from iseg_core.eval.__main__ import native_session
+
+    model = load_model(NAME, official[0], device="cpu")
+    davis = native_session(Namespace(zoom_in=True, zoom_target=None, dataset="davis", flip=True), model)
+    assert davis.flip and davis.zoom.square and davis.zoom.skip_clicks == -1 and davis.zoom.target_size == 672
+    assert native_session(Namespace(zoom_in=True, zoom_target=None, dataset="grabcut", flip=False), model).zoom.target_size == 448

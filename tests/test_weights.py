@@ -201,3 +201,21 @@ def test_ritm_weights_entries_and_offline_message(monkeypatch, tmp_path):
     msg = str(err.value)
     assert "offline mode" in msg and "coco_lvis_h18s_itermask.pth (16.5 MB, as published)" in msg
     assert str(tmp_path) in msg and "releases/download/v1.0/coco_lvis_h18s_itermask.pth" in msg
+
+
+@pytest.mark.parametrize("name,filename,shown", [
+    ("segnext_vit_b1024_sax2_hqseg44k", "vitb_sa2_cocolvis_hq44k_epoch_0.pth", "435 MB, as published"),
+    ("simpleclick_vit_b448_cocolvis", "cocolvis_vit_base.pth", "unknown size"),
+])
+def test_google_drive_models_name_file_page_and_folder(monkeypatch, tmp_path, name, filename, shown):
+    """SegNext's and SimpleClick's weights live on Google Drive: asking for them names the official file, the
+    page to get it from and the folder to put it in, online or not; once there, it is the file that loads."""
+    monkeypatch.setenv("ISEG_WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    spec = weights.KNOWN_CHECKPOINTS[name]
+    assert spec.licence == "MIT" and spec.url is None and spec.repo_id is None
+    with pytest.raises(WeightsUnavailableError) as err:
+        load_model(name, checkpoint="hub", device="cpu")
+    msg = str(err.value)
+    assert f"{filename} ({shown})" in msg and "no automatic download" in msg and str(tmp_path) in msg
+    assert "https://github.com/uncbiag/" in msg and "#download" in msg

@@ -31,9 +31,12 @@ from .metrics import summarize
 
 def preprocessing(args, model) -> str:
     """One line that says how the numbers were made (they depend on it)."""
-    parts = [model.preprocessing, f"first interaction: {args.first}", f"max {args.max_clicks} interactions",
-             f"target IoU {args.target_iou}", "prob threshold 0.49", "prev mask fed back"]
     session = native_session(args, model)
+    # a session replaces the studio's frame (see its ZoomIn below); the network and its click maps stay
+    seen = (f"{model.config.describe()}; click disks r={model.config.disk_radius:g} px" if session is not None
+            else model.preprocessing)
+    parts = [seen, f"first interaction: {args.first}", f"max {args.max_clicks} interactions",
+             f"target IoU {args.target_iou}", "prob threshold 0.49", "prev mask fed back"]
     parts.append(session.zoom.describe() if session is not None else
                  "ZoomIn (skip 1, x1.4, min 200 px)" if args.zoom_in else "no ZoomIn")
     parts.append("h-flip averaged" if args.flip else "no flip")
@@ -44,10 +47,11 @@ def native_session(args, model):
     """Click-map models with ``--zoom-in`` run their authors' ZoomIn and flip averaging (``--flip``) through
     their session: RITM's "cvpr" mode (crops resized to long side 400, 600 on DAVIS, from click 2) or
     SimpleClick's (every click zoomed, crops squashed to 448 x 448, 672 on DAVIS); None for every other case."""
-    from ..models.clickmap import ClickMapSegmenter, RitmSession, RitmZoomIn
+    from ..models.clickmap import ClickMapConfig, RitmSession, RitmZoomIn
     from ..models.clickmap.simpleclick import SimpleClickConfig
 
-    if not (args.zoom_in and isinstance(model, ClickMapSegmenter)):
+    # SegNext (a click-map segmenter too) is evaluated by its authors without ZoomIn: the generic one applies
+    if not (args.zoom_in and isinstance(getattr(model, "config", None), (ClickMapConfig, SimpleClickConfig))):
         return None
     davis = args.dataset == "davis"
     if isinstance(model.config, SimpleClickConfig):

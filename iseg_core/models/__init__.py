@@ -155,5 +155,15 @@ for _name in ("ritm_hrnet18s_cocolvis", "ritm_hrnet18_cocolvis", "ritm_hrnet32_c
               "simpleclick_vit_h448_cocolvis"):
     register_model(_name, trainable=False)(_build_clickmap)
 
+
+def _build_segnext(name, weights: Optional[Weights], device, dtype):
+    from .clickmap.segnext import build_segnext
+
+    return build_segnext(name, weights, device)
+
+
+for _name in ("segnext_vit_b1024_sax1_cocolvis", "segnext_vit_b1024_sax2_cocolvis", "segnext_vit_b1024_sax2_hqseg44k"):
+    register_model(_name, trainable=False)(_build_segnext)
+
 __all__ = ["Decoded", "ImageEmbedding", "Segmenter", "TrainOutput", "TrainableSegmenter", "Weights", "list_models",
            "load_model", "read_weights", "register_model", "supports_training", "takes_weights", "trainable_models"]

@@ -129,6 +129,8 @@ def check_publisher_config(config: ClickMapConfig, published: Optional[dict], na
 class ClickMapSegmenter(Segmenter):
     """Any click-map network ``(image, prev, points) -> (logits, aux)`` whose config says its frame."""
 
+    align_corners = True  # how the frame's logits are resized to the image (RITM's predictor and ZoomIn)
+
     def __init__(self, name: str, network: nn.Module, version: Optional[str] = None,
                  device: Optional[torch.device] = None):
         self.name = name
@@ -175,12 +177,15 @@ class ClickMapSegmenter(Segmenter):
                 raise PromptError(f"prev_logits are {tuple(prev_logits.shape)}, this image's {self.name} frame is {frame}")
             prev = torch.sigmoid(prev_logits.to(self.device, torch.float32))[None, None]
         logits, _ = self.network(pixels, prev, self.points(prompts, embedding.original_size, frame))
-        logits = logits[0, 0].float().cpu()
-        # no quality head: the score is the mean confidence inside the predicted object
+        return self.decoded(logits[0, 0])
+
+    @staticmethod
+    def decoded(logits: torch.Tensor) -> Decoded:
+        """No quality head in these networks: the score is the mean confidence inside the predicted object."""
+        logits = logits.float().cpu()
         probs = torch.sigmoid(logits)
         inside = probs > 0.5
-        score = float(probs[inside].mean()) if inside.any() else 0.0
-        return Decoded(logits=logits, score=score)
+        return Decoded(logits=logits, score=float(probs[inside].mean()) if inside.any() else 0.0)
 
     def check_logits(self, logits: torch.Tensor) -> torch.Tensor:
         if logits.ndim != 2:
@@ -192,7 +197,7 @@ class ClickMapSegmenter(Segmenter):
         size = tuple(size or embedding.original_size)
         if tuple(logits.shape[-2:]) == size:
             return logits.float().numpy().copy()
-        up = F.interpolate(logits.float()[None, None], size=size, mode="bilinear", align_corners=True)
+        up = F.interpolate(logits.float()[None, None], size=size, mode="bilinear", align_corners=self.align_corners)
         return up[0, 0].numpy()
 
 

@@ -104,6 +104,13 @@ class SimpleClickNetwork(nn.Module):
         return {k: v for k, v in state.items() if not k.startswith(UNUSED_KEYS)}
 
 
+def publisher_kind(found_class: str, params: dict) -> str:
+    """What a serialized config describes: SimpleClick and SegNext share the class path of their model."""
+    if found_class == PLAINVIT_CLASS:
+        return "SegNext PlainVitModel" if "fusion_params" in params else "SimpleClick PlainVitModel"
+    return found_class.rsplit(".", 1)[-1]
+
+
 def adapt_simpleclick(config: SimpleClickConfig, published: Optional[dict], name: str, source: str) -> SimpleClickConfig:
     """Check a SimpleClick trainer's serialized config against ``config`` (the backbone, the frame, disks,
     previous-mask channel) and take the head options it was trained with (upsample, all-global attention)."""
@@ -125,7 +132,7 @@ def adapt_simpleclick(config: SimpleClickConfig, published: Optional[dict], name
            "with_prev_mask": params.get("with_prev_mask", False), "fusion": "fusion_params" in params}
     if found_class != PLAINVIT_CLASS or got != want:
         shown = ", ".join(f"{k}={got[k]}" for k in want if k != "fusion")
-        kind = "SegNext" if got["fusion"] else found_class.rsplit(".", 1)[-1]
+        kind = publisher_kind(found_class, params)
         raise CheckpointError(f"checkpoint {source} does not fit {name} ({config.describe()}, {config.frame} px frame, "
                               f"disks of radius {config.disk_radius:g}, previous-mask channel): its config says "
                               f"{kind}({shown})")

@@ -200,10 +200,19 @@ class MLPHead(nn.Module):
         setattr(self, classifier, nn.Conv2d(channels // upsample, 1, 1))
 
     def forward(self, levels: Sequence[torch.Tensor]) -> torch.Tensor:
+        # The published head resizes every level to the 1/4 size, concatenates and applies the 1x1 fusion conv.
+        # Resizing and a 1x1 conv are both linear and commute, so each level's slice of the fusion conv runs
+        # at that level's own resolution before the resize: the same sum, at a third of the cost.
         size = levels[0].shape[-2:]
-        outs = [F.interpolate(conv(x), size=size, mode="bilinear", align_corners=False)
-                for conv, x in zip(self.convs, levels)]
-        x = self.fusion_conv(torch.cat(outs, 1))
+        weight = self.fusion_conv.conv.weight
+        c = weight.shape[0]
+        fused = None
+        for k, (conv, x) in enumerate(zip(self.convs, levels)):
+            part = F.conv2d(conv(x), weight[:, k * c:(k + 1) * c])
+            if tuple(part.shape[-2:]) != tuple(size):
+                part = F.interpolate(part, size=size, mode="bilinear", align_corners=False)
+            fused = part if fused is None else fused + part
+        x = F.relu(fused + self.fusion_conv.conv.bias.view(1, -1, 1, 1))
         if self.upsample >= 2:
             x = self.up_conv1(x)
         if self.upsample >= 4:

@@ -1,0 +1,202 @@
+"""SegNext (CVPR'24): a ViT-B image encoder run once per image, and a light-ish prompt fusion run per click.
+
+Once per image (``encode``): the image, normalised, is squashed to 1024 x 1024 (bilinear; aspect not kept, as
+SegNext's own inference does) and goes through an MAE ViT-B whose blocks attend within 16 x 16-token windows
+except every third (3, 6, 9, 12), which are global. The 64 x 64 x 768 feature map is the embedding (12.6 MB).
+
+Per click (``decode``): the dense visual prompt (the previous probabilities resized to 1024 x 1024, positive and
+negative click disks of radius 5 px in that frame; clicks rounded to the nearest pixel as SegNext does) goes
+through its own patch embedding, is added to the image features, and one ("sax1") or two ("sax2") global
+self-attention blocks fuse them; the SimpleFPN neck and the MLP head give logits at 256 x 256, upsampled to
+1024 x 1024 (corners aligned) and then to the image (bilinear). The fusion blocks attend over all 4096 tokens,
+which is most of a click's time on a CPU.
+
+The logits are kept at the image's own size (its long side capped at ``max_side``, 2048 px, above which they
+are kept at that size and resized on use), because SegNext feeds the previous prediction back from there.
+Files of SegNext's trainer (``{"state_dict", "config"}``) load as they are; the backbone's unused ``fc_norm``
+is dropped.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Dict, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...errors import CheckpointError, PromptError
+from ...prompts import Click
+from ..base import Decoded, ImageEmbedding
+from ..checkpoint import check_state_dict
+from .model import ClickMapSegmenter
+from .maps import IMAGENET_MEAN, IMAGENET_STD, config_params, disk_maps, points_tensor
+from .simpleclick import PLAINVIT_CLASS, publisher_kind
+from .vit import Block, MLPHead, PatchEmbed, PlainViT, SimpleFPN, tokens_to_map
+
+UNUSED_KEYS = ("backbone.fc_norm.",)
+
+
+@dataclass(frozen=True)
+class SegNextConfig:
+    fusion_depth: int  # global self-attention blocks that fuse prompts and image ("sax1" / "sax2")
+    checkpoint: str  # the official file name
+    dim: int = 768
+    depth: int = 12
+    heads: int = 12
+    patch: int = 16
+    frame: int = 1024
+    global_every: int = 3
+    fpn: Tuple[int, int, int, int] = (128, 256, 512, 1024)
+    head_channels: int = 256
+    disk_radius: float = 5.0
+    max_side: int = 2048  # long side of the kept logits
+
+    @property
+    def global_blocks(self) -> Tuple[int, ...]:
+        if self.global_every <= 1:
+            return tuple(range(1, self.depth + 1))
+        return tuple(i for i in range(1, self.depth + 1) if i % self.global_every == 0 or i == self.depth)
+
+    def describe(self) -> str:
+        return f"SegNext ViT (dim {self.dim}, {self.depth} blocks) + {self.fusion_depth} fusion blocks"
+
+
+# SegNext's released models (segnext/models/default/plainvit_base1024_*.py)
+SEGNEXT_CONFIGS: Dict[str, SegNextConfig] = {
+    "segnext_vit_b1024_sax1_cocolvis": SegNextConfig(1, "vitb_sa1_cocolvis_epoch_90.pth"),
+    "segnext_vit_b1024_sax2_cocolvis": SegNextConfig(2, "vitb_sa2_cocolvis_epoch_90.pth"),
+    "segnext_vit_b1024_sax2_hqseg44k": SegNextConfig(2, "vitb_sa2_cocolvis_hq44k_epoch_0.pth"),
+}
+
+
+class SegNextNetwork(nn.Module):
+    def __init__(self, config: SegNextConfig):
+        super().__init__()
+        c = self.config = config
+        self.backbone = PlainViT(c.dim, c.depth, c.heads, c.patch, (c.frame, c.frame), c.global_blocks)
+        self.visual_prompts_encoder = PatchEmbed(3, c.dim, c.patch)
+        # the fusion blocks use LayerNorm's default eps (1e-5), the backbone's 1e-6
+        self.fusion_blocks = nn.Sequential(*[Block(c.dim, c.heads, eps=1e-5) for _ in range(c.fusion_depth)])
+        self.neck = SimpleFPN(c.dim, c.fpn)
+        self.head = MLPHead(c.fpn, c.head_channels, classifier="seg_conv")
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def grid(self) -> Tuple[int, int]:
+        return self.config.frame // self.config.patch, self.config.frame // self.config.patch
+
+    def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, H, W)`` in [0, 1] -> image tokens ``(B, 4096, dim)`` of the 1024 x 1024 frame."""
+        x = (pixels - self.mean) / self.std
+        x = F.interpolate(x, size=(self.config.frame, self.config.frame), mode="bilinear", align_corners=False)
+        return self.backbone(x)
+
+    def prompt_logits(self, tokens: torch.Tensor, prev: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        """Image tokens, previous probabilities ``(B, 1, 1024, 1024)`` and points in that frame -> logits
+        ``(B, 1, 1024, 1024)``."""
+        f = self.config.frame
+        maps = torch.cat([prev, disk_maps(points, f, f, self.config.disk_radius)], 1)
+        x = self.fusion_blocks(tokens + self.visual_prompts_encoder(maps))
+        out = self.head(self.neck(tokens_to_map(x, self.grid)))
+        return F.interpolate(out, size=(f, f), mode="bilinear", align_corners=True)
+
+    def expected_state(self) -> Dict[str, torch.Size]:
+        return {k: v.shape for k, v in self.state_dict().items()}
+
+
+def check_segnext_config(config: SegNextConfig, published: Optional[dict], name: str, source: str) -> None:
+    """A file of SegNext's trainer says what it is: refuse one of another architecture, naming both."""
+    if not published:
+        return
+    params = config_params(published)
+    backbone, fusion = params.get("backbone_params") or {}, params.get("fusion_params") or {}
+    if not isinstance(backbone, dict) or not isinstance(fusion, dict):
+        backbone, fusion = {}, {}
+    size = tuple(backbone.get("img_size") or (0,))
+    want = {"embed_dim": config.dim, "depth": config.depth, "global_atten_freq": config.global_every,
+            "img_size": config.frame, "fusion": "self_attention", "fusion_depth": config.fusion_depth,
+            "use_disks": True, "norm_radius": config.disk_radius}
+    got = {"embed_dim": backbone.get("embed_dim"), "depth": backbone.get("depth"),
+           "global_atten_freq": backbone.get("global_atten_freq", 1), "img_size": size[0],
+           "fusion": fusion.get("type"), "fusion_depth": int(fusion.get("depth", 0) or 0),
+           "use_disks": params.get("use_disks", False), "norm_radius": params.get("norm_radius", 5)}
+    found_class = published.get("class", "?")
+    if found_class != PLAINVIT_CLASS or got != want:
+        shown = ", ".join(f"{k}={got[k]}" for k in want)
+        kind = publisher_kind(found_class, params)
+        raise CheckpointError(f"checkpoint {source} does not fit {name} ({config.describe()}, "
+                              f"{config.frame} px frame, disks of radius {config.disk_radius:g}): its config says "
+                              f"{kind}({shown})")
+
+
+class SegNextSegmenter(ClickMapSegmenter):
+    """The click-map segmenter's checks and resizing (bilinear, corners not aligned, as SegNext's), with
+    SegNext's split: ``encode`` runs the ViT, ``decode`` the prompt fusion, neck and head."""
+
+    align_corners = False
+
+    @property
+    def preprocessing(self) -> str:
+        c = self.config
+        return (f"{c.describe()}; image squashed to {c.frame}x{c.frame} (bilinear) and encoded once; click disks "
+                f"r={c.disk_radius:g} px in that frame; previous probabilities fed back; no ZoomIn, no flip")
+
+    @property
+    def image_encoder(self) -> nn.Module:
+        return self.network.backbone
+
+    def frame_size(self, height: int, width: int) -> Tuple[int, int]:
+        """Where the logits live: the image's own size, long side capped at ``max_side``."""
+        long = max(height, width)
+        if long <= self.config.max_side:
+            return height, width
+        scale = self.config.max_side / long
+        return int(round(height * scale)), int(round(width * scale))
+
+    @torch.inference_mode()
+    def encode(self, image: np.ndarray) -> ImageEmbedding:
+        pixels = torch.tensor(image, device=self.device).permute(2, 0, 1)[None].float() / 255
+        tokens = self.network.image_features(pixels)
+        return ImageEmbedding(self.cache_key, image.shape[:2], tokens, tokens.numel() * tokens.element_size())
+
+    def points(self, prompts: Sequence, original: Tuple[int, int]) -> torch.Tensor:
+        """Clicks -> the 1024 frame, rounded to the nearest pixel per axis as SegNext's model does."""
+        f = self.config.frame
+        rows_cols = []
+        for p in prompts:
+            if not isinstance(p, Click):
+                raise PromptError(f"{self.name} takes clicks only, not a {type(p).__name__.lower()}: its released "
+                                  "weights were trained on click maps")
+            rows_cols.append((math.floor(p.y * f / original[0] + 0.5), math.floor(p.x * f / original[1] + 0.5),
+                              p.positive))
+        return points_tensor(rows_cols, self.device)
+
+    @torch.inference_mode()
+    def decode(self, embedding: ImageEmbedding, prompts: Sequence, prev_logits: Optional[torch.Tensor] = None,
+               multimask: Optional[bool] = None) -> Decoded:
+        frame = self.frame_size(*embedding.original_size)
+        f = self.config.frame
+        if prev_logits is None:
+            prev = torch.zeros((1, 1, f, f), device=self.device)
+        else:
+            if tuple(prev_logits.shape) != frame:
+                raise PromptError(f"prev_logits are {tuple(prev_logits.shape)}, this image's {self.name} frame is {frame}")
+            prev = torch.sigmoid(prev_logits.to(self.device, torch.float32))[None, None]
+            prev = F.interpolate(prev, size=(f, f), mode="bilinear", align_corners=False)
+        logits = self.network.prompt_logits(embedding.data, prev, self.points(prompts, embedding.original_size))
+        return self.decoded(F.interpolate(logits, size=frame, mode="bilinear", align_corners=False)[0, 0])
+
+
+def build_segnext(name: str, weights, device: torch.device) -> SegNextSegmenter:
+    config = SEGNEXT_CONFIGS[name]
+    network = SegNextNetwork(config)
+    if weights is not None:
+        check_segnext_config(config, weights.meta.get("publisher_config"), name, weights.path)
+        state = {k: v for k, v in weights.state.items() if not k.startswith(UNUSED_KEYS)}
+        check_state_dict(network.expected_state(), state, name, weights.path)
+        network.load_state_dict(state)
+    return SegNextSegmenter(name, network, version=weights.version if weights else None, device=device)
