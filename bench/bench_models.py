@@ -1,15 +1,18 @@
 """Click-map models, ours vs the official code, on one photo: encode ms, first and fifth click ms, peak RSS.
 
-    python bench/bench_models.py                         # RITM HRNet18s, 18 and 32, 2 threads, 2 MP photo
+    python bench/bench_models.py                         # every RITM, SimpleClick and SegNext model, 2 threads
     python bench/bench_models.py --models ritm_hrnet18s_cocolvis --rounds 5 --max-side 400
 
 Each side runs in a process of its own (peak RSS is per process) on the same seeded random weights: ours
-through ``load_model`` + ``Predictor``; the official through RITM's NoBRS predictor (no flip, no ZoomIn,
-``LimitLongestSide(800)`` as in its demo), timed by tests/reference/ritm_official_timing.py. A round = set the image, then
-five clicks, each fed the previous prediction; the processes of both sides alternate so that machine noise
-falls on both. Ours runs as iseg serves clicks, with ``iseg_core.runtime.tune_allocator()`` (freed buffers
-stay in the heap); the official code with the allocator's defaults. The photo: DAVIS image 000 (854x480) resized to 1920x1080 (2.1 MP), so both sides work at
-their 800-px frame. Weights are random: the speed is the model's, the masks mean nothing.
+through ``load_model`` + ``Predictor``; the official side is timed by tests/reference/official_timing.py:
+RITM's NoBRS predictor (no flip, no ZoomIn, ``LimitLongestSide(800)`` as in its demo), SimpleClick's NoBRS
+predictor with its evaluation ZoomIn (every click, 448 x 448 squares, no flip; ours: the studio's squashed
+448 frame), SegNext's own predictor (the ViT in ``set_image``, the fusion per click). A round = set the
+image, then five clicks, each fed the previous prediction; the processes of both sides alternate so that
+machine noise falls on both. Ours runs as iseg serves clicks, with ``iseg_core.runtime.tune_allocator()``
+(freed buffers stay in the heap); the official code with the allocator's defaults. The photo: DAVIS image
+000 (854x480) resized to 1920x1080 (2.1 MP). Weights are random: the speed is the model's, the masks mean
+nothing.
 """
 from __future__ import annotations
 
@@ -30,8 +33,10 @@ sys.path.insert(0, str(ROOT))
 from bench.common import data_dir, print_table, summary  # noqa: E402
 
 # the official side: a test-reference script (the official code is a test reference, never imported here)
-REFERENCE_TIMING = ROOT / "tests" / "reference" / "ritm_official_timing.py"
-MODELS = ["ritm_hrnet18s_cocolvis", "ritm_hrnet18_cocolvis", "ritm_hrnet32_cocolvis"]
+REFERENCE_TIMING = ROOT / "tests" / "reference" / "official_timing.py"
+MODELS = ["ritm_hrnet18s_cocolvis", "ritm_hrnet18_cocolvis", "ritm_hrnet32_cocolvis", "simpleclick_vit_b448_cocolvis",
+          "simpleclick_vit_l448_cocolvis", "simpleclick_vit_h448_cocolvis", "segnext_vit_b1024_sax1_cocolvis",
+          "segnext_vit_b1024_sax2_cocolvis"]
 CLICKS = [(0.50, 0.55, True), (0.20, 0.20, False), (0.60, 0.40, True), (0.85, 0.80, False), (0.45, 0.70, True)]
 
 
@@ -59,7 +64,8 @@ def worker_ours(name: str, ckpt: str, image_path: str, rounds: int, max_side: in
     tune_allocator()  # as every iseg process that serves clicks does (app.py, the eval CLI)
     image = np.load(image_path)
     model = load_model(name, ckpt, device="cpu")
-    model.config = dataclasses.replace(model.config, max_side=max_side)
+    if name.startswith("ritm_"):
+        model.config = dataclasses.replace(model.config, max_side=max_side)
     predictor = Predictor(model)
     encode, first, fifth = [], [], []
     pts = clicks_px(*image.shape[:2])
@@ -110,7 +116,7 @@ def main() -> None:
         print(json.dumps(res))
         return
 
-    from iseg_core.models.clickmap import CLICKMAP_CONFIGS, ClickMapNetwork
+    from iseg_core.models import load_model
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -120,7 +126,7 @@ def main() -> None:
         for name in args.models.split(","):
             torch.manual_seed(0)
             ckpt = Path(tmp) / f"{name}.pth"
-            torch.save({"state_dict": ClickMapNetwork(CLICKMAP_CONFIGS[name]).state_dict()}, ckpt)
+            torch.save({"state_dict": load_model(name, device="cpu").network.state_dict()}, ckpt)
             runs = {"ours": [], "official": []}
             for k in range(args.repeats):
                 for side in (("ours", "official") if k % 2 == 0 else ("official", "ours")):

@@ -1,0 +1,115 @@
+"""The official side of bench/bench_models.py: RITM's or SimpleClick's NoBRS predictor, or SegNext's predictor,
+timed on the same photo, clicks and weights as iseg's side (test-reference code; the official folder is ../shared/reference/official beside the
+data, or $ISEG_OFFICIAL_DIR). Prints one JSON line: encode, first and fifth click ms per round, peak RSS MB."""
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+from bench.bench_models import clicks_px  # noqa: E402
+from bench.common import data_dir  # noqa: E402
+from iseg_core.models.clickmap import CLICKMAP_CONFIGS  # noqa: E402
+from iseg_core.models.clickmap.segnext import SEGNEXT_CONFIGS  # noqa: E402
+from iseg_core.models.clickmap.simpleclick import SIMPLECLICK_CONFIGS  # noqa: E402
+
+ap = argparse.ArgumentParser()
+for flag in ("--worker", "--models", "--ckpt", "--image"):
+    ap.add_argument(flag)
+ap.add_argument("--rounds", type=int)
+ap.add_argument("--threads", type=int)
+ap.add_argument("--max-side", type=int)
+args = ap.parse_args()
+torch.set_num_threads(args.threads)
+official = os.environ.get("ISEG_OFFICIAL_DIR") or str(data_dir().parent / "reference" / "official")
+sys.path.insert(0, official)
+import shims  # noqa: E402
+
+shims.install()
+name = args.models
+state = torch.load(args.ckpt, weights_only=True)["state_dict"]
+
+
+def load(net):
+    """Our file holds every key the model uses; the plain ViTs' unused classification leftovers stay random."""
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    assert not unexpected and all(k.startswith(("backbone.cls_token", "backbone.fc_norm", "backbone.head"))
+                                  for k in missing), (missing, unexpected)
+    return net.eval()
+
+
+if name.startswith("ritm_"):
+    sys.path.insert(0, official + "/ritm")
+    from isegm.model.is_hrnet_model import HRNetModel
+
+    c = CLICKMAP_CONFIGS[name]
+    net = load(HRNetModel(width=c.width, ocr_width=c.ocr_width, small=c.small, with_aux_output=True, use_leaky_relu=True,
+                          use_rgb_conv=False, use_disks=True, norm_radius=5, with_prev_mask=True))
+elif name.startswith("simpleclick_"):
+    sys.path.insert(0, official + "/simpleclick")
+    from isegm.model.is_plainvit_model import PlainVitModel
+    from isegm.model.modeling.transformer_helper.cross_entropy_loss import CrossEntropyLoss
+
+    c = SIMPLECLICK_CONFIGS[name]
+    net = load(PlainVitModel(
+        use_disks=True, norm_radius=5, with_prev_mask=True,
+        backbone_params=dict(img_size=(c.frame, c.frame), patch_size=(c.patch, c.patch), in_chans=3, embed_dim=c.dim,
+                             depth=c.depth, num_heads=c.heads, mlp_ratio=4, qkv_bias=True),
+        neck_params=dict(in_dim=c.dim, out_dims=list(c.fpn)),
+        head_params=dict(in_channels=list(c.fpn), in_index=[0, 1, 2, 3], dropout_ratio=0.1, num_classes=1,
+                         loss_decode=CrossEntropyLoss(), align_corners=False, upsample="x1", channels=c.head_channels)))
+else:
+    sys.path.insert(0, official + "/segnext/segnext")
+    from isegm.model.is_plainvit_model import PlainVitModel
+
+    c = SEGNEXT_CONFIGS[name]
+    net = load(PlainVitModel(
+        backbone_params=dict(img_size=(c.frame, c.frame), patch_size=(c.patch, c.patch), in_chans=3, embed_dim=c.dim,
+                             depth=c.depth, global_atten_freq=c.global_every, num_heads=c.heads, mlp_ratio=4,
+                             qkv_bias=True),
+        neck_params=dict(in_dim=c.dim, out_dims=list(c.fpn)),
+        head_params=dict(in_channels=list(c.fpn), in_select_index=[0, 1, 2, 3], dropout_ratio=0.1, num_classes=1,
+                         out_channels=c.head_channels),
+        fusion_params=dict(type="self_attention", depth=c.fusion_depth,
+                           params=dict(dim=c.dim, num_heads=c.heads, mlp_ratio=4, qkv_bias=True)),
+        use_disks=True, norm_radius=5))
+from isegm.inference.clicker import Click, Clicker  # noqa: E402
+
+image = np.load(args.image)
+if name.startswith("segnext_"):  # SegNext's own predictor: the ViT in set_image, the fusion per click
+    from isegm.inference.predictor import BasePredictor
+
+    predictor = BasePredictor(net)
+    set_image, predict = predictor.set_image, predictor.predict
+else:  # RITM's NoBRS predictor: RITM as its demo (long side 800), SimpleClick as its evaluation (448 squares)
+    from isegm.inference.predictors import get_predictor
+
+    zoom = {"skip_clicks": -1, "target_size": (c.frame, c.frame)} if name.startswith("simpleclick_") else None
+    params = {"max_size": args.max_side} if name.startswith("ritm_") else {}
+    predictor = get_predictor(net, "NoBRS", torch.device("cpu"), with_flip=False, zoom_in_params=zoom,
+                              predictor_params=params)
+    set_image, predict = predictor.set_input_image, predictor.get_prediction
+encode, first, fifth = [], [], []
+pts = clicks_px(*image.shape[:2])
+with torch.no_grad():
+    for r in range(args.rounds + 1):  # round 0 warms up
+        t0 = time.perf_counter()
+        set_image(image)
+        t_enc = time.perf_counter() - t0
+        clicker, times = Clicker(), []
+        for y, x, p in pts:
+            clicker.add_click(Click(is_positive=p, coords=(y, x)))
+            t0 = time.perf_counter()
+            predict(clicker)
+            times.append(time.perf_counter() - t0)
+        if r:
+            encode.append(t_enc * 1e3), first.append(times[0] * 1e3), fifth.append(times[4] * 1e3)
+print(json.dumps({"encode": encode, "first": first, "fifth": fifth,
+                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
