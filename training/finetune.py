@@ -6,12 +6,16 @@ contour: :mod:`training.simulate`), then runs 0..``max_corrections`` no-grad rou
 predicts and the evaluation's clicker adds a correction click at the largest error, with the previous
 logits fed back (RITM's iterative training). The last round is the one with gradients. Losses: normalized
 focal + soft Dice on the best-fitting of the candidates the model would choose from (SAM: its three masks for
-a lone click, else its single mask), MSE of the model's quality (IoU) head on those candidates.
+a lone click, else its single mask), MSE of the model's quality (IoU) head on those candidates. The model
+says which prompt kinds to simulate and how to weigh the losses (``prompt_kinds``, ``loss_weights``): the
+click-map models (RITM, SimpleClick, SegNext) train on clicks with the NFL alone (alpha 0.5, gamma 2), as
+their authors' trainers do.
 
 Modes (the model says which it has: ``model.training_modes``):
 - ``decoder`` (default when starting from weights): the image encoder is frozen and runs once per image;
   its features are kept (float16) for the rest of the run, so a step costs only decoding. Fast on a CPU.
-- ``full`` (default from random weights): the encoder trains too, on augmented crops (scale, flip, colour).
+- ``full`` (default from random weights, and the only mode of models whose prompts enter at the stem: RITM,
+  SimpleClick): the encoder trains too, on augmented crops (scale, flip, colour).
 
 Mixed precision (bfloat16 autocast) on CUDA; ``torchrun --nproc_per_node N -m training.finetune ...`` trains
 with DistributedDataParallel (NCCL on GPUs, gloo on CPUs), each rank drawing its own batches.
@@ -71,9 +75,10 @@ class FinetuneConfig:
     save_every: int = 100  # steps between checkpoints (0: only at the end)
     amp: bool = True  # bfloat16 autocast on CUDA; ignored on a CPU
     augment: bool = True  # full mode: random scale, flip, crop and colour
-    focal_weight: float = 1.0
-    dice_weight: float = 1.0
-    iou_weight: float = 1.0
+    # loss weights (normalized focal, soft Dice, quality head); None = the model's own (``model.loss_weights``)
+    focal_weight: Optional[float] = None
+    dice_weight: Optional[float] = None
+    iou_weight: Optional[float] = None
 
     def check(self) -> None:
         if self.steps < 1 or self.batch_size < 1:
@@ -126,8 +131,12 @@ class Trainer:
         config.check()
         self.model, self.objects, self.config = model, list(objects), config
         self.device = model.device
-        self.mode = config.mode if config.mode != "auto" else ("decoder" if starting_from else "full")
+        auto = "decoder" if starting_from and "decoder" in model.training_modes else "full"
+        self.mode = config.mode if config.mode != "auto" else auto
         model.check_mode(self.mode)
+        own = model.loss_weights
+        self.weights = {k: (own.get(k, 0.0) if getattr(config, f"{k}_weight") is None else getattr(config, f"{k}_weight"))
+                        for k in ("focal", "dice", "iou")}
         self.data = data
         self.base = {"model": model.name, "checkpoint": starting_from or "random initialisation",
                      "version": model.version, "encoder_version": model.encoder_version or model.version}
@@ -139,7 +148,10 @@ class Trainer:
         self.metrics: dict = {}  # written with every checkpoint (e.g. the evaluation before training)
         self._features: Dict[str, torch.Tensor] = {}  # decoder mode: image key -> frozen encoder features
         self.embedding_source = embedding_source  # decoder mode: image key -> an embedding already computed
-        self.sampler = SamplerConfig()
+        kinds = tuple((k, w) for k, w in SamplerConfig().kinds if k in model.prompt_kinds)
+        if not kinds:
+            raise IsegError(f"{model.name} takes none of the prompt kinds training simulates")
+        self.sampler = SamplerConfig(kinds=kinds)
         self.canvas = model.canvas
         self.rank, self.world = _world()
         self._ddp: Optional[nn.Module] = None
@@ -270,18 +282,20 @@ class Trainer:
         flat = F.interpolate(out.logits, size, mode="bilinear", align_corners=False).flatten(0, 1)  # (B*K, L, L)
         gt, valid = self._targets(samples, size)
         gtk, validk = gt.repeat_interleave(k, 0), valid.repeat_interleave(k, 0)
-        c = self.config
-        per = (c.focal_weight * normalized_focal_loss(flat, gtk, validk, reduction="none")
-               + c.dice_weight * dice_loss(flat, gtk, validk, reduction="none")).view(b, k)
+        c = self.weights
+        per = c["focal"] * normalized_focal_loss(flat, gtk, validk, reduction="none")
+        if c["dice"]:
+            per = per + c["dice"] * dice_loss(flat, gtk, validk, reduction="none")
+        per = per.view(b, k)
         # the candidate that trains: the best-fitting of those inference would choose from
         pick = per.detach().masked_fill(~out.eligible, float("inf")).argmin(1)
         mask_loss = per[torch.arange(b), pick].mean()
         total = mask_loss
         iou_loss = torch.zeros((), device=self.device)
-        if out.scores is not None:  # every eligible candidate's score matters: inference picks by score
+        if out.scores is not None and c["iou"]:  # every eligible candidate's score matters: inference picks by score
             sel = out.eligible.flatten()
             iou_loss = iou_head_loss(out.scores.flatten()[sel], flat[sel], gtk[sel], validk[sel])
-            total = total + c.iou_weight * iou_loss
+            total = total + c["iou"] * iou_loss
         chosen = pick + k * torch.arange(b, device=pick.device)
         return total, {"loss": float(total.detach()), "mask": float(mask_loss.detach()), "iou": float(iou_loss.detach()),
                        "chosen_iou": float(hard_iou(flat[chosen], gtk[chosen], validk[chosen]).mean())}

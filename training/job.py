@@ -1,8 +1,9 @@
 """A fine-tuning job on a storage project's accepted annotations, run in a background thread (the app's
 Fine-tune button). Any model with the training face works (:class:`iseg_core.models.TrainableSegmenter`).
 
-The job trains a twin of the serving model (decoder only: the image encoder is shared and frozen, embeddings
-the app already computed are reused), evaluates base and result on the held-out accepted objects, writes the
+The job trains a twin of the serving model (decoder only where the model has that mode: the image encoder is
+shared and frozen, embeddings the app already computed are reused; models whose prompts enter at the stem,
+RITM and SimpleClick, train whole, on a full copy), evaluates base and result on the held-out accepted objects, writes the
 checkpoint, registers it as a model version with a training-run record, and hands the result to
 ``on_better(model, checkpoint)`` only when it beats the base (fewer clicks to 90 % IoU, or as many and a higher IoU after five).
 Annotation never waits for it: the serving model is not touched until the swap.
@@ -12,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -91,12 +92,13 @@ class FinetuneJob:
             except IsegError:
                 raise IsegError(f"{len(objects)} accepted object(s) are too few to train and also keep some for "
                                 "checking the result: accept more images first") from None
+            mode = "decoder" if "decoder" in self.model.training_modes else "full"
             st.run_id = self.store.record_training_run(base, "running", params={
-                "mode": "decoder", "steps": self.config.steps, "batch_size": self.config.batch_size,
+                "mode": mode, "steps": self.config.steps, "batch_size": self.config.batch_size,
                 "lr": self.config.lr, "train_objects": len(train), "held_out_objects": len(held)})
             twin = self.model.twin()
             st.before = evaluate(twin, held, self.max_clicks, progress=self._progress, label="base model")
-            trainer = Trainer(twin, train, self.config, starting_from=f"{base[0]}@{base[1]}",
+            trainer = Trainer(twin, train, replace(self.config, mode=mode), starting_from=f"{base[0]}@{base[1]}",
                               data=f"project {self.project.name!r}: {len(train)} accepted objects",
                               progress=self._progress, embedding_source=self.embedding_source)
             trainer.metrics = {"before": {"held-out": st.before}}

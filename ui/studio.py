@@ -526,7 +526,7 @@ class Studio:
         env, d = os.environ.get, FinetuneConfig()
         config = FinetuneConfig(steps=int(env("ISEG_FINETUNE_STEPS", d.steps)),
                                 batch_size=int(env("ISEG_FINETUNE_BATCH", d.batch_size)),
-                                mode="decoder", lr=float(env("ISEG_FINETUNE_LR", d.lr)), save_every=0)
+                                mode="auto", lr=float(env("ISEG_FINETUNE_LR", d.lr)), save_every=0)
         try:
             job = FinetuneJob(self.store, self.project, mgr.model, self.models_dir, config,
                               on_better=lambda model, ckpt, name=t.model: self._swap(name, model, ckpt),
@@ -550,7 +550,7 @@ class Studio:
         if job is not None:
             return job.describe()
         return (f"Fine-tune the model on this project's accepted images (works for {', '.join(trainable_models())}; "
-                "not for the others: the classical engine has no weights, the click-map models do not train here yet).")
+                "not for the others: the classical engine has no weights).")
 
     @property
     def finetune_running(self) -> bool:

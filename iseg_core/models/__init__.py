@@ -148,12 +148,11 @@ def _build_clickmap(name, weights: Optional[Weights], device, dtype):
     return build_clickmap(name, weights, device)
 
 
-# RITM's and SimpleClick's click-map models: inference only so far (the training face is still to come for
-# this family)
+# RITM's and SimpleClick's click-map models (they train in full mode only: clicks enter at the stem)
 for _name in ("ritm_hrnet18s_cocolvis", "ritm_hrnet18_cocolvis", "ritm_hrnet32_cocolvis",
               "simpleclick_vit_xtiny448_cocolvis", "simpleclick_vit_b448_cocolvis", "simpleclick_vit_l448_cocolvis",
               "simpleclick_vit_h448_cocolvis"):
-    register_model(_name, trainable=False)(_build_clickmap)
+    register_model(_name)(_build_clickmap)
 
 
 def _build_segnext(name, weights: Optional[Weights], device, dtype):
@@ -163,7 +162,7 @@ def _build_segnext(name, weights: Optional[Weights], device, dtype):
 
 
 for _name in ("segnext_vit_b1024_sax1_cocolvis", "segnext_vit_b1024_sax2_cocolvis", "segnext_vit_b1024_sax2_hqseg44k"):
-    register_model(_name, trainable=False)(_build_segnext)
+    register_model(_name)(_build_segnext)
 
 __all__ = ["Decoded", "ImageEmbedding", "Segmenter", "TrainOutput", "TrainableSegmenter", "Weights", "list_models",
            "load_model", "read_weights", "register_model", "supports_training", "takes_weights", "trainable_models"]

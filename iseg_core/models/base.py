@@ -130,7 +130,8 @@ class TrainableSegmenter(Segmenter):
       previous logits (one candidate's ``(h, w)`` logits from an earlier forward, or None) -> :class:`TrainOutput`.
     - **Parameters.** :meth:`parameters_for` freezes what a mode leaves alone and returns what it trains;
       ``training_modes`` lists the modes (``decoder``: the image encoder is frozen and runs once per image;
-      ``full``: everything trains).
+      ``full``: everything trains). ``prompt_kinds`` and ``loss_weights`` say what the trainer simulates and
+      optimises for this model (its publishers' choices: click-map models train on clicks with the NFL alone).
     - **Checkpoints.** :meth:`checkpoint_state` is the state dict under the publisher's key names (what
       ``load_model`` reads); :meth:`load_checkpoint_state` loads one, checked, naming the file. The trainer
       writes beside it a ``meta`` dict with at least ``model`` (this name: a file is refused by another
@@ -139,6 +140,10 @@ class TrainableSegmenter(Segmenter):
     """
 
     training_modes: Tuple[str, ...] = ("decoder", "full")
+    #: The prompt kinds training simulates for this model (those it was made for).
+    prompt_kinds: Tuple[str, ...] = ("click", "box", "scribble", "contour")
+    #: Weights of the trainer's losses: normalized focal, soft Dice, quality (IoU) head.
+    loss_weights: Dict[str, float] = {"focal": 1.0, "dice": 1.0, "iou": 1.0}
     #: Every trainable part (what DistributedDataParallel wraps and ``train()`` / ``eval()`` switch).
     network: nn.Module
 

@@ -39,11 +39,17 @@ def disk_maps(points: torch.Tensor, height: int, width: int, radius: float) -> t
 def points_tensor(clicks: Sequence[Tuple[float, float, bool]], device) -> torch.Tensor:
     """(row, col, positive) in click order -> ``(1, 2N, 3)`` rows of (row, col, order), positives first, each
     side padded with (-1, -1, -1) to N = the larger count (at least 1), as RITM's predictor builds them."""
-    pos = [(r, c, float(k)) for k, (r, c, p) in enumerate(clicks) if p]
-    neg = [(r, c, float(k)) for k, (r, c, p) in enumerate(clicks) if not p]
-    n = max(1, len(pos), len(neg))
+    return batch_points([clicks], device)
+
+
+def batch_points(batch: Sequence[Sequence[Tuple[float, float, bool]]], device) -> torch.Tensor:
+    """:func:`points_tensor` for several click lists: ``(B, 2N, 3)``, N the largest count of one sign."""
+    sides = [([(r, c, float(k)) for k, (r, c, p) in enumerate(clicks) if p],
+              [(r, c, float(k)) for k, (r, c, p) in enumerate(clicks) if not p]) for clicks in batch]
+    n = max([1] + [len(side) for pair in sides for side in pair])
     pad = [(-1.0, -1.0, -1.0)]
-    return torch.tensor([pos + pad * (n - len(pos)) + neg + pad * (n - len(neg))], dtype=torch.float32, device=device)
+    rows = [pos + pad * (n - len(pos)) + neg + pad * (n - len(neg)) for pos, neg in sides]
+    return torch.tensor(rows, dtype=torch.float32, device=device)
 
 
 def config_params(published: dict) -> dict:

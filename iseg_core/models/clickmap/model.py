@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -29,10 +29,10 @@ from torch import nn
 
 from ...errors import CheckpointError, PromptError
 from ...prompts import Click
-from ..base import Decoded, ImageEmbedding, Segmenter
+from ..base import Decoded, ImageEmbedding, TrainableSegmenter, TrainOutput
 from ..checkpoint import check_state_dict
 from .hrnet import HRNetOCR
-from .maps import IMAGENET_MEAN, IMAGENET_STD, config_params, disk_maps, points_tensor
+from .maps import IMAGENET_MEAN, IMAGENET_STD, batch_points, config_params, disk_maps, points_tensor
 
 HRNET_CLASS = "isegm.model.is_hrnet_model.HRNetModel"
 
@@ -58,6 +58,10 @@ class ClickMapConfig:
 
     def frame_text(self) -> str:
         return f"image at native resolution up to long side {self.max_side} (resized, bilinear, above it)"
+
+    @property
+    def canvas(self) -> Tuple[int, int]:
+        return self.max_side, self.max_side
 
 
 # RITM's iterative-mask models trained on COCO+LVIS (models/iter_mask/hrnet*_cocolvis_itermask_3p.py)
@@ -107,6 +111,15 @@ class ClickMapNetwork(nn.Module):
     def expected_state(self) -> Dict[str, torch.Size]:
         return {k: v.shape for k, v in self.state_dict().items()}
 
+    def train(self, mode: bool = True) -> "ClickMapNetwork":
+        """Fine-tuning runs on batches of a few images: BatchNorm keeps its published statistics (its affine
+        parameters still train), as detection fine-tuning freezes BN; RITM's own trainer used batches of 28."""
+        super().train(mode)
+        for m in self.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.eval()
+        return self
+
 
 def check_publisher_config(config: ClickMapConfig, published: Optional[dict], name: str, source: str) -> None:
     """A file written by RITM's trainer says what it is: refuse one of another architecture, naming both."""
@@ -126,10 +139,18 @@ def check_publisher_config(config: ClickMapConfig, published: Optional[dict], na
             f"previous-mask channel): its config says {found_class.rsplit('.', 1)[-1]}({shown})")
 
 
-class ClickMapSegmenter(Segmenter):
-    """Any click-map network ``(image, prev, points) -> (logits, aux)`` whose config says its frame."""
+class ClickMapSegmenter(TrainableSegmenter):
+    """Any click-map network ``(image, prev, points) -> (logits, aux)`` whose config says its frame.
+
+    Training face: the clicks enter at the stem, so nothing can be computed once per image: the only mode is
+    ``full``, the "features" are the frames themselves (the image resized into the frame, top-left in the
+    square canvas, zero padding), and every forward runs the whole network. Clicks only, the NFL alone
+    (alpha 0.5, gamma 2), as the authors' trainers."""
 
     align_corners = True  # how the frame's logits are resized to the image (RITM's predictor and ZoomIn)
+    training_modes = ("full",)
+    prompt_kinds = ("click",)
+    loss_weights = {"focal": 1.0, "dice": 0.0, "iou": 0.0}
 
     def __init__(self, name: str, network: nn.Module, version: Optional[str] = None,
                  device: Optional[torch.device] = None):
@@ -147,22 +168,82 @@ class ClickMapSegmenter(Segmenter):
     def frame_size(self, height: int, width: int) -> Tuple[int, int]:
         return self.config.frame_size(height, width)
 
-    @torch.inference_mode()
-    def encode(self, image: np.ndarray) -> ImageEmbedding:
+    def _frame(self, image: np.ndarray) -> torch.Tensor:
+        """``(1, 3, fh, fw)`` in [0, 1]: the image resized to its frame (bilinear, corners aligned)."""
         h, w = image.shape[:2]
         pixels = torch.tensor(image, device=self.device).permute(2, 0, 1)[None].float() / 255
         fh, fw = self.frame_size(h, w)
         if (fh, fw) != (h, w):
             pixels = F.interpolate(pixels, size=(fh, fw), mode="bilinear", align_corners=True)
-        return ImageEmbedding(self.cache_key, (h, w), pixels, pixels.numel() * 4)
+        return pixels
 
-    def points(self, prompts: Sequence, original: Tuple[int, int], frame: Tuple[int, int]) -> torch.Tensor:
-        """Clicks -> :func:`points_tensor` in the frame (scaled by frame / original size per axis)."""
-        sy, sx = frame[0] / original[0], frame[1] / original[1]
+    @torch.inference_mode()
+    def encode(self, image: np.ndarray) -> ImageEmbedding:
+        pixels = self._frame(image)
+        return ImageEmbedding(self.cache_key, image.shape[:2], pixels, pixels.numel() * 4)
+
+    # -- training face -----------------------------------------------------------------------------------
+    @property
+    def canvas(self) -> Tuple[int, int]:
+        return self.config.canvas
+
+    def frame_pixels(self, image: np.ndarray) -> torch.Tensor:
+        with torch.no_grad():
+            return self._padded(self._frame(image))
+
+    def _padded(self, pixels: torch.Tensor) -> torch.Tensor:
+        ch, cw = self.canvas
+        return F.pad(pixels, (0, cw - pixels.shape[-1], 0, ch - pixels.shape[-2]))
+
+    def encode_frames(self, pixels: torch.Tensor) -> torch.Tensor:
+        return pixels.to(self.device).float()
+
+    def features_of(self, embedding: ImageEmbedding) -> torch.Tensor:
+        return self._padded(embedding.data)
+
+    def forward_train(self, features, prompts, sizes, prev_logits) -> TrainOutput:
+        prev, points = self.train_inputs(features, tuple(features.shape[-2:]), prompts, prev_logits)
+        return self.train_output(self.network(features, prev, points)[0])
+
+    def train_inputs(self, features: torch.Tensor, frame: Tuple[int, int], prompts, prev_logits):
+        """Previous probabilities ``(B, 1, *frame)`` (zeros where none) and the batch's click points, in frame
+        pixels."""
+        prev = torch.stack([torch.sigmoid(p.float()) if p is not None else features.new_zeros(frame)
+                            for p in prev_logits])[:, None].to(features)
+        for ps in prompts:
+            self.check_clicks(ps)
+        return prev, batch_points([[(p.y, p.x, p.positive) for p in ps] for ps in prompts], self.device)
+
+    @staticmethod
+    def train_output(logits: torch.Tensor) -> TrainOutput:
+        """One candidate per sample, no quality head."""
+        return TrainOutput(logits=logits, scores=None,
+                           eligible=torch.ones(logits.shape[:2], dtype=torch.bool, device=logits.device))
+
+    def parameters_for(self, mode: str) -> List[nn.Parameter]:
+        self.check_mode(mode)
+        self.network.requires_grad_(True)
+        return list(self.network.parameters())
+
+    def checkpoint_state(self) -> Dict[str, torch.Tensor]:
+        return self.network.state_dict()
+
+    def load_checkpoint_state(self, state: Dict[str, torch.Tensor], source: str) -> None:
+        state = getattr(self.network, "used_state", dict)(state)
+        check_state_dict(self.network.expected_state(), state, self.name, source)
+        self.network.load_state_dict(state)
+
+    # -- prompts -------------------------------------------------------------------------------------------
+    def check_clicks(self, prompts: Sequence) -> None:
         for p in prompts:
             if not isinstance(p, Click):
                 raise PromptError(f"{self.name} takes clicks only, not a {type(p).__name__.lower()}: "
                                   "its network was trained on click maps")
+
+    def points(self, prompts: Sequence, original: Tuple[int, int], frame: Tuple[int, int]) -> torch.Tensor:
+        """Clicks -> :func:`points_tensor` in the frame (scaled by frame / original size per axis)."""
+        sy, sx = frame[0] / original[0], frame[1] / original[1]
+        self.check_clicks(prompts)
         return points_tensor([(p.y * sy, p.x * sx, p.positive) for p in prompts], self.device)
 
     @torch.inference_mode()
@@ -209,17 +290,14 @@ def build_clickmap(name: str, weights, device: torch.device) -> ClickMapSegmente
     if name in SIMPLECLICK_CONFIGS:
         network = SimpleClickNetwork(adapt_simpleclick(SIMPLECLICK_CONFIGS[name], published, name,
                                                        weights.path if weights else ""))
-        state = network.used_state(weights.state) if weights is not None else None
     else:
-        config = CLICKMAP_CONFIGS[name]
-        network = ClickMapNetwork(config)
-        state = weights.state if weights is not None else None
+        network = ClickMapNetwork(CLICKMAP_CONFIGS[name])
         if weights is not None:
-            check_publisher_config(config, published, name, weights.path)
-    if state is not None:
-        check_state_dict(network.expected_state(), state, name, weights.path)
-        network.load_state_dict(state)
-    return ClickMapSegmenter(name, network, version=weights.version if weights else None, device=device)
+            check_publisher_config(network.config, published, name, weights.path)
+    model = ClickMapSegmenter(name, network, version=weights.version if weights else None, device=device)
+    if weights is not None:
+        model.load_checkpoint_state(weights.state, weights.path)
+    return model
 
 
 __all__ = ["CLICKMAP_CONFIGS", "ClickMapConfig", "ClickMapNetwork", "ClickMapSegmenter", "build_clickmap",

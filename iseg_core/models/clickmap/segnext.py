@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ from torch import nn
 
 from ...errors import CheckpointError, PromptError
 from ...prompts import Click
-from ..base import Decoded, ImageEmbedding
+from ..base import Decoded, ImageEmbedding, TrainOutput
 from ..checkpoint import check_state_dict
 from .model import ClickMapSegmenter
 from .maps import IMAGENET_MEAN, IMAGENET_STD, config_params, disk_maps, points_tensor
@@ -59,6 +59,10 @@ class SegNextConfig:
         if self.global_every <= 1:
             return tuple(range(1, self.depth + 1))
         return tuple(i for i in range(1, self.depth + 1) if i % self.global_every == 0 or i == self.depth)
+
+    @property
+    def canvas(self) -> Tuple[int, int]:
+        return self.frame, self.frame
 
     def describe(self) -> str:
         return f"SegNext ViT (dim {self.dim}, {self.depth} blocks) + {self.fusion_depth} fusion blocks"
@@ -138,6 +142,7 @@ class SegNextSegmenter(ClickMapSegmenter):
     SegNext's split: ``encode`` runs the ViT, ``decode`` the prompt fusion, neck and head."""
 
     align_corners = False
+    training_modes = ("decoder", "full")
 
     @property
     def preprocessing(self) -> str:
@@ -150,6 +155,10 @@ class SegNextSegmenter(ClickMapSegmenter):
         return self.network.backbone
 
     def frame_size(self, height: int, width: int) -> Tuple[int, int]:
+        """Every image is squashed to the square frame (the canvas, for training)."""
+        return self.config.frame, self.config.frame
+
+    def logits_size(self, height: int, width: int) -> Tuple[int, int]:
         """Where the logits live: the image's own size, long side capped at ``max_side``."""
         long = max(height, width)
         if long <= self.config.max_side:
@@ -178,7 +187,7 @@ class SegNextSegmenter(ClickMapSegmenter):
     @torch.inference_mode()
     def decode(self, embedding: ImageEmbedding, prompts: Sequence, prev_logits: Optional[torch.Tensor] = None,
                multimask: Optional[bool] = None) -> Decoded:
-        frame = self.frame_size(*embedding.original_size)
+        frame = self.logits_size(*embedding.original_size)
         f = self.config.frame
         if prev_logits is None:
             prev = torch.zeros((1, 1, f, f), device=self.device)
@@ -191,12 +200,39 @@ class SegNextSegmenter(ClickMapSegmenter):
         return self.decoded(F.interpolate(logits, size=frame, mode="bilinear", align_corners=False)[0, 0])
 
 
+    # -- training face: the ViT is the encoder (frozen in decoder mode), the rest decodes ---------------------
+    def frame_pixels(self, image: np.ndarray) -> torch.Tensor:
+        pixels = torch.tensor(image, device=self.device).permute(2, 0, 1)[None].float() / 255
+        f = self.config.frame
+        return F.interpolate(pixels, size=(f, f), mode="bilinear", align_corners=False)
+
+    def encode_frames(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.network.image_features(pixels.to(self.device)).float()
+
+    def features_of(self, embedding: ImageEmbedding) -> torch.Tensor:
+        return embedding.data
+
+    def forward_train(self, features, prompts, sizes, prev_logits) -> TrainOutput:
+        prev, points = self.train_inputs(features, self.canvas, prompts, prev_logits)
+        return self.train_output(self.network.prompt_logits(features, prev, points))
+
+    def parameters_for(self, mode: str) -> List[nn.Parameter]:
+        self.check_mode(mode)
+        self.network.requires_grad_(True)
+        self.network.backbone.requires_grad_(mode == "full")
+        return [p for p in self.network.parameters() if p.requires_grad]
+
+    def load_checkpoint_state(self, state: Dict[str, torch.Tensor], source: str) -> None:
+        state = {k: v for k, v in state.items() if not k.startswith(UNUSED_KEYS)}
+        check_state_dict(self.network.expected_state(), state, self.name, source)
+        self.network.load_state_dict(state)
+
+
 def build_segnext(name: str, weights, device: torch.device) -> SegNextSegmenter:
     config = SEGNEXT_CONFIGS[name]
-    network = SegNextNetwork(config)
+    model = SegNextSegmenter(name, SegNextNetwork(config), version=weights.version if weights else None, device=device)
     if weights is not None:
         check_segnext_config(config, weights.meta.get("publisher_config"), name, weights.path)
-        state = {k: v for k, v in weights.state.items() if not k.startswith(UNUSED_KEYS)}
-        check_state_dict(network.expected_state(), state, name, weights.path)
-        network.load_state_dict(state)
-    return SegNextSegmenter(name, network, version=weights.version if weights else None, device=device)
+        model.load_checkpoint_state(weights.state, weights.path)
+        model.encoder_version = weights.encoder_version or ""
+    return model

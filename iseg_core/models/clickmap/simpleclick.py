@@ -60,6 +60,10 @@ class SimpleClickConfig:
     def frame_text(self) -> str:
         return f"whole image squashed to {self.frame}x{self.frame} (bilinear, corners aligned)"
 
+    @property
+    def canvas(self) -> Tuple[int, int]:
+        return self.frame, self.frame
+
 
 # SimpleClick's COCO+LVIS models (models/iter_mask/plainvit_*448_cocolvis_itermask.py)
 SIMPLECLICK_CONFIGS: Dict[str, SimpleClickConfig] = {

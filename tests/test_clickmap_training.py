@@ -1,0 +1,80 @@
+"""The click-map family trains through the model interface: clicks only, the NFL alone (its authors' loss),
+full mode for the networks whose clicks enter at the stem (RITM, SimpleClick), decoder mode (the ViT frozen,
+features cached) for SegNext; each result saves under the publisher's key names and loads with load_model."""
+import pytest
+import torch
+
+from iseg_core import load_model
+from iseg_core.errors import IsegError
+from iseg_core.prompts import Click
+from training.data import folder_objects
+
+from training.finetune import FinetuneConfig, Trainer, evaluate
+
+from .test_training_finetune import blobs
+
+
+def params(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def test_simpleclick_learns_from_clicks_with_the_nfl(tmp_path):
+    objects = folder_objects(blobs(tmp_path / "d", n=6))
+    torch.manual_seed(0)
+    model = load_model("simpleclick_vit_xtiny448_cocolvis", device="cpu")
+    assert model.training_modes == ("full",) and model.canvas == (448, 448)
+    with pytest.raises(IsegError, match="trains in full mode, not 'decoder'"):
+        Trainer(model, objects, FinetuneConfig(steps=1, mode="decoder"))
+    config = FinetuneConfig(steps=20, batch_size=2, lr=1e-3, warmup=3, max_corrections=1, augment=False)
+    trainer = Trainer(model, objects, config, starting_from="random")
+    assert trainer.mode == "full"  # auto: a model without a decoder mode trains whole even from weights
+    assert trainer.weights == {"focal": 1.0, "dice": 0.0, "iou": 0.0}
+    assert [k for k, _ in trainer.sampler.kinds] == ["click"]
+    assert all(isinstance(p, Click) for s in trainer.batch(0) for p in s.prompts)
+    before = evaluate(model, objects, max_clicks=3)
+    trainer.run()
+    after = evaluate(model, objects, max_clicks=3)
+    assert after["mIoU@1"] > before["mIoU@1"] + 0.3, (before, after)
+    assert all(h["iou"] == 0.0 for h in trainer.history)
+    meta = trainer.save(tmp_path / "sc.pt")
+    loaded = load_model("simpleclick_vit_xtiny448_cocolvis", tmp_path / "sc.pt", device="cpu")
+    a, b = params(model.network), params(loaded.network)
+    assert loaded.version == meta["version"] and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_segnext_decoder_mode_trains_the_fusion_on_cached_features(tmp_path):
+    objects = folder_objects(blobs(tmp_path / "d", n=2))
+    torch.manual_seed(0)
+    model = load_model("segnext_vit_b1024_sax1_cocolvis", device="cpu")
+    start = params(model.network)
+    trainer = Trainer(model, objects, FinetuneConfig(steps=2, batch_size=1, lr=1e-3, warmup=1, max_corrections=1),
+                      starting_from="base")
+    assert trainer.mode == "decoder" and trainer.weights["dice"] == 0.0
+    trainer.run()
+    assert len(trainer._features) <= 2  # each image encoded once, its features kept
+    now = params(model.network)
+    changed = {k.split(".")[0] for k in now if not torch.equal(now[k], start[k])}
+    assert "backbone" not in changed and {"fusion_blocks", "neck", "head"} <= changed
+    trainer.save(tmp_path / "sn.pt")
+    loaded = load_model("segnext_vit_b1024_sax1_cocolvis", tmp_path / "sn.pt", device="cpu")
+    assert loaded.encoder_version == model.version  # embeddings cached before the swap stay valid
+    b = params(loaded.network)
+    assert all(torch.equal(now[k], b[k]) for k in now)
+
+
+def test_ritm_trains_whole_at_its_frame(tmp_path):
+    objects = folder_objects(blobs(tmp_path / "d", n=2))
+    torch.manual_seed(0)
+    model = load_model("ritm_hrnet18s_cocolvis", device="cpu")
+    assert model.canvas == (800, 800) and model.frame_size(96, 128) == (96, 128)  # native size, top-left
+    start = params(model.network)
+    trainer = Trainer(model, objects, FinetuneConfig(steps=1, batch_size=1, max_corrections=0, augment=False))
+    trainer.run()
+    now = params(model.network)
+    assert not torch.equal(now["feature_extractor.cls_head.weight"], start["feature_extractor.cls_head.weight"])
+    assert not torch.equal(now["maps_transform.0.weight"], start["maps_transform.0.weight"])
+    stats = [k for k in now if k.endswith(("running_mean", "running_var"))]  # BatchNorm keeps its statistics
+    assert stats and all(torch.equal(now[k], start[k]) for k in stats)
+    trainer.save(tmp_path / "ritm.pt")
+    loaded = load_model("ritm_hrnet18s_cocolvis", tmp_path / "ritm.pt", device="cpu")
+    assert all(torch.equal(now[k], v) for k, v in params(loaded.network).items())
