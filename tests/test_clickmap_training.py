@@ -78,3 +78,26 @@ def test_ritm_trains_whole_at_its_frame(tmp_path):
     trainer.save(tmp_path / "ritm.pt")
     loaded = load_model("ritm_hrnet18s_cocolvis", tmp_path / "ritm.pt", device="cpu")
     assert all(torch.equal(now[k], v) for k, v in params(loaded.network).items())
+
+
+def test_saicis_trains_on_clicks_contours_and_strokes(tmp_path):
+    """SAIC-IS's multi-input network trains on the kinds of input it takes: its contour and stroke channels
+    learn from the simulated contours and strokes."""
+    from iseg_core.prompts import Contour, Scribble
+
+    objects = folder_objects(blobs(tmp_path / "d", n=4))
+    torch.manual_seed(0)
+    model = load_model("saicis_hrnet18_multi_cocolvis", device="cpu")
+    start = params(model.network)
+    trainer = Trainer(model, objects, FinetuneConfig(steps=1, batch_size=4, max_corrections=0, augment=False, seed=0))
+    assert sorted(k for k, _ in trainer.sampler.kinds) == ["click", "contour", "scribble"]
+    samples = trainer.batch(0)
+    drawn = {type(s.prompts[-1]) for s in samples}
+    assert drawn & {Contour, Scribble}, drawn
+    loss, _ = trainer.loss(samples)
+    loss.backward()
+    grad = model.network.maps_transform[0].weight.grad  # input channels: prev, click +/-, contour +/-, stroke +/-
+    assert grad[:, 3:].abs().sum() > 0 and grad[:, 1:3].abs().sum() > 0
+    trainer.run()
+    assert not torch.equal(start["feature_extractor.cls_head.weight"],
+                           params(model.network)["feature_extractor.cls_head.weight"])

@@ -35,7 +35,7 @@ class ForeignObject:
         return object.__new__(cls)
 
     def __init__(self, *args, **kwargs):
-        pass
+        self.args = args  # e.g. an enum member's value (SAIC-IS pickles its IType members)
 
     def __repr__(self) -> str:
         return f"<foreign {self.qualname}>"

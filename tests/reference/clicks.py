@@ -39,3 +39,14 @@ def predictor_sequence(isegm_inference, net, photo, click_list, zoom_in_params, 
         roi = predictor.zoom_in._object_roi if predictor.zoom_in is not None else None
         steps.append((prob, np.array(roi if roi is not None else (-1, -1, -1, -1))))
     return steps
+
+
+def randomize_norms(net):
+    """Seeded random affines (and BatchNorm statistics) for every norm layer, so that none is an identity."""
+    for m in net.modules():
+        if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.GroupNorm, torch.nn.LayerNorm)):
+            m.weight.uniform_(0.5, 1.5)
+            m.bias.normal_(0, 0.1)
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.1)
+            m.running_var.uniform_(0.5, 1.5)

@@ -19,7 +19,7 @@ import torch
 official, photo_path, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 sys.path.insert(0, official)
 import shims  # noqa: E402
-from clicks import one_and_three, predictor_sequence  # noqa: E402
+from clicks import one_and_three, predictor_sequence, randomize_norms  # noqa: E402
 
 shims.install()
 sys.path.insert(0, official + "/ritm")
@@ -31,12 +31,7 @@ torch.manual_seed(0)
 net = HRNetModel(width=18, ocr_width=48, small=True, with_aux_output=True, use_leaky_relu=True,
                  use_rgb_conv=False, use_disks=True, norm_radius=5, with_prev_mask=True)
 with torch.no_grad():
-    for m in net.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.weight.uniform_(0.5, 1.5)
-            m.bias.normal_(0, 0.1)
-            m.running_mean.normal_(0, 0.1)
-            m.running_var.uniform_(0.5, 1.5)
+    randomize_norms(net)
     net.maps_transform[3].scale.fill_(8.0)  # clicks weigh in visibly (initialised at 0.05)
 net.eval()
 torch.save({"state_dict": net.state_dict(), "config": net._config}, out / "ritm_h18s.pth")

@@ -25,7 +25,7 @@ from isegm.inference.clicker import Click, Clicker  # noqa: E402
 from isegm.inference.predictor import BasePredictor  # noqa: E402
 from isegm.model.is_plainvit_model import PlainVitModel  # noqa: E402
 
-from clicks import points  # noqa: E402
+from clicks import points, randomize_norms  # noqa: E402
 
 torch.manual_seed(0)
 net = PlainVitModel(
@@ -37,10 +37,7 @@ net = PlainVitModel(
     fusion_params=dict(type="self_attention", depth=2, params=dict(dim=768, num_heads=12, mlp_ratio=4, qkv_bias=True)),
     use_disks=True, norm_radius=5)
 with torch.no_grad():
-    for m in net.modules():
-        if isinstance(m, (torch.nn.GroupNorm, torch.nn.LayerNorm)):
-            m.weight.uniform_(0.5, 1.5)
-            m.bias.normal_(0, 0.1)
+    randomize_norms(net)
     net.visual_prompts_encoder.proj.weight.mul_(50)  # clicks weigh in visibly
 net.eval()
 

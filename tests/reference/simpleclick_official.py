@@ -20,7 +20,7 @@ import torch
 official, photo_path, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 sys.path.insert(0, official)
 import shims  # noqa: E402
-from clicks import one_and_three, predictor_sequence  # noqa: E402
+from clicks import one_and_three, predictor_sequence, randomize_norms  # noqa: E402
 
 shims.install()
 sys.path.insert(0, official + "/simpleclick")
@@ -40,10 +40,7 @@ net = PlainVitModel(
                      loss_decode=CrossEntropyLoss(), align_corners=False, upsample="x1", channels=128),
     random_split=False)
 with torch.no_grad():
-    for m in net.modules():
-        if isinstance(m, (torch.nn.GroupNorm, torch.nn.LayerNorm)):
-            m.weight.uniform_(0.5, 1.5)
-            m.bias.normal_(0, 0.1)
+    randomize_norms(net)
     net.patch_embed_coords.proj.weight.mul_(200)  # clicks weigh in visibly, and make a compact object
     net.backbone.patch_embed.proj.weight.mul_(0.05)
 net.eval()

@@ -19,16 +19,17 @@ serialized config is checked against the model asked for.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ...errors import CheckpointError, PromptError
-from ...prompts import Click
+from ...prompts import Click, Contour, Scribble
 from ..base import Decoded, ImageEmbedding, TrainableSegmenter, TrainOutput
 from ..checkpoint import check_state_dict
 from .hrnet import HRNetOCR
@@ -45,11 +46,19 @@ class ClickMapConfig:
     checkpoint: str  # the official file name
     disk_radius: float = 5.0  # click disks, network pixels
     max_side: int = 800  # long side of the network's frame (larger images are resized)
+    square: int = 0  # > 0: the frame is the whole image squashed to square x square (SAIC-IS)
+    multi_input: bool = False  # SAIC-IS: contour and stroke maps beside the click disks
+    accumulate: bool = False  # SAIC-IS multi-input: every kind's maps at once, not only the latest kind's
+    stroke_width: int = 10  # SAIC-IS strokes, drawn as open polylines this thick
+    publisher: str = "RITM"
 
     def describe(self) -> str:
-        return f"HRNet{self.width}{'s' if self.small else ''}+OCR{self.ocr_width}"
+        kinds = " (clicks, contours, strokes)" if self.multi_input else ""
+        return f"{self.publisher} HRNet{self.width}{'s' if self.small else ''}+OCR{self.ocr_width}{kinds}"
 
     def frame_size(self, height: int, width: int) -> Tuple[int, int]:
+        if self.square:
+            return self.square, self.square
         long = max(height, width)
         if long <= self.max_side:
             return height, width
@@ -57,11 +66,19 @@ class ClickMapConfig:
         return int(round(height * scale)), int(round(width * scale))
 
     def frame_text(self) -> str:
+        if self.square:
+            return f"whole image squashed to {self.square}x{self.square} (bilinear, corners aligned)"
         return f"image at native resolution up to long side {self.max_side} (resized, bilinear, above it)"
 
     @property
     def canvas(self) -> Tuple[int, int]:
-        return self.max_side, self.max_side
+        side = self.square or self.max_side
+        return side, side
+
+    @property
+    def map_channels(self) -> int:
+        """Previous mask, positive and negative disks, and (multi-input) contours and strokes, each +/-."""
+        return 7 if self.multi_input else 3
 
 
 # RITM's iterative-mask models trained on COCO+LVIS (models/iter_mask/hrnet*_cocolvis_itermask_3p.py)
@@ -69,6 +86,10 @@ CLICKMAP_CONFIGS: Dict[str, ClickMapConfig] = {
     "ritm_hrnet18s_cocolvis": ClickMapConfig(18, 48, True, "coco_lvis_h18s_itermask.pth"),
     "ritm_hrnet18_cocolvis": ClickMapConfig(18, 64, False, "coco_lvis_h18_itermask.pth"),
     "ritm_hrnet32_cocolvis": ClickMapConfig(32, 128, False, "coco_lvis_h32_itermask.pth"),
+    # SAIC-IS's multi-input HRNet18 (models/hrnet/hrnet18_cocolvis_itermask_multi_input.py): disks of radius 3,
+    # 448 px training crops and evaluation frames
+    "saicis_hrnet18_multi_cocolvis": ClickMapConfig(18, 64, False, "hrnet18_multi.pth", disk_radius=3.0, square=448,
+                                                    multi_input=True, publisher="SAIC-IS"),
 }
 
 
@@ -89,18 +110,22 @@ class ClickMapNetwork(nn.Module):
     def __init__(self, config: ClickMapConfig):
         super().__init__()
         self.config = config
-        self.maps_transform = nn.Sequential(nn.Conv2d(3, 16, 1), nn.LeakyReLU(0.2), nn.Conv2d(16, 64, 3, 2, 1),
-                                            Scale(0.05))
+        self.maps_transform = nn.Sequential(nn.Conv2d(config.map_channels, 16, 1), nn.LeakyReLU(0.2),
+                                            nn.Conv2d(16, 64, 3, 2, 1), Scale(0.05))
         self.feature_extractor = HRNetOCR(config.width, config.ocr_width, config.small)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, image: torch.Tensor, prev: torch.Tensor, points: torch.Tensor,
-                with_aux: bool = False) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """image ``(B, 3, H, W)`` in [0, 1], prev ``(B, 1, H, W)`` probabilities, points as :func:`disk_maps`
+                with_aux: bool = False, drawn: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """image ``(B, 3, H, W)`` in [0, 1], prev ``(B, 1, H, W)`` probabilities, points as :func:`disk_maps`,
+        ``drawn`` (multi-input models) ``(B, 4, H, W)`` contour and stroke maps (zeros when None)
         -> (logits, aux logits or None), ``(B, 1, H, W)``; the aux head (a training loss) only when asked."""
         h, w = image.shape[-2:]
-        maps = torch.cat([prev, disk_maps(points, h, w, self.config.disk_radius)], 1)
+        maps = [prev, disk_maps(points, h, w, self.config.disk_radius)]
+        if self.config.multi_input:
+            maps.append(drawn if drawn is not None else image.new_zeros((image.shape[0], 4, h, w)))
+        maps = torch.cat(maps, 1)
         out, aux = self.feature_extractor((image - self.mean) / self.std, self.maps_transform(maps))
 
         def up(t):
@@ -121,22 +146,35 @@ class ClickMapNetwork(nn.Module):
         return self
 
 
-def check_publisher_config(config: ClickMapConfig, published: Optional[dict], name: str, source: str) -> None:
-    """A file written by RITM's trainer says what it is: refuse one of another architecture, naming both."""
+def _input_kinds(value) -> Tuple[str, ...]:
+    """SAIC-IS's ``input_type`` (one IType or a list, pickled enum members read as inert stand-ins)."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    return tuple(str(getattr(v, "args", (v,))[0]) if getattr(v, "args", None) else str(v) for v in items)
+
+
+def adapt_clickmap(config: ClickMapConfig, published: Optional[dict], name: str, source: str) -> ClickMapConfig:
+    """A file written by RITM's or SAIC-IS's trainer says what it is: refuse one of another architecture, naming
+    both; a SAIC-IS file also says whether its kinds of input are drawn together (``accumulate_multi_input``)."""
     if not published:
-        return
+        return config
     params = config_params(published)
     found_class = published.get("class", "?")
+    ritm_file = "input_type" not in params
     want = {"width": config.width, "ocr_width": config.ocr_width, "small": config.small, "use_disks": True,
-            "norm_radius": config.disk_radius, "with_prev_mask": True, "use_rgb_conv": False}
+            "norm_radius": config.disk_radius, "with_prev_mask": True, "use_rgb_conv": False,
+            "inputs": ("point", "contour", "stroke") if config.multi_input else ("point",), "strided": True}
     defaults = {"small": False, "use_disks": False, "norm_radius": 260, "with_prev_mask": False,
                 "use_rgb_conv": True, "width": 48, "ocr_width": 256}
-    got = {k: params.get(k, defaults[k]) for k in want}
+    got = {k: params.get(k, defaults.get(k)) for k in want}
+    got["inputs"] = ("point",) if ritm_file else _input_kinds(params["input_type"])
+    got["strided"] = ritm_file or bool(params.get("is_strided_maps_transform", False))
     if found_class != HRNET_CLASS or got != want:
         shown = ", ".join(f"{k}={got[k]}" for k in want)
+        kind = ("RITM " if ritm_file else "SAIC-IS ") + found_class.rsplit(".", 1)[-1]
         raise CheckpointError(
             f"checkpoint {source} does not fit {name} ({config.describe()}, disks of radius {config.disk_radius:g}, "
-            f"previous-mask channel): its config says {found_class.rsplit('.', 1)[-1]}({shown})")
+            f"previous-mask channel): its config says {kind}({shown})")
+    return replace(config, accumulate=bool(params.get("accumulate_multi_input", False)))
 
 
 class ClickMapSegmenter(TrainableSegmenter):
@@ -149,7 +187,10 @@ class ClickMapSegmenter(TrainableSegmenter):
 
     align_corners = True  # how the frame's logits are resized to the image (RITM's predictor and ZoomIn)
     training_modes = ("full",)
-    prompt_kinds = ("click",)
+
+    @property
+    def prompt_kinds(self) -> Tuple[str, ...]:
+        return ("click", "scribble", "contour") if self.config.multi_input else ("click",)
     loss_weights = {"focal": 1.0, "dice": 0.0, "iou": 0.0}
 
     def __init__(self, name: str, network: nn.Module, version: Optional[str] = None,
@@ -202,17 +243,20 @@ class ClickMapSegmenter(TrainableSegmenter):
         return self._padded(embedding.data)
 
     def forward_train(self, features, prompts, sizes, prev_logits) -> TrainOutput:
-        prev, points = self.train_inputs(features, tuple(features.shape[-2:]), prompts, prev_logits)
-        return self.train_output(self.network(features, prev, points)[0])
+        frame = tuple(features.shape[-2:])
+        prev, points = self.train_inputs(features, frame, prompts, prev_logits)
+        drawn = None
+        if self.config.multi_input:
+            drawn = torch.from_numpy(np.stack([self.drawn_maps(ps, frame, frame) for ps in prompts])).to(features)
+        return self.train_output(self.network(features, prev, points, drawn=drawn)[0])
 
     def train_inputs(self, features: torch.Tensor, frame: Tuple[int, int], prompts, prev_logits):
         """Previous probabilities ``(B, 1, *frame)`` (zeros where none) and the batch's click points, in frame
         pixels."""
         prev = torch.stack([torch.sigmoid(p.float()) if p is not None else features.new_zeros(frame)
                             for p in prev_logits])[:, None].to(features)
-        for ps in prompts:
-            self.check_clicks(ps)
-        return prev, batch_points([[(p.y, p.x, p.positive) for p in ps] for ps in prompts], self.device)
+        rows = [self.drawn_clicks(ps, frame, frame) for ps in prompts]
+        return prev, batch_points(rows, self.device)
 
     @staticmethod
     def train_output(logits: torch.Tensor) -> TrainOutput:
@@ -235,16 +279,49 @@ class ClickMapSegmenter(TrainableSegmenter):
 
     # -- prompts -------------------------------------------------------------------------------------------
     def check_clicks(self, prompts: Sequence) -> None:
+        kinds = (Click, Contour, Scribble) if self.config.multi_input else (Click,)
         for p in prompts:
-            if not isinstance(p, Click):
-                raise PromptError(f"{self.name} takes clicks only, not a {type(p).__name__.lower()}: "
-                                  "its network was trained on click maps")
+            if not isinstance(p, kinds):
+                taken = "clicks, contours and strokes" if self.config.multi_input else "clicks"
+                raise PromptError(f"{self.name} takes {taken} only, not a {type(p).__name__.lower()}: "
+                                  "its network was trained on those maps")
+
+    def drawn_clicks(self, prompts: Sequence, original: Tuple[int, int],
+                     frame: Tuple[int, int]) -> List[Tuple[float, float, bool]]:
+        """The clicks the network sees, as (row, col, positive) in the frame (``frame * y / original`` per axis,
+        as RITM's transforms map them). SAIC-IS's way for its multi-input models: a step with a contour or a
+        stroke shows that one alone (clicks too when the model accumulates its kinds of input); a click step
+        shows every click so far."""
+        self.check_clicks(prompts)
+        shown = not (self.config.multi_input and prompts and not isinstance(prompts[-1], Click)
+                     and not self.config.accumulate)
+        return [(frame[0] * p.y / original[0], frame[1] * p.x / original[1], p.positive)
+                for p in prompts if isinstance(p, Click)] if shown else []
+
+    def drawn_maps(self, prompts: Sequence, original: Tuple[int, int], frame: Tuple[int, int]) -> np.ndarray:
+        """SAIC-IS's contour and stroke maps ``(4, H, W)`` float32 in the frame (positive, negative contour;
+        positive, negative stroke) for the latest prompt when it is a contour (filled polygon) or a stroke (open
+        polyline, ``stroke_width`` px), vertices mapped as its ResizeToFixedSize maps them and truncated to
+        whole pixels as it draws them."""
+        maps = np.zeros((4,) + tuple(frame), np.float32)
+        last = prompts[-1] if prompts else None
+        if isinstance(last, (Contour, Scribble)):
+            xy = np.asarray(last.points, np.float64)
+            pts = np.stack([frame[1] * xy[:, 0] / original[1], frame[0] * xy[:, 1] / original[0]], 1).astype(np.int32)
+            if len(pts) > 2:
+                if isinstance(last, Contour):  # iseg's contours are positive: around the object
+                    layer = np.zeros(frame, np.uint8)
+                    cv2.fillPoly(layer, [pts], 1)
+                    maps[0] = layer
+                else:
+                    layer = np.zeros(frame, np.uint8)
+                    cv2.polylines(layer, [pts], False, 1, self.config.stroke_width)
+                    maps[2 if last.positive else 3] = layer
+        return maps
 
     def points(self, prompts: Sequence, original: Tuple[int, int], frame: Tuple[int, int]) -> torch.Tensor:
         """Clicks -> :func:`points_tensor` in the frame (scaled by frame / original size per axis)."""
-        sy, sx = frame[0] / original[0], frame[1] / original[1]
-        self.check_clicks(prompts)
-        return points_tensor([(p.y * sy, p.x * sx, p.positive) for p in prompts], self.device)
+        return points_tensor(self.drawn_clicks(prompts, original, frame), self.device)
 
     @torch.inference_mode()
     def decode(self, embedding: ImageEmbedding, prompts: Sequence, prev_logits: Optional[torch.Tensor] = None,
@@ -257,7 +334,10 @@ class ClickMapSegmenter(TrainableSegmenter):
             if tuple(prev_logits.shape) != frame:
                 raise PromptError(f"prev_logits are {tuple(prev_logits.shape)}, this image's {self.name} frame is {frame}")
             prev = torch.sigmoid(prev_logits.to(self.device, torch.float32))[None, None]
-        logits, _ = self.network(pixels, prev, self.points(prompts, embedding.original_size, frame))
+        drawn = None
+        if self.config.multi_input:
+            drawn = torch.from_numpy(self.drawn_maps(prompts, embedding.original_size, frame))[None].to(self.device)
+        logits, _ = self.network(pixels, prev, self.points(prompts, embedding.original_size, frame), drawn=drawn)
         return self.decoded(logits[0, 0])
 
     @staticmethod
@@ -291,9 +371,8 @@ def build_clickmap(name: str, weights, device: torch.device) -> ClickMapSegmente
         network = SimpleClickNetwork(adapt_simpleclick(SIMPLECLICK_CONFIGS[name], published, name,
                                                        weights.path if weights else ""))
     else:
-        network = ClickMapNetwork(CLICKMAP_CONFIGS[name])
-        if weights is not None:
-            check_publisher_config(network.config, published, name, weights.path)
+        network = ClickMapNetwork(adapt_clickmap(CLICKMAP_CONFIGS[name], published, name,
+                                                 weights.path if weights else ""))
     model = ClickMapSegmenter(name, network, version=weights.version if weights else None, device=device)
     if weights is not None:
         model.load_checkpoint_state(weights.state, weights.path)
@@ -301,4 +380,4 @@ def build_clickmap(name: str, weights, device: torch.device) -> ClickMapSegmente
 
 
 __all__ = ["CLICKMAP_CONFIGS", "ClickMapConfig", "ClickMapNetwork", "ClickMapSegmenter", "build_clickmap",
-           "check_publisher_config", "disk_maps", "points_tensor"]
+           "adapt_clickmap", "disk_maps", "points_tensor"]

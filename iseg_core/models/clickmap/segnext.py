@@ -53,6 +53,7 @@ class SegNextConfig:
     head_channels: int = 256
     disk_radius: float = 5.0
     max_side: int = 2048  # long side of the kept logits
+    multi_input = False  # clicks only (a class attribute, not a field)
 
     @property
     def global_blocks(self) -> Tuple[int, ...]:

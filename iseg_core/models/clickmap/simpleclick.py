@@ -43,6 +43,7 @@ class SimpleClickConfig:
     all_global: bool = False  # "random_split" models: every block attends over all tokens
     frame: int = 448  # the square training crop
     disk_radius: float = 5.0
+    multi_input = False  # clicks only (a class attribute, not a field)
 
     @property
     def global_blocks(self) -> Tuple[int, ...]:
@@ -89,10 +90,11 @@ class SimpleClickNetwork(nn.Module):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
-    def forward(self, image: torch.Tensor, prev: torch.Tensor, points: torch.Tensor,
-                with_aux: bool = False) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    def forward(self, image: torch.Tensor, prev: torch.Tensor, points: torch.Tensor, with_aux: bool = False,
+                drawn: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """image ``(B, 3, H, W)`` in [0, 1] (H, W multiples of the patch), prev ``(B, 1, H, W)`` probabilities,
-        points as :func:`.maps.disk_maps` -> (logits ``(B, 1, H, W)``, None: no auxiliary head)."""
+        points as :func:`.maps.disk_maps` -> (logits ``(B, 1, H, W)``, None: no auxiliary head). No other
+        maps (``drawn`` is for the multi-input models)."""
         h, w = image.shape[-2:]
         maps = torch.cat([prev, disk_maps(points, h, w, self.config.disk_radius)], 1)
         tokens = self.backbone((image - self.mean) / self.std, self.patch_embed_coords(maps))

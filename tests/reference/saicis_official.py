@@ -1,0 +1,98 @@
+"""Run SAIC-IS's official multi-input HRNet (from ../shared/reference/official/saic_is) for the equality test;
+test-only, run in a subprocess because the reference code owns the top-level package name ``isegm``.
+
+    python saicis_official.py OFFICIAL_DIR PHOTO.npy OUT_DIR
+
+The reference folder holds SAIC-IS's model and inference code but not its ``isegm.data`` package, which the
+model imports for one enum: a stand-in module gives it (``IType`` with SAIC-IS's member names). Builds
+``HRNetModel`` as models/hrnet/hrnet18_cocolvis_itermask_multi_input.py does (clicks, contours and strokes;
+disks of radius 3; strided maps transform) with seeded random weights (BatchNorm statistics too), saves it the
+way the official trainer does, and writes the network's logits on the photo squashed to 448 x 448 for: one
+positive click; three clicks of both signs with the previous probabilities; a contour as the first
+interaction; a stroke as the first interaction (the maps drawn as SAIC-IS's predictor draws them: a filled
+polygon, an open polyline 10 px wide, vertices truncated to whole pixels).
+"""
+import enum
+import sys
+import types
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+official, photo_path, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+sys.path.insert(0, official)
+import shims  # noqa: E402
+
+shims.install()
+sys.path.insert(0, official + "/saic_is")
+
+
+class IType(enum.Enum):  # the members of SAIC-IS's isegm/data/interaction_type.py
+    contour = "contour"
+    point = "point"
+    stroke = "stroke"
+
+
+IType.__module__ = "isegm.data.interaction_type"
+data = types.ModuleType("isegm.data")
+itype_module = types.ModuleType("isegm.data.interaction_type")
+itype_module.IType = IType
+sys.modules["isegm.data"], sys.modules["isegm.data.interaction_type"] = data, itype_module
+import isegm  # noqa: E402
+
+isegm.data = data
+data.interaction_type = itype_module
+from isegm.model.is_hrnet_model import HRNetModel  # noqa: E402
+
+from clicks import points, randomize_norms  # noqa: E402
+
+torch.manual_seed(0)
+net = HRNetModel(width=18, ocr_width=64, with_aux_output=True, use_leaky_relu=True, is_strided_maps_transform=True,
+                 use_rgb_conv=False, use_disks=True, norm_radius=3, with_prev_mask=True,
+                 input_type=[IType.point, IType.contour, IType.stroke], accumulate_multi_input=False)
+with torch.no_grad():
+    randomize_norms(net)
+    net.maps_transform[3].scale.fill_(8.0)  # interactions weigh in visibly (initialised at 0.05)
+net.eval()
+
+photo = np.load(photo_path)
+image = torch.from_numpy(photo).permute(2, 0, 1)[None].float() / 255
+square = torch.nn.functional.interpolate(image, size=(448, 448), mode="bilinear", align_corners=True)
+h, w = photo.shape[:2]
+clicks = [(120, 200, True), (60, 40, False), (250, 300, True)]  # (row, col, positive) in the 448 frame
+contour = [(70, 110), (60, 210), (190, 230), (200, 100)]  # (row, col) in image pixels
+stroke = [(140, 90), (130, 150), (150, 200), (135, 240)]  # (row, col) in image pixels, positive
+
+
+def drawn(coords, filled):
+    """(1, 2, 448, 448): the positive channel drawn as SAIC-IS's predictor draws it (vertices mapped as its
+    ResizeToFixedSize maps them, then truncated), the negative channel empty."""
+    layer = np.zeros((448, 448), np.uint8)
+    rc = np.array(coords, np.float64)
+    pts = np.stack([448 * rc[:, 1] / w, 448 * rc[:, 0] / h], 1).astype(np.int32)
+    if filled:
+        cv2.fillPoly(layer, [pts], 1)
+    else:
+        cv2.polylines(layer, [pts], False, 1, 10)
+    return torch.from_numpy(np.stack([layer, np.zeros_like(layer)]).astype(np.float32))[None]
+
+
+def run(prev, info, kind):
+    return net(torch.cat([square, prev], 1), info, kind)["instances"]
+
+
+zeros = torch.zeros_like(square[:, :1])
+with torch.no_grad():  # a random net answers nearly the same everywhere: spread and centre its logits
+    head = net.feature_extractor.cls_head
+    head.weight.mul_(30)
+    head.bias.sub_(run(zeros, {"point_interactive_info": points(clicks[:1])}, IType.point).quantile(0.7))
+torch.save({"state_dict": net.state_dict(), "config": net._config}, out / "saicis_h18_multi.pth")
+with torch.no_grad():
+    one = run(zeros, {"point_interactive_info": points(clicks[:1])}, IType.point)
+    three = run(torch.sigmoid(one), {"point_interactive_info": points(clicks)}, IType.point)
+    by_contour = run(zeros, {"contour_interactive_info": drawn(contour, True)}, IType.contour)
+    by_stroke = run(zeros, {"stroke_interactive_info": drawn(stroke, False)}, IType.stroke)
+np.savez(out / "saicis_h18_multi.npz", one=one[0, 0].numpy(), three=three[0, 0].numpy(),
+         contour=by_contour[0, 0].numpy(), stroke=by_stroke[0, 0].numpy())

@@ -1,0 +1,81 @@
+"""iseg's SAIC-IS multi-input HRNet18 against SAIC-IS's official model code
+(../shared/reference/official/saic_is), number for number: clicks, and a contour and a stroke as the first
+interaction, each drawn into its own maps as SAIC-IS draws them.
+
+The official network is built with seeded random weights in a subprocess (tests/reference/saicis_official.py;
+the folder lacks SAIC-IS's ``isegm.data``, so the script gives the one enum the model imports), saved the way
+its trainer saves it (the pickled config carries SAIC-IS's enum members), and loaded here with ``load_model``.
+SAIC-IS's own predictor needs the rest of ``isegm.data`` (its click and contour generators), so the comparison
+is at the network, on the photo squashed to the 448 frame both sides use.
+"""
+import numpy as np
+import pytest
+import torch
+
+from iseg_core.errors import CheckpointError, PromptError
+from iseg_core.models import load_model
+from iseg_core.predictor import Predictor
+from iseg_core.prompts import Box, Click, Contour, Scribble
+
+from .official import assert_logits_equal, assert_truncated_refused, run_official
+
+NAME = "saicis_hrnet18_multi_cocolvis"
+CLICKS = [(120, 200, True), (60, 40, False), (250, 300, True)]  # (row, col, positive) in the 448 frame
+CONTOUR = [(70, 110), (60, 210), (190, 230), (200, 100)]  # (row, col) in image pixels, as in the script
+STROKE = [(140, 90), (130, 150), (150, 200), (135, 240)]
+
+
+@pytest.fixture(scope="module")
+def official(photo, tmp_path_factory):
+    out = tmp_path_factory.mktemp("saicis")
+    run_official("saicis_official.py", "saic_is", photo, out)
+    return out / "saicis_h18_multi.pth", dict(np.load(out / "saicis_h18_multi.npz"))
+
+
+def clicks(n, shape):
+    h, w = shape[:2]
+    return [Click(c * w / 448, r * h / 448, positive=p) for r, c, p in CLICKS[:n]]
+
+
+def xy(rows_cols):
+    return [(float(c), float(r)) for r, c in rows_cols]
+
+
+def test_clicks_contour_and_stroke_equal_official(official, photo):
+    path, ref = official
+    model = load_model(NAME, path, device="cpu")
+    assert not model.config.accumulate and model.prompt_kinds == ("click", "scribble", "contour")
+    emb = model.encode(photo)
+    assert tuple(emb.data.shape[-2:]) == (448, 448)
+    assert_logits_equal(model.decode(emb, clicks(1, photo.shape)).logits, ref["one"])
+    assert_logits_equal(model.decode(emb, clicks(3, photo.shape), prev_logits=torch.from_numpy(ref["one"])).logits,
+                        ref["three"])
+    assert_logits_equal(model.decode(emb, [Contour(xy(CONTOUR))]).logits, ref["contour"])
+    assert_logits_equal(model.decode(emb, [Scribble(xy(STROKE))]).logits, ref["stroke"])
+    # each kind of input reaches the network: a wrong or missing map would show
+    for key in ("three", "contour", "stroke"):
+        assert np.abs(ref[key] - ref["one"]).max() > 5e-3, key
+
+
+def test_a_stroke_after_clicks_shows_only_the_stroke(official, photo):
+    """SAIC-IS's inference, for a model that does not accumulate its kinds of input: a stroke step sees that
+    stroke alone (and the previous mask); the next click step sees every click again."""
+    path, ref = official
+    predictor = Predictor(load_model(NAME, path, device="cpu"))
+    predictor.set_image(photo)
+    stroke_only = predictor.predict([Scribble(xy(STROKE))], soft=True).logits
+    after_clicks = predictor.predict(clicks(2, photo.shape) + [Scribble(xy(STROKE))], soft=True).logits
+    assert torch.equal(stroke_only, after_clicks)
+    with_click = predictor.predict([Scribble(xy(STROKE))] + clicks(1, photo.shape), soft=True).logits
+    assert_logits_equal(with_click, ref["one"])
+
+
+def test_saicis_checkpoint_checked(official, tmp_path):
+    path, _ = official
+    with pytest.raises(CheckpointError, match=r"does not fit ritm_hrnet18_cocolvis .*its config says SAIC-IS "
+                                              r"HRNetModel\(.*norm_radius=3.*inputs=\('point', 'contour', 'stroke'\)"):
+        load_model("ritm_hrnet18_cocolvis", path, device="cpu")
+    assert_truncated_refused(path, NAME, tmp_path)
+    model = load_model(NAME, path, device="cpu")
+    with pytest.raises(PromptError, match="takes clicks, contours and strokes only, not a box"):
+        model.decode(model.encode(np.zeros((64, 64, 3), np.uint8)), [Box(1, 1, 30, 30)])
