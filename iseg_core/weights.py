@@ -76,6 +76,15 @@ for _name, _file, _size in (("ritm_hrnet18s_cocolvis", "coco_lvis_h18s_itermask.
     KNOWN_CHECKPOINTS[_name] = KnownCheckpoint(_name, _name, None, _file, None, None, "MIT", _RITM_ORIGIN,
                                                url=_RITM_RELEASE + _file, published_size=_size)
 
+# SAIC-IS's multi-input models (MIT), GitHub release assets of SamsungLabs/saic-is (README, "v1.0"); no sizes
+# or hashes published.
+_SAICIS_RELEASE = "https://github.com/SamsungLabs/saic-is/releases/download/v1.0/"
+for _name, _file in (("saicis_hrnet18_multi_cocolvis", "hrnet18_multi.pth"),
+                     ("saicis_segformer_b4_multi_cocolvis", "segformer_multi.pth")):
+    KNOWN_CHECKPOINTS[_name] = KnownCheckpoint(_name, _name, None, _file, None, None, "MIT",
+                                               "https://github.com/SamsungLabs/saic-is (README, release v1.0)",
+                                               url=_SAICIS_RELEASE + _file)
+
 # SimpleClick (MIT) and SegNext (MIT) publish their weights on Google Drive only (SimpleClick README
 # "Download"; SegNext README and its download.py, which fetches them with gdown): no automatic download, the
 # message names the file, the page and the folder. SegNext's sizes as its download script states them;

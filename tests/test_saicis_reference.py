@@ -1,8 +1,8 @@
-"""iseg's SAIC-IS multi-input HRNet18 against SAIC-IS's official model code
+"""iseg's SAIC-IS multi-input HRNet18 and SegFormer (MiT-B4) against SAIC-IS's official model code
 (../shared/reference/official/saic_is), number for number: clicks, and a contour and a stroke as the first
 interaction, each drawn into its own maps as SAIC-IS draws them.
 
-The official network is built with seeded random weights in a subprocess (tests/reference/saicis_official.py;
+Each official network is built with seeded random weights in a subprocess (tests/reference/saicis_official.py;
 the folder lacks SAIC-IS's ``isegm.data``, so the script gives the one enum the model imports), saved the way
 its trainer saves it (the pickled config carries SAIC-IS's enum members), and loaded here with ``load_model``.
 SAIC-IS's own predictor needs the rest of ``isegm.data`` (its click and contour generators), so the comparison
@@ -25,11 +25,19 @@ CONTOUR = [(70, 110), (60, 210), (190, 230), (200, 100)]  # (row, col) in image 
 STROKE = [(140, 90), (130, 150), (150, 200), (135, 240)]
 
 
+FILES = {NAME: "saicis_h18_multi", "saicis_segformer_b4_multi_cocolvis": "saicis_segformer_multi"}
+
+
 @pytest.fixture(scope="module")
-def official(photo, tmp_path_factory):
+def built(photo, tmp_path_factory):
     out = tmp_path_factory.mktemp("saicis")
     run_official("saicis_official.py", "saic_is", photo, out)
-    return out / "saicis_h18_multi.pth", dict(np.load(out / "saicis_h18_multi.npz"))
+    return {name: (out / f"{stem}.pth", dict(np.load(out / f"{stem}.npz"))) for name, stem in FILES.items()}
+
+
+@pytest.fixture(scope="module")
+def official(built):
+    return built[NAME]
 
 
 def clicks(n, shape):
@@ -41,9 +49,10 @@ def xy(rows_cols):
     return [(float(c), float(r)) for r, c in rows_cols]
 
 
-def test_clicks_contour_and_stroke_equal_official(official, photo):
-    path, ref = official
-    model = load_model(NAME, path, device="cpu")
+@pytest.mark.parametrize("name", list(FILES), ids=["hrnet18", "segformer_b4"])
+def test_clicks_contour_and_stroke_equal_official(built, photo, name):
+    path, ref = built[name]
+    model = load_model(name, path, device="cpu")
     assert not model.config.accumulate and model.prompt_kinds == ("click", "scribble", "contour")
     emb = model.encode(photo)
     assert tuple(emb.data.shape[-2:]) == (448, 448)
@@ -70,8 +79,16 @@ def test_a_stroke_after_clicks_shows_only_the_stroke(official, photo):
     assert_logits_equal(with_click, ref["one"])
 
 
-def test_saicis_checkpoint_checked(official, tmp_path):
+def test_saicis_checkpoint_checked(built, official, tmp_path):
     path, _ = official
+    with pytest.raises(CheckpointError, match=r"does not fit saicis_segformer_b4_multi_cocolvis .*its config says "
+                                              r"HRNetModel"):
+        load_model("saicis_segformer_b4_multi_cocolvis", path, device="cpu")
+    segformer = built["saicis_segformer_b4_multi_cocolvis"][0]
+    with pytest.raises(CheckpointError, match=r"does not fit saicis_hrnet18_multi_cocolvis .*its config says "
+                                              r"SAIC-IS SegFormerModel"):
+        load_model(NAME, segformer, device="cpu")
+    assert load_model("saicis_segformer_b4_multi_cocolvis", segformer, device="cpu").config.aux_head
     with pytest.raises(CheckpointError, match=r"does not fit ritm_hrnet18_cocolvis .*its config says SAIC-IS "
                                               r"HRNetModel\(.*norm_radius=3.*inputs=\('point', 'contour', 'stroke'\)"):
         load_model("ritm_hrnet18_cocolvis", path, device="cpu")

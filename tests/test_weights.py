@@ -219,3 +219,13 @@ def test_google_drive_models_name_file_page_and_folder(monkeypatch, tmp_path, na
     msg = str(err.value)
     assert f"{filename} ({shown})" in msg and "no automatic download" in msg and str(tmp_path) in msg
     assert "https://github.com/uncbiag/" in msg and "#download" in msg
+
+
+def test_saicis_entries_point_at_its_release(monkeypatch, tmp_path):
+    monkeypatch.setenv("ISEG_WEIGHTS_DIR", str(tmp_path))
+    for name, filename in (("saicis_hrnet18_multi_cocolvis", "hrnet18_multi.pth"),
+                           ("saicis_segformer_b4_multi_cocolvis", "segformer_multi.pth")):
+        spec = weights.KNOWN_CHECKPOINTS[name]
+        assert spec.licence == "MIT" and spec.url == f"https://github.com/SamsungLabs/saic-is/releases/download/v1.0/{filename}"
+    with pytest.raises(WeightsUnavailableError, match=r"offline mode.*segformer_multi.pth \(unknown size\)"):
+        load_model("saicis_segformer_b4_multi_cocolvis", checkpoint="hub", device="cpu")

@@ -150,6 +150,7 @@ def _build_clickmap(name, weights: Optional[Weights], device, dtype):
 
 # RITM's, SAIC-IS's and SimpleClick's click-map models (they train in full mode only: prompts enter at the stem)
 for _name in ("ritm_hrnet18s_cocolvis", "ritm_hrnet18_cocolvis", "ritm_hrnet32_cocolvis", "saicis_hrnet18_multi_cocolvis",
+              "saicis_segformer_b4_multi_cocolvis",
               "simpleclick_vit_xtiny448_cocolvis", "simpleclick_vit_b448_cocolvis", "simpleclick_vit_l448_cocolvis",
               "simpleclick_vit_h448_cocolvis"):
     register_model(_name)(_build_clickmap)

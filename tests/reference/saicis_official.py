@@ -10,7 +10,8 @@ disks of radius 3; strided maps transform) with seeded random weights (BatchNorm
 way the official trainer does, and writes the network's logits on the photo squashed to 448 x 448 for: one
 positive click; three clicks of both signs with the previous probabilities; a contour as the first
 interaction; a stroke as the first interaction (the maps drawn as SAIC-IS's predictor draws them: a filled
-polygon, an open polyline 10 px wide, vertices truncated to whole pixels).
+polygon, an open polyline 10 px wide, vertices truncated to whole pixels). Then the same for its multi-input
+SegFormer (MiT-B4, aux head).
 """
 import enum
 import sys
@@ -83,16 +84,35 @@ def run(prev, info, kind):
     return net(torch.cat([square, prev], 1), info, kind)["instances"]
 
 
-zeros = torch.zeros_like(square[:, :1])
-with torch.no_grad():  # a random net answers nearly the same everywhere: spread and centre its logits
-    head = net.feature_extractor.cls_head
-    head.weight.mul_(30)
-    head.bias.sub_(run(zeros, {"point_interactive_info": points(clicks[:1])}, IType.point).quantile(0.7))
-torch.save({"state_dict": net.state_dict(), "config": net._config}, out / "saicis_h18_multi.pth")
+def save_and_run(head, name):
+    """Spread and centre the random net's logits with its last conv (a random net answers nearly the same
+    everywhere), save it as the trainer does, and write the four cases."""
+    zeros = torch.zeros_like(square[:, :1])
+    with torch.no_grad():
+        head.weight.mul_(30)
+        head.bias.sub_(run(zeros, {"point_interactive_info": points(clicks[:1])}, IType.point).quantile(0.7))
+    torch.save({"state_dict": net.state_dict(), "config": net._config}, out / f"{name}.pth")
+    with torch.no_grad():
+        one = run(zeros, {"point_interactive_info": points(clicks[:1])}, IType.point)
+        three = run(torch.sigmoid(one), {"point_interactive_info": points(clicks)}, IType.point)
+        by_contour = run(zeros, {"contour_interactive_info": drawn(contour, True)}, IType.contour)
+        by_stroke = run(zeros, {"stroke_interactive_info": drawn(stroke, False)}, IType.stroke)
+    np.savez(out / f"{name}.npz", one=one[0, 0].numpy(), three=three[0, 0].numpy(),
+             contour=by_contour[0, 0].numpy(), stroke=by_stroke[0, 0].numpy())
+
+
+save_and_run(net.feature_extractor.cls_head, "saicis_h18_multi")
+
+# the multi-input SegFormer (models/segformer/segformer_cocolvis_itermask_multi_input.py, with its aux head)
+from isegm.model.is_segformer_model import SegFormerModel  # noqa: E402
+
+torch.manual_seed(1)
+net = SegFormerModel(backbone_type="mit_b4", img_size=(448, 448), align_corners=False, with_aux_output=True,
+                     use_leaky_relu=True, use_rgb_conv=False, use_disks=True, norm_radius=3, with_prev_mask=True,
+                     is_training=True, input_type=[IType.point, IType.contour, IType.stroke],
+                     accumulate_multi_input=False)
 with torch.no_grad():
-    one = run(zeros, {"point_interactive_info": points(clicks[:1])}, IType.point)
-    three = run(torch.sigmoid(one), {"point_interactive_info": points(clicks)}, IType.point)
-    by_contour = run(zeros, {"contour_interactive_info": drawn(contour, True)}, IType.contour)
-    by_stroke = run(zeros, {"stroke_interactive_info": drawn(stroke, False)}, IType.stroke)
-np.savez(out / "saicis_h18_multi.npz", one=one[0, 0].numpy(), three=three[0, 0].numpy(),
-         contour=by_contour[0, 0].numpy(), stroke=by_stroke[0, 0].numpy())
+    randomize_norms(net)
+    net.maps_transform[3].scale.fill_(8.0)
+net.eval()
+save_and_run(net.feature_extractor.decode_head.linear_pred, "saicis_segformer_multi")

@@ -38,12 +38,10 @@ from .maps import IMAGENET_MEAN, IMAGENET_STD, batch_points, config_params, disk
 HRNET_CLASS = "isegm.model.is_hrnet_model.HRNetModel"
 
 
-@dataclass(frozen=True)
-class ClickMapConfig:
-    width: int  # HRNet width (18 or 32)
-    ocr_width: int
-    small: bool  # HRNet18s
-    checkpoint: str  # the official file name
+@dataclass(frozen=True, kw_only=True)
+class MapsConfig:
+    """What every network fed by RITM-style maps shares: disks, its frame, its kinds of input."""
+
     disk_radius: float = 5.0  # click disks, network pixels
     max_side: int = 800  # long side of the network's frame (larger images are resized)
     square: int = 0  # > 0: the frame is the whole image squashed to square x square (SAIC-IS)
@@ -51,10 +49,6 @@ class ClickMapConfig:
     accumulate: bool = False  # SAIC-IS multi-input: every kind's maps at once, not only the latest kind's
     stroke_width: int = 10  # SAIC-IS strokes, drawn as open polylines this thick
     publisher: str = "RITM"
-
-    def describe(self) -> str:
-        kinds = " (clicks, contours, strokes)" if self.multi_input else ""
-        return f"{self.publisher} HRNet{self.width}{'s' if self.small else ''}+OCR{self.ocr_width}{kinds}"
 
     def frame_size(self, height: int, width: int) -> Tuple[int, int]:
         if self.square:
@@ -80,6 +74,21 @@ class ClickMapConfig:
         """Previous mask, positive and negative disks, and (multi-input) contours and strokes, each +/-."""
         return 7 if self.multi_input else 3
 
+    @property
+    def kinds_text(self) -> str:
+        return " (clicks, contours, strokes)" if self.multi_input else ""
+
+
+@dataclass(frozen=True)
+class ClickMapConfig(MapsConfig):
+    width: int  # HRNet width (18 or 32)
+    ocr_width: int
+    small: bool  # HRNet18s
+    checkpoint: str  # the official file name
+
+    def describe(self) -> str:
+        return f"{self.publisher} HRNet{self.width}{'s' if self.small else ''}+OCR{self.ocr_width}{self.kinds_text}"
+
 
 # RITM's iterative-mask models trained on COCO+LVIS (models/iter_mask/hrnet*_cocolvis_itermask_3p.py)
 CLICKMAP_CONFIGS: Dict[str, ClickMapConfig] = {
@@ -104,17 +113,22 @@ class Scale(nn.Module):
         return x * self.scale.abs()
 
 
-class ClickMapNetwork(nn.Module):
-    """RITM's ISModel with ``use_rgb_conv=False``, disks and a previous-mask channel, on an HRNet+OCR."""
+class MapsNetwork(nn.Module):
+    """The RITM-style input side: ImageNet normalisation and the interaction maps (previous probabilities,
+    click disks, and for multi-input models contour and stroke maps) through RITM's "Conv1S" stack (1x1 to 16
+    channels, LeakyReLU 0.2, 3x3 to 64, strided for the HRNets, a learned scale). Subclasses add
+    ``feature_extractor`` and :meth:`features` (image, transformed maps) -> (logits, aux) at stride 4."""
 
-    def __init__(self, config: ClickMapConfig):
+    def __init__(self, config: MapsConfig, strided: bool = True):
         super().__init__()
         self.config = config
         self.maps_transform = nn.Sequential(nn.Conv2d(config.map_channels, 16, 1), nn.LeakyReLU(0.2),
-                                            nn.Conv2d(16, 64, 3, 2, 1), Scale(0.05))
-        self.feature_extractor = HRNetOCR(config.width, config.ocr_width, config.small)
+                                            nn.Conv2d(16, 64, 3, 2 if strided else 1, 1), Scale(0.05))
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def features(self, image: torch.Tensor, maps: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        raise NotImplementedError
 
     def forward(self, image: torch.Tensor, prev: torch.Tensor, points: torch.Tensor,
                 with_aux: bool = False, drawn: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
@@ -125,18 +139,17 @@ class ClickMapNetwork(nn.Module):
         maps = [prev, disk_maps(points, h, w, self.config.disk_radius)]
         if self.config.multi_input:
             maps.append(drawn if drawn is not None else image.new_zeros((image.shape[0], 4, h, w)))
-        maps = torch.cat(maps, 1)
-        out, aux = self.feature_extractor((image - self.mean) / self.std, self.maps_transform(maps))
+        out, aux = self.features((image - self.mean) / self.std, self.maps_transform(torch.cat(maps, 1)))
 
         def up(t):
             return F.interpolate(t, size=(h, w), mode="bilinear", align_corners=True)
 
-        return up(out), (up(aux) if with_aux else None)
+        return up(out), (up(aux) if with_aux and aux is not None else None)
 
     def expected_state(self) -> Dict[str, torch.Size]:
         return {k: v.shape for k, v in self.state_dict().items()}
 
-    def train(self, mode: bool = True) -> "ClickMapNetwork":
+    def train(self, mode: bool = True) -> "MapsNetwork":
         """Fine-tuning runs on batches of a few images: BatchNorm keeps its published statistics (its affine
         parameters still train), as detection fine-tuning freezes BN; RITM's own trainer used batches of 28."""
         super().train(mode)
@@ -146,7 +159,19 @@ class ClickMapNetwork(nn.Module):
         return self
 
 
-def _input_kinds(value) -> Tuple[str, ...]:
+class ClickMapNetwork(MapsNetwork):
+    """RITM's ISModel with ``use_rgb_conv=False``, disks and a previous-mask channel, on an HRNet+OCR (SAIC-IS's
+    multi-input HRNet18 too)."""
+
+    def __init__(self, config: ClickMapConfig):
+        super().__init__(config)
+        self.feature_extractor = HRNetOCR(config.width, config.ocr_width, config.small)
+
+    def features(self, image, maps):
+        return self.feature_extractor(image, maps)
+
+
+def input_kinds(value) -> Tuple[str, ...]:
     """SAIC-IS's ``input_type`` (one IType or a list, pickled enum members read as inert stand-ins)."""
     items = value if isinstance(value, (list, tuple)) else [value]
     return tuple(str(getattr(v, "args", (v,))[0]) if getattr(v, "args", None) else str(v) for v in items)
@@ -166,7 +191,7 @@ def adapt_clickmap(config: ClickMapConfig, published: Optional[dict], name: str,
     defaults = {"small": False, "use_disks": False, "norm_radius": 260, "with_prev_mask": False,
                 "use_rgb_conv": True, "width": 48, "ocr_width": 256}
     got = {k: params.get(k, defaults.get(k)) for k in want}
-    got["inputs"] = ("point",) if ritm_file else _input_kinds(params["input_type"])
+    got["inputs"] = ("point",) if ritm_file else input_kinds(params["input_type"])
     got["strided"] = ritm_file or bool(params.get("is_strided_maps_transform", False))
     if found_class != HRNET_CLASS or got != want:
         shown = ", ".join(f"{k}={got[k]}" for k in want)
@@ -363,11 +388,15 @@ class ClickMapSegmenter(TrainableSegmenter):
 
 
 def build_clickmap(name: str, weights, device: torch.device) -> ClickMapSegmenter:
-    """RITM (HRNet) and SimpleClick (plain ViT) models by registry name."""
+    """RITM and SAIC-IS (HRNet), SAIC-IS (SegFormer) and SimpleClick (plain ViT) models by registry name."""
+    from .segformer import SEGFORMER_CONFIGS, SegFormerMapsNetwork, adapt_segformer
     from .simpleclick import SIMPLECLICK_CONFIGS, SimpleClickNetwork, adapt_simpleclick
 
     published = weights.meta.get("publisher_config") if weights is not None else None
-    if name in SIMPLECLICK_CONFIGS:
+    if name in SEGFORMER_CONFIGS:
+        network = SegFormerMapsNetwork(adapt_segformer(SEGFORMER_CONFIGS[name], published, name,
+                                                       weights.path if weights else ""))
+    elif name in SIMPLECLICK_CONFIGS:
         network = SimpleClickNetwork(adapt_simpleclick(SIMPLECLICK_CONFIGS[name], published, name,
                                                        weights.path if weights else ""))
     else:
