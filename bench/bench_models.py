@@ -7,7 +7,9 @@ Each side runs in a process of its own (peak RSS is per process) on the same see
 through ``load_model`` + ``Predictor``; the official side is timed by tests/reference/official_timing.py:
 RITM's NoBRS predictor (no flip, no ZoomIn, ``LimitLongestSide(800)`` as in its demo), SimpleClick's NoBRS
 predictor with its evaluation ZoomIn (every click, 448 x 448 squares, no flip; ours: the studio's squashed
-448 frame), SegNext's own predictor (the ViT in ``set_image``, the fusion per click). A round = set the
+448 frame), SegNext's own predictor (the ViT in ``set_image``, the fusion per click), SAIC-IS's network in
+its predictor's steps with ``ResizeToFixedSize(448)`` (its predictor module needs the ``isegm.data`` package
+the reference folder lacks; the loop is written in the timing script). A round = set the
 image, then five clicks, each fed the previous prediction; the processes of both sides alternate so that
 machine noise falls on both. Ours runs as iseg serves clicks, with ``iseg_core.runtime.tune_allocator()``
 (freed buffers stay in the heap); the official code with the allocator's defaults. The photo: DAVIS image
@@ -34,7 +36,8 @@ from bench.common import data_dir, print_table, summary  # noqa: E402
 
 # the official side: a test-reference script (the official code is a test reference, never imported here)
 REFERENCE_TIMING = ROOT / "tests" / "reference" / "official_timing.py"
-MODELS = ["ritm_hrnet18s_cocolvis", "ritm_hrnet18_cocolvis", "ritm_hrnet32_cocolvis", "simpleclick_vit_b448_cocolvis",
+MODELS = ["ritm_hrnet18s_cocolvis", "ritm_hrnet18_cocolvis", "ritm_hrnet32_cocolvis", "saicis_hrnet18_multi_cocolvis",
+          "saicis_segformer_b4_multi_cocolvis", "simpleclick_vit_b448_cocolvis",
           "simpleclick_vit_l448_cocolvis", "simpleclick_vit_h448_cocolvis", "segnext_vit_b1024_sax1_cocolvis",
           "segnext_vit_b1024_sax2_cocolvis"]
 CLICKS = [(0.50, 0.55, True), (0.20, 0.20, False), (0.60, 0.40, True), (0.85, 0.80, False), (0.45, 0.70, True)]

@@ -1,4 +1,5 @@
-"""The official side of bench/bench_models.py: RITM's or SimpleClick's NoBRS predictor, or SegNext's predictor,
+"""The official side of bench/bench_models.py: RITM's or SimpleClick's NoBRS predictor, SegNext's predictor, or
+SAIC-IS's network in its predictor's steps,
 timed on the same photo, clicks and weights as iseg's side (test-reference code; the official folder is ../shared/reference/official beside the
 data, or $ISEG_OFFICIAL_DIR). Prints one JSON line: encode, first and fifth click ms per round, peak RSS MB."""
 import argparse
@@ -52,6 +53,31 @@ if name.startswith("ritm_"):
     c = CLICKMAP_CONFIGS[name]
     net = load(HRNetModel(width=c.width, ocr_width=c.ocr_width, small=c.small, with_aux_output=True, use_leaky_relu=True,
                           use_rgb_conv=False, use_disks=True, norm_radius=5, with_prev_mask=True))
+elif name.startswith("saicis_"):
+    import enum
+    import types
+
+    class IType(enum.Enum):  # SAIC-IS's isegm.data is not in the reference folder: its enum, as in the tests
+        contour = "contour"
+        point = "point"
+        stroke = "stroke"
+
+    module = types.ModuleType("isegm.data.interaction_type")
+    module.IType = IType
+    sys.modules["isegm.data"], sys.modules["isegm.data.interaction_type"] = types.ModuleType("isegm.data"), module
+    sys.path.insert(0, official + "/saic_is")
+    kinds = dict(use_leaky_relu=True, use_rgb_conv=False, use_disks=True, norm_radius=3, with_prev_mask=True,
+                 input_type=[IType.point, IType.contour, IType.stroke], accumulate_multi_input=False)
+    if "segformer" in name:
+        from isegm.model.is_segformer_model import SegFormerModel
+
+        net = load(SegFormerModel(backbone_type="mit_b4", img_size=(448, 448), with_aux_output=False, **kinds))
+    else:
+        from isegm.model.is_hrnet_model import HRNetModel
+
+        c = CLICKMAP_CONFIGS[name]
+        net = load(HRNetModel(width=c.width, ocr_width=c.ocr_width, with_aux_output=True,
+                              is_strided_maps_transform=True, **kinds))
 elif name.startswith("simpleclick_"):
     sys.path.insert(0, official + "/simpleclick")
     from isegm.model.is_plainvit_model import PlainVitModel
@@ -80,15 +106,42 @@ else:
         fusion_params=dict(type="self_attention", depth=c.fusion_depth,
                            params=dict(dim=c.dim, num_heads=c.heads, mlp_ratio=4, qkv_bias=True)),
         use_disks=True, norm_radius=5))
-from isegm.inference.clicker import Click, Clicker  # noqa: E402
-
 image = np.load(args.image)
-if name.startswith("segnext_"):  # SegNext's own predictor: the ViT in set_image, the fusion per click
+if name.startswith("saicis_"):
+    # SAIC-IS's predictor steps with ResizeToFixedSize(448) (its predictor module needs the missing isegm.data):
+    # per click the image and the previous probabilities squashed to 448, the network, the logits back up
+    class Clicker(list):
+        add_click = list.append
+
+    def Click(is_positive, coords):
+        return (coords[0], coords[1], is_positive)
+
+    state = {}
+
+    def set_image(img):
+        state["image"] = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
+        state["prev"] = torch.zeros_like(state["image"][:, :1])
+
+    def predict(clicker):
+        h, w = state["image"].shape[-2:]
+        both = torch.nn.functional.interpolate(torch.cat([state["image"], state["prev"]], 1), size=(448, 448),
+                                               mode="bilinear", align_corners=True)
+        pos = [(448 * r / h, 448 * c / w, k) for k, (r, c, p) in enumerate(clicker) if p]
+        neg = [(448 * r / h, 448 * c / w, k) for k, (r, c, p) in enumerate(clicker) if not p]
+        n = max(1, len(pos), len(neg))
+        pts = torch.tensor([pos + [(-1, -1, -1)] * (n - len(pos)) + neg + [(-1, -1, -1)] * (n - len(neg))])
+        logits = net(both, {"point_interactive_info": pts}, IType.point)["instances"]
+        state["prev"] = torch.sigmoid(torch.nn.functional.interpolate(logits, size=(h, w), mode="bilinear",
+                                                                      align_corners=True))
+        return state["prev"]
+elif name.startswith("segnext_"):
+    from isegm.inference.clicker import Click, Clicker  # SegNext's own predictor: the ViT in set_image, the fusion per click
     from isegm.inference.predictor import BasePredictor
 
     predictor = BasePredictor(net)
     set_image, predict = predictor.set_image, predictor.predict
 else:  # RITM's NoBRS predictor: RITM as its demo (long side 800), SimpleClick as its evaluation (448 squares)
+    from isegm.inference.clicker import Click, Clicker
     from isegm.inference.predictors import get_predictor
 
     zoom = {"skip_clicks": -1, "target_size": (c.frame, c.frame)} if name.startswith("simpleclick_") else None
