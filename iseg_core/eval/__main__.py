@@ -45,16 +45,23 @@ def preprocessing(args, model) -> str:
 
 def native_session(args, model):
     """Click-map models with ``--zoom-in`` run their authors' ZoomIn and flip averaging (``--flip``) through
-    their session: RITM's "cvpr" mode (crops resized to long side 400, 600 on DAVIS, from click 2) or
-    SimpleClick's (every click zoomed, crops squashed to 448 x 448, 672 on DAVIS); None for every other case."""
+    their session: RITM's "cvpr" mode (crops resized to long side 400, 600 on DAVIS, from click 2),
+    SimpleClick's (every click zoomed, crops squashed to 448 x 448, 672 on DAVIS) or SAIC-IS's (image limited to
+    1000 px, crops to long side 400 / 600 then squashed to 448, from click 2 and from a first contour or
+    stroke); None for every other case."""
     from ..models.clickmap import ClickMapConfig, RitmSession, RitmZoomIn
+    from ..models.clickmap.segformer import MiTConfig
     from ..models.clickmap.simpleclick import SimpleClickConfig
+    from ..models.clickmap.zoom import SaicSession, SaicZoomIn
 
     # SegNext (a click-map segmenter too) is evaluated by its authors without ZoomIn: the generic one applies
-    if not (args.zoom_in and isinstance(getattr(model, "config", None), (ClickMapConfig, SimpleClickConfig))):
+    config = getattr(model, "config", None)
+    if not (args.zoom_in and isinstance(config, (ClickMapConfig, SimpleClickConfig, MiTConfig))):
         return None
     davis = args.dataset == "davis"
-    if isinstance(model.config, SimpleClickConfig):
+    if config.multi_input:
+        return SaicSession(model, SaicZoomIn(target_size=args.zoom_target or (600 if davis else 400)), flip=args.flip)
+    if isinstance(config, SimpleClickConfig):
         zoom = RitmZoomIn(target_size=args.zoom_target or (672 if davis else 448), skip_clicks=-1, square=True)
     else:
         zoom = RitmZoomIn(target_size=args.zoom_target or (600 if davis else 400))
@@ -106,8 +113,9 @@ def main(argv=None) -> int:
         samples = samples[: args.limit]
     predictor = Predictor(model, default_cache())
     session = native_session(args, model)
-    if session is not None and args.first != "click":
-        print("error: RITM's ZoomIn starts from a click (--first click)", file=sys.stderr)
+    if session is not None and args.first not in session.first_interactions:
+        print(f"error: this model's session starts from {' or '.join(session.first_interactions)} "
+              f"(--first {session.first_interactions[0]})", file=sys.stderr)
         return 2
     evaluator = ObjectEvaluator(predictor, flip=args.flip and session is None, boundary_ratio=args.boundary_ratio,
                                 session=session, zoom_in=ZoomIn() if args.zoom_in and session is None else None)

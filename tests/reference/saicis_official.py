@@ -3,15 +3,18 @@ test-only, run in a subprocess because the reference code owns the top-level pac
 
     python saicis_official.py OFFICIAL_DIR PHOTO.npy OUT_DIR
 
-The reference folder holds SAIC-IS's model and inference code but not its ``isegm.data`` package, which the
-model imports for one enum: a stand-in module gives it (``IType`` with SAIC-IS's member names). Builds
+The reference folder holds SAIC-IS's model and inference code but not its ``isegm.data`` package: stand-in
+modules give what the model and predictor read of it (the ``IType`` members, ``Contour.get_mask``). Builds
 ``HRNetModel`` as models/hrnet/hrnet18_cocolvis_itermask_multi_input.py does (clicks, contours and strokes;
 disks of radius 3; strided maps transform) with seeded random weights (BatchNorm statistics too), saves it the
 way the official trainer does, and writes the network's logits on the photo squashed to 448 x 448 for: one
 positive click; three clicks of both signs with the previous probabilities; a contour as the first
 interaction; a stroke as the first interaction (the maps drawn as SAIC-IS's predictor draws them: a filled
-polygon, an open polyline 10 px wide, vertices truncated to whole pixels). Then the same for its multi-input
-SegFormer (MiT-B4, aux head).
+polygon, an open polyline 10 px wide, vertices truncated to whole pixels); then two sequences through SAIC-IS's
+own predictor with its evaluation transforms (ZoomIn from the second click and from a first contour, crops to
+long side 400, ResizeToFixedSize 448, flip averaging: its transforms need the flip to build their batch): three clicks, and a contour followed by two clicks (the folder's missing
+``isegm.data`` modules get stand-ins with what the predictor reads of them). Then the four network cases for
+its multi-input SegFormer (MiT-B4, aux head).
 """
 import enum
 import sys
@@ -36,15 +39,53 @@ class IType(enum.Enum):  # the members of SAIC-IS's isegm/data/interaction_type.
     stroke = "stroke"
 
 
-IType.__module__ = "isegm.data.interaction_type"
-data = types.ModuleType("isegm.data")
-itype_module = types.ModuleType("isegm.data.interaction_type")
-itype_module.IType = IType
-sys.modules["isegm.data"], sys.modules["isegm.data.interaction_type"] = data, itype_module
-import isegm  # noqa: E402
+class Contour:  # SAIC-IS's isegm/data/contour.py, the parts its predictor uses (facts of that file)
+    def __init__(self, is_positive, coords=None):
+        self.is_positive, self.coords = is_positive, list(coords or [])
 
-isegm.data = data
-data.interaction_type = itype_module
+    def __len__(self):
+        return len(self.coords)
+
+    @classmethod
+    def get_mask(cls, contours, shape, filled, thickness=10):
+        """(2, H, W) uint8: positive, negative; a filled polygon or an open polyline per entry of 3+ vertices,
+        (row, col) vertices truncated to whole pixels."""
+        layers = np.zeros((2,) + tuple(shape), np.uint8)
+        for c in contours:
+            if len(c) > 2:
+                pts = np.array(c.coords)[:, ::-1].astype(np.int32)
+                layer = np.zeros(shape, np.uint8)
+                if filled:
+                    cv2.fillPoly(layer, [pts], 1)
+                else:
+                    cv2.polylines(layer, [pts], False, 1, thickness)
+                layers[0 if c.is_positive else 1] = np.maximum(layers[0 if c.is_positive else 1], layer)
+        return layers
+
+
+class Stroke(Contour):
+    pass
+
+
+def module(name, **members):
+    m = types.ModuleType(name)
+    m.__dict__.update(members)
+    sys.modules[name] = m
+    return m
+
+
+IType.__module__ = "isegm.data.interaction_type"
+module("isegm.data")
+module("isegm.data.interaction_type", IType=IType)
+module("isegm.data.contour", Contour=Contour)
+module("isegm.data.stroke", Stroke=Stroke)
+def unused(*args, **kwargs):  # interaction generators: the evaluation's simulators, not used here
+    return None
+
+
+module("isegm.data.interaction_generators", PointGenerator=unused, ContourGenerator=unused, StrokeGenerator=unused,
+       AxisTransformType=None)
+module("isegm.data.next_input_getters", get_contour_generation_params=None)
 from isegm.model.is_hrnet_model import HRNetModel  # noqa: E402
 
 from clicks import points, randomize_norms  # noqa: E402
@@ -84,6 +125,9 @@ def run(prev, info, kind):
     return net(torch.cat([square, prev], 1), info, kind)["instances"]
 
 
+results = {}
+
+
 def save_and_run(head, name):
     """Spread and centre the random net's logits with its last conv (a random net answers nearly the same
     everywhere), save it as the trainer does, and write the four cases."""
@@ -102,6 +146,57 @@ def save_and_run(head, name):
 
 
 save_and_run(net.feature_extractor.cls_head, "saicis_h18_multi")
+
+
+class OneClick:  # the parts of SAIC-IS's Click the predictor reads
+    def __init__(self, is_positive, coords, indx):
+        self.is_positive, self.coords, self.indx = is_positive, coords, indx
+
+    @property
+    def coords_and_indx(self):
+        return (*self.coords, self.indx)
+
+    def copy(self, coords):
+        return OneClick(self.is_positive, coords, self.indx)
+
+
+class Steps:
+    """SAIC-IS's evaluation state after each step: every click, and the current step's contour or stroke."""
+
+    def __init__(self):
+        self.clicks, self.outline = [], {}
+
+    def get_interactions(self):
+        contours = [[self.outline[IType.contour]]] if IType.contour in self.outline else []
+        strokes = [self.outline[IType.stroke]] if IType.stroke in self.outline else []
+        return {IType.point: list(self.clicks), IType.contour: contours, IType.stroke: strokes}
+
+
+from isegm.inference.predictors.base import BasePredictor  # noqa: E402
+from isegm.inference.transforms import ZoomIn  # noqa: E402
+
+h, w = photo.shape[:2]
+with torch.no_grad():
+    for prefix, sequence in (("seq", [("click", (150, 240, True)), ("click", (40, 420, False)),
+                                       ("click", (200, 100, True))]),
+                             ("contourseq", [("contour", contour), ("click", (150, 160, True)),
+                                             ("click", (40, 420, False))])):
+        zoom = ZoomIn(target_size=400, skip_interactions={IType.point: 1, IType.contour: -1, IType.stroke: -1})
+        predictor = BasePredictor(net, torch.device("cpu"), zoom_in=zoom, fixed_size=(448, 448), with_flip=True)
+        predictor.set_input_image(photo)
+        steps = Steps()
+        for k, (kind, value) in enumerate(sequence):
+            steps.outline = {}
+            if kind == "click":
+                steps.clicks.append(OneClick(value[2], value[:2], len(steps.clicks)))
+                itype = IType.point
+            else:
+                steps.outline[IType.contour] = Contour(True, [tuple(map(float, v)) for v in value])
+                itype = IType.contour
+            results[f"{prefix}{k}_prob"] = predictor.get_prediction(steps, input_type=itype)
+            roi = zoom._object_roi
+            results[f"{prefix}{k}_roi"] = np.array(roi if roi is not None else (-1, -1, -1, -1))
+np.savez(out / "saicis_h18_multi_seq.npz", **results)
 
 # the multi-input SegFormer (models/segformer/segformer_cocolvis_itermask_multi_input.py, with its aux head)
 from isegm.model.is_segformer_model import SegFormerModel  # noqa: E402

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, replace
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -202,6 +202,11 @@ def adapt_clickmap(config: ClickMapConfig, published: Optional[dict], name: str,
     return replace(config, accumulate=bool(params.get("accumulate_multi_input", False)))
 
 
+def _same(rows, cols):
+    """Training prompts are in frame pixels already."""
+    return rows, cols
+
+
 class ClickMapSegmenter(TrainableSegmenter):
     """Any click-map network ``(image, prev, points) -> (logits, aux)`` whose config says its frame.
 
@@ -272,7 +277,7 @@ class ClickMapSegmenter(TrainableSegmenter):
         prev, points = self.train_inputs(features, frame, prompts, prev_logits)
         drawn = None
         if self.config.multi_input:
-            drawn = torch.from_numpy(np.stack([self.drawn_maps(ps, frame, frame) for ps in prompts])).to(features)
+            drawn = torch.from_numpy(np.stack([self.drawn_maps(ps, _same, frame) for ps in prompts])).to(features)
         return self.train_output(self.network(features, prev, points, drawn=drawn)[0])
 
     def train_inputs(self, features: torch.Tensor, frame: Tuple[int, int], prompts, prev_logits):
@@ -280,7 +285,7 @@ class ClickMapSegmenter(TrainableSegmenter):
         pixels."""
         prev = torch.stack([torch.sigmoid(p.float()) if p is not None else features.new_zeros(frame)
                             for p in prev_logits])[:, None].to(features)
-        rows = [self.drawn_clicks(ps, frame, frame) for ps in prompts]
+        rows = [self.drawn_clicks(ps, _same) for ps in prompts]
         return prev, batch_points(rows, self.device)
 
     @staticmethod
@@ -311,42 +316,49 @@ class ClickMapSegmenter(TrainableSegmenter):
                 raise PromptError(f"{self.name} takes {taken} only, not a {type(p).__name__.lower()}: "
                                   "its network was trained on those maps")
 
-    def drawn_clicks(self, prompts: Sequence, original: Tuple[int, int],
-                     frame: Tuple[int, int]) -> List[Tuple[float, float, bool]]:
-        """The clicks the network sees, as (row, col, positive) in the frame (``frame * y / original`` per axis,
-        as RITM's transforms map them). SAIC-IS's way for its multi-input models: a step with a contour or a
-        stroke shows that one alone (clicks too when the model accumulates its kinds of input); a click step
-        shows every click so far."""
+    def drawn_clicks(self, prompts: Sequence, to_frame: Callable) -> List[Tuple[float, float, bool]]:
+        """The clicks the network sees, as (row, col, positive) in the frame (``to_frame(rows, cols)``). SAIC-IS's
+        way for its multi-input models: a step with a contour or a stroke shows that one alone (clicks too when
+        the model accumulates its kinds of input); a click step shows every click so far."""
         self.check_clicks(prompts)
         shown = not (self.config.multi_input and prompts and not isinstance(prompts[-1], Click)
                      and not self.config.accumulate)
-        return [(frame[0] * p.y / original[0], frame[1] * p.x / original[1], p.positive)
-                for p in prompts if isinstance(p, Click)] if shown else []
+        clicks = [p for p in prompts if isinstance(p, Click)] if shown else []
+        if not clicks:
+            return []
+        rows, cols = to_frame(np.array([p.y for p in clicks], np.float64), np.array([p.x for p in clicks], np.float64))
+        return [(float(r), float(c), p.positive) for r, c, p in zip(rows, cols, clicks)]
 
-    def drawn_maps(self, prompts: Sequence, original: Tuple[int, int], frame: Tuple[int, int]) -> np.ndarray:
+    def drawn_maps(self, prompts: Sequence, to_frame: Callable, frame: Tuple[int, int]) -> np.ndarray:
         """SAIC-IS's contour and stroke maps ``(4, H, W)`` float32 in the frame (positive, negative contour;
         positive, negative stroke) for the latest prompt when it is a contour (filled polygon) or a stroke (open
-        polyline, ``stroke_width`` px), vertices mapped as its ResizeToFixedSize maps them and truncated to
-        whole pixels as it draws them."""
+        polyline, ``stroke_width`` px), its vertices mapped by ``to_frame(rows, cols)`` and truncated to whole
+        pixels as SAIC-IS draws them."""
         maps = np.zeros((4,) + tuple(frame), np.float32)
         last = prompts[-1] if prompts else None
         if isinstance(last, (Contour, Scribble)):
             xy = np.asarray(last.points, np.float64)
-            pts = np.stack([frame[1] * xy[:, 0] / original[1], frame[0] * xy[:, 1] / original[0]], 1).astype(np.int32)
+            rows, cols = to_frame(xy[:, 1], xy[:, 0])
+            pts = np.stack([cols, rows], 1).astype(np.int32)
             if len(pts) > 2:
+                layer = np.zeros(frame, np.uint8)
                 if isinstance(last, Contour):  # iseg's contours are positive: around the object
-                    layer = np.zeros(frame, np.uint8)
                     cv2.fillPoly(layer, [pts], 1)
                     maps[0] = layer
                 else:
-                    layer = np.zeros(frame, np.uint8)
                     cv2.polylines(layer, [pts], False, 1, self.config.stroke_width)
                     maps[2 if last.positive else 3] = layer
         return maps
 
+    @staticmethod
+    def resized(original: Tuple[int, int], frame: Tuple[int, int]) -> Callable:
+        """Image pixels -> frame pixels, ``frame * v / original`` per axis (as RITM's and SAIC-IS's resizing
+        transforms map interactions)."""
+        return lambda rows, cols: (frame[0] * rows / original[0], frame[1] * cols / original[1])
+
     def points(self, prompts: Sequence, original: Tuple[int, int], frame: Tuple[int, int]) -> torch.Tensor:
         """Clicks -> :func:`points_tensor` in the frame (scaled by frame / original size per axis)."""
-        return points_tensor(self.drawn_clicks(prompts, original, frame), self.device)
+        return points_tensor(self.drawn_clicks(prompts, self.resized(original, frame)), self.device)
 
     @torch.inference_mode()
     def decode(self, embedding: ImageEmbedding, prompts: Sequence, prev_logits: Optional[torch.Tensor] = None,
@@ -361,7 +373,8 @@ class ClickMapSegmenter(TrainableSegmenter):
             prev = torch.sigmoid(prev_logits.to(self.device, torch.float32))[None, None]
         drawn = None
         if self.config.multi_input:
-            drawn = torch.from_numpy(self.drawn_maps(prompts, embedding.original_size, frame))[None].to(self.device)
+            drawn = torch.from_numpy(self.drawn_maps(prompts, self.resized(embedding.original_size, frame),
+                                                     frame))[None].to(self.device)
         logits, _ = self.network(pixels, prev, self.points(prompts, embedding.original_size, frame), drawn=drawn)
         return self.decoded(logits[0, 0])
 

@@ -20,11 +20,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ...prompts import Click
+from ...prompts import Click, Contour, Scribble
 from .model import ClickMapSegmenter, points_tensor
 
 Box4 = Tuple[int, int, int, int]  # rmin, rmax, cmin, cmax (inclusive), RITM's order
@@ -83,8 +84,22 @@ def _holds_clicks(box: Box4, clicks: Sequence[Click]) -> bool:
     return all(box[0] <= c.y < box[1] and box[2] <= c.x < box[3] for c in clicks if c.positive)
 
 
+def _put_back(probs: torch.Tensor, box: Box4, like: torch.Tensor, paste: bool = True) -> torch.Tensor:
+    """A crop's probabilities resized to the box (bilinear, corners aligned) and pasted into a zero map shaped
+    ``like`` (``paste=False``: only resized, as RITM leaves its very first prediction)."""
+    r0, r1, c0, c1 = box
+    probs = F.interpolate(probs, size=(r1 - r0 + 1, c1 - c0 + 1), mode="bilinear", align_corners=True)
+    if not paste:
+        return probs
+    full = torch.zeros_like(like)
+    full[:, :, r0:r1 + 1, c0:c1 + 1] = probs
+    return full
+
+
 class RitmSession:
     """One object at a time, RITM's way: ``set_image``, then ``predict(clicks)`` with the growing click list."""
+
+    first_interactions = ("click",)
 
     def __init__(self, model: ClickMapSegmenter, zoom: Optional[RitmZoomIn] = RitmZoomIn(), flip: bool = False):
         """``flip``: also run the horizontally mirrored input in the same batch and average the two logit maps
@@ -135,12 +150,165 @@ class RitmSession:
             logits = 0.5 * (logits[:1] + logits[1:].flip(3))
         probs = torch.sigmoid(logits)
         if self.box is not None:  # RITM pastes whenever a crop exists, even if this click ran uncropped
+            probs = _put_back(probs, self.box, self.probs, paste=self.last is not None)
+        self.last = probs[0, 0].cpu().numpy()
+        self.probs = probs
+        return self.last
+
+
+@dataclass(frozen=True)
+class SaicZoomIn:
+    """SAIC-IS's evaluation transforms: its ZoomIn (the crop around the prediction and the positive
+    interactions, from the first contour or stroke and from the second click), the crop resized to long side
+    ``target_size`` (600 on DAVIS), then squashed to ``fixed_size`` x ``fixed_size`` (ResizeToFixedSize)."""
+
+    target_size: int = 400
+    fixed_size: int = 448
+    skip_clicks: int = 1  # SAIC-IS's skip_interactions: point 1, contour -1, stroke -1
+    skip_outlines: int = -1
+    max_side: int = 1000  # SAIC-IS's evaluation first limits the image's long side (cv2 bilinear)
+    expansion: float = 1.4
+    min_crop: int = 200
+    recompute_iou: float = 0.5
+    prob_thresh: float = 0.5
+
+    def describe(self) -> str:
+        return (f"image limited to long side {self.max_side} (cv2 bilinear; masks back by nearest); SAIC-IS "
+                f"ZoomIn (from click {self.skip_clicks + 1}, from the first "
+                f"contour or stroke; x{self.expansion:g}, min {self.min_crop} px; crop resized to long side "
+                f"{self.target_size}) then squashed to {self.fixed_size}x{self.fixed_size}")
+
+
+def _saic_roi(mask: np.ndarray, prompts: Sequence, zoom: SaicZoomIn) -> Box4:
+    """SAIC-IS's object box: the mask plus positive clicks, positive contour vertices (rounded) and a band over
+    a positive stroke's extent (its longer axis), grown and clamped as RITM's."""
+    mask = mask.copy()
+    for p in prompts:
+        if isinstance(p, Click) and p.positive:
+            mask[int(p.y), int(p.x)] = True
+        elif isinstance(p, Contour):
+            yx = (np.asarray(p.points, np.float64)[:, ::-1] + 0.5).astype(np.int32)
+            mask[yx[:, 0], yx[:, 1]] = True
+        elif isinstance(p, Scribble) and p.positive:
+            yx = (np.asarray(p.points, np.float64)[:, ::-1] + 0.5).astype(np.int32)
+            lo, hi = yx.min(0), yx.max(0)
+            if hi[0] - lo[0] > hi[1] - lo[1]:
+                mask[lo[0]:hi[0]] = True
+            else:
+                mask[:, lo[1]:hi[1]] = True
+    if not mask.any():
+        mask[0, 0] = True
+    return _grown_box(mask, [], zoom)
+
+
+def _saic_inside(box: Box4, prompts: Sequence) -> bool:
+    for p in prompts:
+        if isinstance(p, Click):
+            pts = [(p.x, p.y)] if p.positive else []
+        else:
+            pts = p.points
+        for x, y in pts:
+            if not (box[0] <= y < box[1] and box[2] <= x < box[3]):
+                return False
+    return True
+
+
+class SaicSession:
+    """SAIC-IS's inference loop for its multi-input models: ``predict(prompts)`` with the growing prompt list
+    (clicks kept, a contour or stroke shown at its own step), the full-size probabilities fed back."""
+
+    first_interactions = ("click", "contour", "scribble")
+
+    def __init__(self, model: ClickMapSegmenter, zoom: Optional[SaicZoomIn] = SaicZoomIn(), flip: bool = True):
+        """``flip``: the mirrored view in the same batch, logits averaged (SAIC-IS's predictor always runs it:
+        its transforms build the batch lists only through the flip)."""
+        self.model, self.zoom, self.flip = model, zoom, flip
+
+    def set_image(self, image: np.ndarray) -> None:
+        self.original = image.shape[:2]
+        h, w = self.original
+        side = self.zoom.max_side if self.zoom is not None else 0
+        if side and max(h, w) > side:  # SAIC-IS's limit_longest_size
+            size = (side, int(w / h * side + 0.5)) if h > w else (int(h / w * side + 0.5), side)
+            image = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+        self.image = torch.tensor(image, device=self.model.device).permute(2, 0, 1)[None].float() / 255
+        self.probs = torch.zeros_like(self.image[:, :1])
+        self.box: Optional[Box4] = None
+        self.last: Optional[np.ndarray] = None
+        self.steps = 0
+
+    def _limited(self, prompts: Sequence) -> List:
+        """Prompts in the pixels of the limited image (SAIC-IS simulates them there)."""
+        h, w = self.image.shape[-2:]
+        if (h, w) == tuple(self.original):
+            return list(prompts)
+        sy, sx = h / self.original[0], w / self.original[1]
+        return [Click(p.x * sx, p.y * sy, p.positive) if isinstance(p, Click) else
+                Contour([(x * sx, y * sy) for x, y in p.points]) if isinstance(p, Contour) else
+                Scribble([(x * sx, y * sy) for x, y in p.points], p.positive) for p in prompts]
+
+    def _shown(self, prompts: Sequence) -> List:
+        """What one SAIC-IS step holds: every click, plus the latest prompt when it is a contour or stroke."""
+        return [p for p in prompts if isinstance(p, Click)] + ([prompts[-1]] if not isinstance(prompts[-1], Click) else [])
+
+    @torch.inference_mode()
+    def predict(self, prompts: Sequence) -> np.ndarray:
+        """Probabilities (H, W) at the image's size after ``prompts`` (all of them, in order)."""
+        probs = self._predict(self._limited(prompts))
+        if probs.shape != tuple(self.original):  # the mask goes back by nearest, as SAIC-IS scores it
+            probs = cv2.resize(probs, (self.original[1], self.original[0]), interpolation=cv2.INTER_NEAREST)
+        return probs
+
+    def _predict(self, prompts: Sequence) -> np.ndarray:
+        z, model = self.zoom, self.model
+        self.steps += 1
+        shown = self._shown(prompts)
+        both = torch.cat([self.image, self.probs], 1)
+        size = tuple(both.shape[-2:])
+        skip = z.skip_clicks if isinstance(prompts[-1], Click) else z.skip_outlines
+        to_crop = None
+        if z is not None and self.steps > skip:
+            mask = self.last > z.prob_thresh if self.last is not None else np.zeros(size, bool)
+            current = _saic_roi(mask, shown, z)
+            if self.box is None or not _saic_inside(self.box, shown) or _box_iou(current, self.box) < z.recompute_iou:
+                self.box = current
             r0, r1, c0, c1 = self.box
-            probs = F.interpolate(probs, size=(r1 - r0 + 1, c1 - c0 + 1), mode="bilinear", align_corners=True)
-            if self.last is not None:
-                full = torch.zeros_like(self.probs)
-                full[:, :, r0:r1 + 1, c0:c1 + 1] = probs
-                probs = full
+            h, w = r1 - r0 + 1, c1 - c0 + 1
+            scale = z.target_size / max(h, w)
+            size = (int(round(h * scale)), int(round(w * scale)))
+            both = F.interpolate(both[:, :, r0:r1 + 1, c0:c1 + 1], size=size, mode="bilinear", align_corners=True)
+            to_crop = (r0, c0, h, w)
+        f = z.fixed_size if z is not None else model.config.square
+        frame = (f, f)
+        both = F.interpolate(both, size=frame, mode="bilinear", align_corners=True)
+
+        def clicks_to_frame(rows, cols):  # ZoomIn's then ResizeToFixedSize's mapping of clicks
+            if to_crop is not None:
+                r0, c0, h, w = to_crop
+                rows, cols = size[0] * (rows - r0) / h, size[1] * (cols - c0) / w
+            return f * rows / size[0], f * cols / size[1]
+
+        def outline_to_frame(rows, cols):  # the same for contour and stroke vertices (their association)
+            if to_crop is not None:
+                r0, c0, h, w = to_crop
+                rows, cols = size[0] / h * (rows - r0), size[1] / w * (cols - c0)
+            return f * rows / size[0], f * cols / size[1]
+
+        views = [(clicks_to_frame, outline_to_frame)]
+        if self.flip:  # the mirrored view: columns c -> width - c - 1 after the other transforms
+            def mirrored(to_frame):
+                return lambda rows, cols: (lambda r, c: (r, f - c - 1))(*to_frame(rows, cols))
+
+            views.append((mirrored(clicks_to_frame), mirrored(outline_to_frame)))
+            both = torch.cat([both, both.flip(3)])
+        points = torch.cat([points_tensor(model.drawn_clicks(prompts, cl), model.device) for cl, _ in views])
+        drawn = torch.from_numpy(np.stack([model.drawn_maps(prompts, ol, frame) for _, ol in views])).to(model.device)
+        logits, _ = model.network(both[:, :3], both[:, 3:], points, drawn=drawn)
+        if self.flip:
+            logits = 0.5 * (logits[:1] + logits[1:].flip(3))
+        probs = F.interpolate(torch.sigmoid(logits), size=size, mode="bilinear", align_corners=True)
+        if self.box is not None:
+            probs = _put_back(probs, self.box, self.probs)
         self.last = probs[0, 0].cpu().numpy()
         self.probs = probs
         return self.last
