@@ -1,16 +1,19 @@
-"""Click-map models (RITM lineage): clicks become disk maps beside the previous mask, and the whole network
-sees them together with the image.
+"""Click-map models (RITM lineage): interactions become maps beside the previous mask, and the network sees
+them together with the image.
 
-The network (RITM's "itermask" models): the image is normalised with ImageNet statistics; the click maps
-(positive disks, negative disks, radius 5 px in the network's frame) and the previous probability map go
-through a small conv stack (1x1 to 16 channels, LeakyReLU 0.2, strided 3x3 to 64, a learned scale) and are
-added to the backbone after its first stem convolution. The backbone (HRNet + OCR) gives logits at stride 4,
-upsampled (bilinear, corners aligned) to the input size.
+The input side (:class:`MapsNetwork`, RITM's "itermask" design, shared by SAIC-IS): the image is normalised
+with ImageNet statistics; the maps (the previous probability map, positive and negative click disks of the
+model's radius in its frame, and for SAIC-IS's multi-input models positive / negative contour and stroke maps)
+go through a small conv stack (1x1 to 16 channels, LeakyReLU 0.2, 3x3 to 64, a learned scale) and join the
+backbone early: after the HRNet's first stem convolution (RITM, SAIC-IS HRNet18), after the first MiT patch
+embedding (SAIC-IS SegFormer, :mod:`.segformer`), or as patch tokens of their own (SimpleClick,
+:mod:`.simpleclick`). Logits come at stride 4, upsampled (bilinear, corners aligned) to the frame.
 
-Because clicks enter at the stem, nothing but the image tensor can be cached per image: ``encode`` prepares
-the frame, every ``decode`` runs the full network. The frame is the image itself up to ``max_side`` pixels
-on its long side (RITM's ``LimitLongestSide``, 800 in its demo); larger images are resized to it, as the
-official predictor does (bilinear, corners aligned). Previous logits are kept in that frame.
+Because the interactions enter at the stem, nothing but the image tensor can be cached per image: ``encode``
+prepares the frame, every ``decode`` runs the full network (SegNext, :mod:`.segnext`, is the exception: its
+ViT runs once). The frame is the image itself up to ``max_side`` pixels on its long side (RITM's
+``LimitLongestSide``, 800 in its demo) or the whole image squashed to a square (SAIC-IS, SimpleClick: 448);
+resizing is bilinear with corners aligned, as the official transforms. Previous logits are kept in the frame.
 
 Parameter names follow the published checkpoints (``maps_transform.*``, ``feature_extractor.*``); files
 written by the official trainers (``{"state_dict": ..., "config": ...}``) load as they are, and their
