@@ -253,3 +253,42 @@ def test_pick_a_click_map_model_click_and_finish(page, app, tmp_path, monkeypatc
     [ann] = _finish_and_read(page, store, "coffee.jpg")
     assert [p["type"] for p in ann.interactions] == ["click"] and ann.area > 0
     assert ann.model.startswith(name + "@")
+
+
+def test_a_multi_input_model_takes_the_contour_tool(page, app, tmp_path, monkeypatch):
+    """SAIC-IS's multi-input HRNet18 (random weights under its published file name in the weights folder):
+    a traced contour and then a click, both fed to the network as inputs of their own."""
+    import torch
+
+    from iseg_core.models import load_model
+
+    _, store = app
+    name = "saicis_hrnet18_multi_cocolvis"
+    torch.manual_seed(0)
+    net = load_model(name, device="cpu").network
+    with torch.no_grad():  # a non-trivial random mask: a positive bias on the final classifier
+        net.feature_extractor.cls_head.bias.fill_(2.0)
+    torch.save({"state_dict": net.state_dict()}, tmp_path / "hrnet18_multi.pth")
+    monkeypatch.setenv("ISEG_WEIGHTS_DIR", str(tmp_path))
+    _go_to(page, "coffee.jpg")
+    page.locator("#model input").click()
+    page.get_by_role("option", name=name).click()
+    page.wait_for_function("n => document.querySelector('#model input').value === n", arg=name, timeout=60000)
+    _wait_status(page, r"coffee\.jpg")
+    page.evaluate("document.activeElement.blur()")
+    page.keyboard.press("c")
+    for x, y in [(80, 60), (380, 60), (380, 260), (80, 260)]:
+        _click_image(page, x, y)
+    _wait_status(page, r"Contour: 4 point")
+    page.keyboard.press("Enter")
+    _wait_status(page, r"1 prompt\(s\) · mask \d+ px")
+    page.keyboard.press("1")  # back to the click tool
+    _click_image(page, 200, 150)
+    _wait_status(page, r"2 prompt\(s\) · mask \d+ px")
+    _shot(page, "14-multi-input-contour-then-click")
+    page.keyboard.press("n")  # coffee.jpg may hold the click-map test's object already: this one is the last
+    _wait_status(page, r"Saved object \d+")
+    img = next(i for i in store.images_of(store.project("browser")) if i.file_name == "coffee.jpg")
+    ann = store.annotations(img.id)[-1]
+    assert [p["type"] for p in ann.interactions] == ["contour", "click"] and ann.area > 0
+    assert ann.model.startswith(name + "@")

@@ -343,14 +343,13 @@ class ClickMapSegmenter(TrainableSegmenter):
             xy = np.asarray(last.points, np.float64)
             rows, cols = to_frame(xy[:, 1], xy[:, 0])
             pts = np.stack([cols, rows], 1).astype(np.int32)
-            if len(pts) > 2:
-                layer = np.zeros(frame, np.uint8)
-                if isinstance(last, Contour):  # iseg's contours are positive: around the object
-                    cv2.fillPoly(layer, [pts], 1)
-                    maps[0] = layer
-                else:
-                    cv2.polylines(layer, [pts], False, 1, self.config.stroke_width)
-                    maps[2 if last.positive else 3] = layer
+            layer = np.zeros(frame, np.uint8)
+            if isinstance(last, Contour):  # iseg's contours are positive (around the object), 3+ vertices
+                cv2.fillPoly(layer, [pts], 1)
+                maps[0] = layer
+            else:  # a two-point stroke is a line here (SAIC-IS skips strokes under 3 points; it never makes them)
+                cv2.polylines(layer, [pts], False, 1, self.config.stroke_width)
+                maps[2 if last.positive else 3] = layer
         return maps
 
     @staticmethod
