@@ -1,20 +1,15 @@
-"""Click-map models, ours vs the official code, on one photo: encode ms, first and fifth click ms, peak RSS.
+"""Click-map models, ours vs their authors' code, on one photo: encode ms, first and fifth click ms, peak RSS.
 
-    python bench/bench_models.py                         # every RITM, SimpleClick and SegNext model, 2 threads
+    python bench/bench_models.py                         # every RITM, SAIC-IS, SimpleClick, SegNext model
     python bench/bench_models.py --models ritm_hrnet18s_cocolvis --rounds 5 --max-side 400
 
 Each side runs in a process of its own (peak RSS is per process) on the same seeded random weights: ours
-through ``load_model`` + ``Predictor``; the official side is timed by tests/reference/official_timing.py:
-RITM's NoBRS predictor (no flip, no ZoomIn, ``LimitLongestSide(800)`` as in its demo), SimpleClick's NoBRS
-predictor with its evaluation ZoomIn (every click, 448 x 448 squares, no flip; ours: the studio's squashed
-448 frame), SegNext's own predictor (the ViT in ``set_image``, the fusion per click), SAIC-IS's network in
-its predictor's steps with ``ResizeToFixedSize(448)`` (its predictor module needs the ``isegm.data`` package
-the reference folder lacks; the loop is written in the timing script). A round = set the
-image, then five clicks, each fed the previous prediction; the processes of both sides alternate so that
-machine noise falls on both. Ours runs as iseg serves clicks, with ``iseg_core.runtime.tune_allocator()``
-(freed buffers stay in the heap); the official code with the allocator's defaults. The photo: DAVIS image
-000 (854x480) resized to 1920x1080 (2.1 MP). Weights are random: the speed is the model's, the masks mean
-nothing.
+through ``load_model`` + ``Predictor``; the other side is a test script, tests/reference/clickmap_timing.py
+(it says how each family's own predictor is set up; this benchmark only runs it and reads its JSON line). A
+round = set the image, then five clicks, each fed the previous prediction; the processes of both sides
+alternate so that machine noise falls on both. Ours runs as iseg serves clicks, with
+``iseg_core.runtime.tune_allocator()`` (freed buffers stay in the heap). The photo: DAVIS image 000 (854x480)
+resized to 1920x1080 (2.1 MP). Weights are random: the speed is the model's, the masks mean nothing.
 """
 from __future__ import annotations
 
@@ -34,8 +29,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import data_dir, print_table, summary  # noqa: E402
 
-# the official side: a test-reference script (the official code is a test reference, never imported here)
-REFERENCE_TIMING = ROOT / "tests" / "reference" / "official_timing.py"
+# the other side: a test script (the authors' code is a test reference, never imported here)
+REFERENCE_TIMING = ROOT / "tests" / "reference" / "clickmap_timing.py"
 MODELS = ["ritm_hrnet18s_cocolvis", "ritm_hrnet18_cocolvis", "ritm_hrnet32_cocolvis", "saicis_hrnet18_multi_cocolvis",
           "saicis_segformer_b4_multi_cocolvis", "simpleclick_vit_b448_cocolvis",
           "simpleclick_vit_l448_cocolvis", "simpleclick_vit_h448_cocolvis", "segnext_vit_b1024_sax1_cocolvis",

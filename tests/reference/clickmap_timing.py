@@ -1,7 +1,10 @@
-"""The official side of bench/bench_models.py: RITM's or SimpleClick's NoBRS predictor, SegNext's predictor, or
-SAIC-IS's network in its predictor's steps,
-timed on the same photo, clicks and weights as iseg's side (test-reference code; the official folder is ../shared/reference/official beside the
-data, or $ISEG_OFFICIAL_DIR). Prints one JSON line: encode, first and fifth click ms per round, peak RSS MB."""
+"""The authors' side of bench/bench_models.py, timed on the same photo, clicks and weights as iseg's side
+(test-reference code; the official folder is ../shared/reference/official beside the data, or
+$ISEG_OFFICIAL_DIR). Per family: RITM's NoBRS predictor with ``LimitLongestSide`` (no flip, no ZoomIn);
+SimpleClick's NoBRS predictor with its evaluation ZoomIn (448 squares, no flip); SegNext's own predictor (the
+ViT in ``set_image``, the fusion per click); SAIC-IS's network in its predictor's steps with
+``ResizeToFixedSize(448)`` (its predictor module needs the ``isegm.data`` package that folder lacks, so the
+loop is written here). Prints one JSON line: encode, first and fifth click ms per round, peak RSS MB."""
 import argparse
 import json
 import os
