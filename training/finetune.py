@@ -117,6 +117,11 @@ def _to_canvas(size: Tuple[int, int], canvas: Tuple[int, int], out: Tuple[int, i
     return (max(1, round(size[0] * out[0] / canvas[0])), max(1, round(size[1] * out[1] / canvas[1])))
 
 
+def default_mode(model: TrainableSegmenter, from_weights: bool) -> str:
+    """``auto`` mode: decoder-only from weights where the model has that mode, else the whole model."""
+    return "decoder" if from_weights and "decoder" in model.training_modes else "full"
+
+
 class Trainer:
     """Trains ``model`` (a :class:`TrainableSegmenter`) on ``objects``; see the module docstring."""
 
@@ -131,8 +136,7 @@ class Trainer:
         config.check()
         self.model, self.objects, self.config = model, list(objects), config
         self.device = model.device
-        auto = "decoder" if starting_from and "decoder" in model.training_modes else "full"
-        self.mode = config.mode if config.mode != "auto" else auto
+        self.mode = config.mode if config.mode != "auto" else default_mode(model, bool(starting_from))
         model.check_mode(self.mode)
         own = model.loss_weights
         self.weights = {k: (own.get(k, 0.0) if getattr(config, f"{k}_weight") is None else getattr(config, f"{k}_weight"))

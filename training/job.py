@@ -24,7 +24,7 @@ from iseg_core.models import (Segmenter, TrainableSegmenter, list_models, suppor
 from storage import StorageError
 
 from .data import DEFAULT_HELD_OUT, split, store_objects
-from .finetune import EmbeddingSource, FinetuneConfig, Trainer, evaluate, is_better
+from .finetune import EmbeddingSource, FinetuneConfig, Trainer, default_mode, evaluate, is_better
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class FinetuneJob:
             except IsegError:
                 raise IsegError(f"{len(objects)} accepted object(s) are too few to train and also keep some for "
                                 "checking the result: accept more images first") from None
-            mode = "decoder" if "decoder" in self.model.training_modes else "full"
+            mode = default_mode(self.model, from_weights=True)
             st.run_id = self.store.record_training_run(base, "running", params={
                 "mode": mode, "steps": self.config.steps, "batch_size": self.config.batch_size,
                 "lr": self.config.lr, "train_objects": len(train), "held_out_objects": len(held)})

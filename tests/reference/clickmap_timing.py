@@ -33,10 +33,9 @@ ap.add_argument("--max-side", type=int)
 args = ap.parse_args()
 torch.set_num_threads(args.threads)
 official = os.environ.get("ISEG_OFFICIAL_DIR") or str(data_dir().parent / "reference" / "official")
-sys.path.insert(0, official)
-import shims  # noqa: E402
+sys.path.insert(0, str(Path(__file__).parent))  # the scripts beside this one
+from clicks import use_reference  # noqa: E402
 
-shims.install()
 name = args.models
 state = torch.load(args.ckpt, weights_only=True)["state_dict"]
 
@@ -50,25 +49,18 @@ def load(net):
 
 
 if name.startswith("ritm_"):
-    sys.path.insert(0, official + "/ritm")
+    use_reference(official, "ritm")
     from isegm.model.is_hrnet_model import HRNetModel
 
     c = CLICKMAP_CONFIGS[name]
     net = load(HRNetModel(width=c.width, ocr_width=c.ocr_width, small=c.small, with_aux_output=True, use_leaky_relu=True,
                           use_rgb_conv=False, use_disks=True, norm_radius=5, with_prev_mask=True))
 elif name.startswith("saicis_"):
-    import enum
-    import types
+    import saicis_data
+    from saicis_data import IType
 
-    class IType(enum.Enum):  # SAIC-IS's isegm.data is not in the reference folder: its enum, as in the tests
-        contour = "contour"
-        point = "point"
-        stroke = "stroke"
-
-    module = types.ModuleType("isegm.data.interaction_type")
-    module.IType = IType
-    sys.modules["isegm.data"], sys.modules["isegm.data.interaction_type"] = types.ModuleType("isegm.data"), module
-    sys.path.insert(0, official + "/saic_is")
+    saicis_data.install()
+    use_reference(official, "saic_is")
     kinds = dict(use_leaky_relu=True, use_rgb_conv=False, use_disks=True, norm_radius=3, with_prev_mask=True,
                  input_type=[IType.point, IType.contour, IType.stroke], accumulate_multi_input=False)
     if "segformer" in name:
@@ -82,7 +74,7 @@ elif name.startswith("saicis_"):
         net = load(HRNetModel(width=c.width, ocr_width=c.ocr_width, with_aux_output=True,
                               is_strided_maps_transform=True, **kinds))
 elif name.startswith("simpleclick_"):
-    sys.path.insert(0, official + "/simpleclick")
+    use_reference(official, "simpleclick")
     from isegm.model.is_plainvit_model import PlainVitModel
     from isegm.model.modeling.transformer_helper.cross_entropy_loss import CrossEntropyLoss
 
@@ -95,7 +87,7 @@ elif name.startswith("simpleclick_"):
         head_params=dict(in_channels=list(c.fpn), in_index=[0, 1, 2, 3], dropout_ratio=0.1, num_classes=1,
                          loss_decode=CrossEntropyLoss(), align_corners=False, upsample="x1", channels=c.head_channels)))
 else:
-    sys.path.insert(0, official + "/segnext/segnext")
+    use_reference(official, "segnext/segnext")
     from isegm.model.is_plainvit_model import PlainVitModel
 
     c = SEGNEXT_CONFIGS[name]

@@ -1,6 +1,17 @@
 """Shared by the reference scripts beside it (each runs as ``python tests/reference/<script>.py``, so this folder
 is on its path): RITM-style point tensors and the two plain network calls every equality test checks."""
+import sys
+
 import torch
+
+
+def use_reference(official: str, folder: str) -> None:
+    """Put the official folder's shims in place and its ``folder`` (the one that holds an ``isegm``) on the path."""
+    sys.path.insert(0, official)
+    import shims
+
+    shims.install()
+    sys.path.insert(0, f"{official}/{folder}")
 
 
 def points(cl):

@@ -16,9 +16,7 @@ long side 400, ResizeToFixedSize 448, flip averaging: its transforms need the fl
 ``isegm.data`` modules get stand-ins with what the predictor reads of them). Then the four network cases for
 its multi-input SegFormer (MiT-B4, aux head).
 """
-import enum
 import sys
-import types
 from pathlib import Path
 
 import cv2
@@ -26,69 +24,16 @@ import numpy as np
 import torch
 
 official, photo_path, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
-sys.path.insert(0, official)
-import shims  # noqa: E402
+import saicis_data  # noqa: E402
+from clicks import points, randomize_norms, use_reference  # noqa: E402
+from saicis_data import Contour, IType  # noqa: E402
 
-shims.install()
-sys.path.insert(0, official + "/saic_is")
-
-
-class IType(enum.Enum):  # the members of SAIC-IS's isegm/data/interaction_type.py
-    contour = "contour"
-    point = "point"
-    stroke = "stroke"
+use_reference(official, "saic_is")
 
 
-class Contour:  # SAIC-IS's isegm/data/contour.py, the parts its predictor uses (facts of that file)
-    def __init__(self, is_positive, coords=None):
-        self.is_positive, self.coords = is_positive, list(coords or [])
-
-    def __len__(self):
-        return len(self.coords)
-
-    @classmethod
-    def get_mask(cls, contours, shape, filled, thickness=10):
-        """(2, H, W) uint8: positive, negative; a filled polygon or an open polyline per entry of 3+ vertices,
-        (row, col) vertices truncated to whole pixels."""
-        layers = np.zeros((2,) + tuple(shape), np.uint8)
-        for c in contours:
-            if len(c) > 2:
-                pts = np.array(c.coords)[:, ::-1].astype(np.int32)
-                layer = np.zeros(shape, np.uint8)
-                if filled:
-                    cv2.fillPoly(layer, [pts], 1)
-                else:
-                    cv2.polylines(layer, [pts], False, 1, thickness)
-                layers[0 if c.is_positive else 1] = np.maximum(layers[0 if c.is_positive else 1], layer)
-        return layers
-
-
-class Stroke(Contour):
-    pass
-
-
-def module(name, **members):
-    m = types.ModuleType(name)
-    m.__dict__.update(members)
-    sys.modules[name] = m
-    return m
-
-
-IType.__module__ = "isegm.data.interaction_type"
-module("isegm.data")
-module("isegm.data.interaction_type", IType=IType)
-module("isegm.data.contour", Contour=Contour)
-module("isegm.data.stroke", Stroke=Stroke)
-def unused(*args, **kwargs):  # interaction generators: the evaluation's simulators, not used here
-    return None
-
-
-module("isegm.data.interaction_generators", PointGenerator=unused, ContourGenerator=unused, StrokeGenerator=unused,
-       AxisTransformType=None)
-module("isegm.data.next_input_getters", get_contour_generation_params=None)
+saicis_data.install()
 from isegm.model.is_hrnet_model import HRNetModel  # noqa: E402
 
-from clicks import points, randomize_norms  # noqa: E402
 
 torch.manual_seed(0)
 net = HRNetModel(width=18, ocr_width=64, with_aux_output=True, use_leaky_relu=True, is_strided_maps_transform=True,

@@ -16,16 +16,13 @@ import numpy as np
 import torch
 
 official, photo_path, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
-sys.path.insert(0, official)
-import shims  # noqa: E402
+from clicks import points, randomize_norms, use_reference  # noqa: E402
 
-shims.install()
-sys.path.insert(0, official + "/segnext/segnext")
+use_reference(official, "segnext/segnext")
 from isegm.inference.clicker import Click, Clicker  # noqa: E402
 from isegm.inference.predictor import BasePredictor  # noqa: E402
 from isegm.model.is_plainvit_model import PlainVitModel  # noqa: E402
 
-from clicks import points, randomize_norms  # noqa: E402
 
 torch.manual_seed(0)
 net = PlainVitModel(

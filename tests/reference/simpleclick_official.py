@@ -18,12 +18,9 @@ import numpy as np
 import torch
 
 official, photo_path, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
-sys.path.insert(0, official)
-import shims  # noqa: E402
-from clicks import one_and_three, predictor_sequence, randomize_norms  # noqa: E402
+from clicks import one_and_three, predictor_sequence, randomize_norms, use_reference  # noqa: E402
 
-shims.install()
-sys.path.insert(0, official + "/simpleclick")
+use_reference(official, "simpleclick")
 import isegm.inference.clicker  # noqa: E402
 import isegm.inference.predictors  # noqa: E402
 from isegm.model.is_plainvit_model import PlainVitModel  # noqa: E402

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Sequence, Tuple
 
+import numpy as np
 import torch
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -56,3 +57,17 @@ def config_params(published: dict) -> dict:
     """``{name: value}`` of a config serialized by the RITM-lineage ``@serialize`` decorator."""
     return {k: (v.get("value") if isinstance(v, dict) and "value" in v else v)
             for k, v in (published.get("params") or {}).items()}
+
+
+def unit_pixels(image: np.ndarray, device) -> torch.Tensor:
+    """A ``uint8`` RGB image -> ``(1, 3, H, W)`` float32 in [0, 1] on ``device`` (the official ``ToTensor``)."""
+    return torch.tensor(image, device=device).permute(2, 0, 1)[None].float() / 255
+
+
+def fit_long_side(height: int, width: int, max_side: int) -> Tuple[int, int]:
+    """(h, w) unchanged up to ``max_side`` on the long side, else scaled down to it (rounded)."""
+    long = max(height, width)
+    if long <= max_side:
+        return height, width
+    scale = max_side / long
+    return int(round(height * scale)), int(round(width * scale))

@@ -36,7 +36,8 @@ from ...prompts import Click, Contour, Scribble
 from ..base import Decoded, ImageEmbedding, TrainableSegmenter, TrainOutput
 from ..checkpoint import check_state_dict
 from .hrnet import HRNetOCR
-from .maps import IMAGENET_MEAN, IMAGENET_STD, batch_points, config_params, disk_maps, points_tensor
+from .maps import (IMAGENET_MEAN, IMAGENET_STD, batch_points, config_params, disk_maps, fit_long_side, points_tensor,
+                   unit_pixels)
 
 HRNET_CLASS = "isegm.model.is_hrnet_model.HRNetModel"
 
@@ -56,11 +57,7 @@ class MapsConfig:
     def frame_size(self, height: int, width: int) -> Tuple[int, int]:
         if self.square:
             return self.square, self.square
-        long = max(height, width)
-        if long <= self.max_side:
-            return height, width
-        scale = self.max_side / long
-        return int(round(height * scale)), int(round(width * scale))
+        return fit_long_side(height, width, self.max_side)
 
     def frame_text(self) -> str:
         if self.square:
@@ -122,6 +119,8 @@ class MapsNetwork(nn.Module):
     channels, LeakyReLU 0.2, 3x3 to 64, strided for the HRNets, a learned scale). Subclasses add
     ``feature_extractor`` and :meth:`features` (image, transformed maps) -> (logits, aux) at stride 4."""
 
+    unused_keys: Tuple[str, ...] = ()  # prefixes of checkpoint keys the network does not use (dropped on load)
+
     def __init__(self, config: MapsConfig, strided: bool = True):
         super().__init__()
         self.config = config
@@ -148,9 +147,6 @@ class MapsNetwork(nn.Module):
             return F.interpolate(t, size=(h, w), mode="bilinear", align_corners=True)
 
         return up(out), (up(aux) if with_aux and aux is not None else None)
-
-    def expected_state(self) -> Dict[str, torch.Size]:
-        return {k: v.shape for k, v in self.state_dict().items()}
 
     def train(self, mode: bool = True) -> "MapsNetwork":
         """Fine-tuning runs on batches of a few images: BatchNorm keeps its published statistics (its affine
@@ -245,7 +241,7 @@ class ClickMapSegmenter(TrainableSegmenter):
     def _frame(self, image: np.ndarray) -> torch.Tensor:
         """``(1, 3, fh, fw)`` in [0, 1]: the image resized to its frame (bilinear, corners aligned)."""
         h, w = image.shape[:2]
-        pixels = torch.tensor(image, device=self.device).permute(2, 0, 1)[None].float() / 255
+        pixels = unit_pixels(image, self.device)
         fh, fw = self.frame_size(h, w)
         if (fh, fw) != (h, w):
             pixels = F.interpolate(pixels, size=(fh, fw), mode="bilinear", align_corners=True)
@@ -306,8 +302,9 @@ class ClickMapSegmenter(TrainableSegmenter):
         return self.network.state_dict()
 
     def load_checkpoint_state(self, state: Dict[str, torch.Tensor], source: str) -> None:
-        state = getattr(self.network, "used_state", dict)(state)
-        check_state_dict(self.network.expected_state(), state, self.name, source)
+        """The checkpoint's keys the network uses (its ``unused_keys`` dropped), checked, then loaded."""
+        state = {k: v for k, v in state.items() if not k.startswith(self.network.unused_keys)}
+        check_state_dict({k: v.shape for k, v in self.network.state_dict().items()}, state, self.name, source)
         self.network.load_state_dict(state)
 
     # -- prompts -------------------------------------------------------------------------------------------
@@ -367,18 +364,21 @@ class ClickMapSegmenter(TrainableSegmenter):
                multimask: Optional[bool] = None) -> Decoded:
         pixels: torch.Tensor = embedding.data
         frame = tuple(pixels.shape[-2:])
-        if prev_logits is None:
-            prev = torch.zeros((1, 1) + frame, device=self.device)
-        else:
-            if tuple(prev_logits.shape) != frame:
-                raise PromptError(f"prev_logits are {tuple(prev_logits.shape)}, this image's {self.name} frame is {frame}")
-            prev = torch.sigmoid(prev_logits.to(self.device, torch.float32))[None, None]
+        prev = self.prev_probabilities(prev_logits, frame)
         drawn = None
         if self.config.multi_input:
             drawn = torch.from_numpy(self.drawn_maps(prompts, self.resized(embedding.original_size, frame),
                                                      frame))[None].to(self.device)
         logits, _ = self.network(pixels, prev, self.points(prompts, embedding.original_size, frame), drawn=drawn)
         return self.decoded(logits[0, 0])
+
+    def prev_probabilities(self, prev_logits: Optional[torch.Tensor], frame: Tuple[int, int]) -> torch.Tensor:
+        """``(1, 1, *frame)`` probabilities of the previous logits (zeros before the first interaction)."""
+        if prev_logits is None:
+            return torch.zeros((1, 1) + tuple(frame), device=self.device)
+        if tuple(prev_logits.shape) != tuple(frame):
+            raise PromptError(f"prev_logits are {tuple(prev_logits.shape)}, this image's {self.name} frame is {frame}")
+        return torch.sigmoid(prev_logits.to(self.device, torch.float32))[None, None]
 
     @staticmethod
     def decoded(logits: torch.Tensor) -> Decoded:

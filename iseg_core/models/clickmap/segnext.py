@@ -27,12 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...errors import CheckpointError, PromptError
-from ...prompts import Click
+from ...errors import CheckpointError
 from ..base import Decoded, ImageEmbedding, TrainOutput
-from ..checkpoint import check_state_dict
 from .model import ClickMapSegmenter
-from .maps import IMAGENET_MEAN, IMAGENET_STD, config_params, disk_maps, points_tensor
+from .maps import IMAGENET_MEAN, IMAGENET_STD, config_params, disk_maps, fit_long_side, points_tensor, unit_pixels
 from .simpleclick import PLAINVIT_CLASS, publisher_kind
 from .vit import Block, MLPHead, PatchEmbed, PlainViT, SimpleFPN, tokens_to_map
 
@@ -78,6 +76,8 @@ SEGNEXT_CONFIGS: Dict[str, SegNextConfig] = {
 
 
 class SegNextNetwork(nn.Module):
+    unused_keys = UNUSED_KEYS
+
     def __init__(self, config: SegNextConfig):
         super().__init__()
         c = self.config = config
@@ -109,8 +109,6 @@ class SegNextNetwork(nn.Module):
         out = self.head(self.neck(tokens_to_map(x, self.grid)))
         return F.interpolate(out, size=(f, f), mode="bilinear", align_corners=True)
 
-    def expected_state(self) -> Dict[str, torch.Size]:
-        return {k: v.shape for k, v in self.state_dict().items()}
 
 
 def check_segnext_config(config: SegNextConfig, published: Optional[dict], name: str, source: str) -> None:
@@ -161,51 +159,36 @@ class SegNextSegmenter(ClickMapSegmenter):
 
     def logits_size(self, height: int, width: int) -> Tuple[int, int]:
         """Where the logits live: the image's own size, long side capped at ``max_side``."""
-        long = max(height, width)
-        if long <= self.config.max_side:
-            return height, width
-        scale = self.config.max_side / long
-        return int(round(height * scale)), int(round(width * scale))
+        return fit_long_side(height, width, self.config.max_side)
 
     @torch.inference_mode()
     def encode(self, image: np.ndarray) -> ImageEmbedding:
-        pixels = torch.tensor(image, device=self.device).permute(2, 0, 1)[None].float() / 255
-        tokens = self.network.image_features(pixels)
+        tokens = self.network.image_features(unit_pixels(image, self.device))
         return ImageEmbedding(self.cache_key, image.shape[:2], tokens, tokens.numel() * tokens.element_size())
 
-    def points(self, prompts: Sequence, original: Tuple[int, int]) -> torch.Tensor:
-        """Clicks -> the 1024 frame, rounded to the nearest pixel per axis as SegNext's model does."""
-        f = self.config.frame
-        rows_cols = []
-        for p in prompts:
-            if not isinstance(p, Click):
-                raise PromptError(f"{self.name} takes clicks only, not a {type(p).__name__.lower()}: its released "
-                                  "weights were trained on click maps")
-            rows_cols.append((math.floor(p.y * f / original[0] + 0.5), math.floor(p.x * f / original[1] + 0.5),
-                              p.positive))
-        return points_tensor(rows_cols, self.device)
+    def points(self, prompts: Sequence, original: Tuple[int, int], frame: Tuple[int, int]) -> torch.Tensor:
+        """Clicks -> the square frame, rounded to the nearest pixel per axis as SegNext's model does."""
+        self.check_clicks(prompts)
+        sy, sx = frame[0] / original[0], frame[1] / original[1]
+        return points_tensor([(math.floor(p.y * sy + 0.5), math.floor(p.x * sx + 0.5), p.positive) for p in prompts],
+                             self.device)
 
     @torch.inference_mode()
     def decode(self, embedding: ImageEmbedding, prompts: Sequence, prev_logits: Optional[torch.Tensor] = None,
                multimask: Optional[bool] = None) -> Decoded:
         frame = self.logits_size(*embedding.original_size)
-        f = self.config.frame
+        square = self.canvas
         if prev_logits is None:
-            prev = torch.zeros((1, 1, f, f), device=self.device)
-        else:
-            if tuple(prev_logits.shape) != frame:
-                raise PromptError(f"prev_logits are {tuple(prev_logits.shape)}, this image's {self.name} frame is {frame}")
-            prev = torch.sigmoid(prev_logits.to(self.device, torch.float32))[None, None]
-            prev = F.interpolate(prev, size=(f, f), mode="bilinear", align_corners=False)
-        logits = self.network.prompt_logits(embedding.data, prev, self.points(prompts, embedding.original_size))
+            prev = torch.zeros((1, 1) + square, device=self.device)
+        else:  # SegNext feeds the image-size probabilities back, resized to its frame
+            prev = F.interpolate(self.prev_probabilities(prev_logits, frame), size=square, mode="bilinear",
+                                 align_corners=False)
+        logits = self.network.prompt_logits(embedding.data, prev, self.points(prompts, embedding.original_size, square))
         return self.decoded(F.interpolate(logits, size=frame, mode="bilinear", align_corners=False)[0, 0])
-
 
     # -- training face: the ViT is the encoder (frozen in decoder mode), the rest decodes ---------------------
     def frame_pixels(self, image: np.ndarray) -> torch.Tensor:
-        pixels = torch.tensor(image, device=self.device).permute(2, 0, 1)[None].float() / 255
-        f = self.config.frame
-        return F.interpolate(pixels, size=(f, f), mode="bilinear", align_corners=False)
+        return F.interpolate(unit_pixels(image, self.device), size=self.canvas, mode="bilinear", align_corners=False)
 
     def encode_frames(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.network.image_features(pixels.to(self.device)).float()
@@ -222,11 +205,6 @@ class SegNextSegmenter(ClickMapSegmenter):
         self.network.requires_grad_(True)
         self.network.backbone.requires_grad_(mode == "full")
         return [p for p in self.network.parameters() if p.requires_grad]
-
-    def load_checkpoint_state(self, state: Dict[str, torch.Tensor], source: str) -> None:
-        state = {k: v for k, v in state.items() if not k.startswith(UNUSED_KEYS)}
-        check_state_dict(self.network.expected_state(), state, self.name, source)
-        self.network.load_state_dict(state)
 
 
 def build_segnext(name: str, weights, device: torch.device) -> SegNextSegmenter:

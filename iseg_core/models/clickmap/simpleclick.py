@@ -79,6 +79,8 @@ SIMPLECLICK_CONFIGS: Dict[str, SimpleClickConfig] = {
 class SimpleClickNetwork(nn.Module):
     """SimpleClick's PlainVitModel (disks, previous-mask channel): ``(image, prev, points)`` -> logits."""
 
+    unused_keys = UNUSED_KEYS
+
     def __init__(self, config: SimpleClickConfig):
         super().__init__()
         self.config = config
@@ -102,12 +104,6 @@ class SimpleClickNetwork(nn.Module):
         out = self.head(self.neck(tokens_to_map(tokens, grid)))
         return F.interpolate(out, size=(h, w), mode="bilinear", align_corners=True), None
 
-    def expected_state(self) -> Dict[str, torch.Size]:
-        return {k: v.shape for k, v in self.state_dict().items()}
-
-    @staticmethod
-    def used_state(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        return {k: v for k, v in state.items() if not k.startswith(UNUSED_KEYS)}
 
 
 def publisher_kind(found_class: str, params: dict) -> str:

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ...prompts import Click, Contour, Scribble
+from .maps import unit_pixels
 from .model import ClickMapSegmenter, points_tensor
 
 Box4 = Tuple[int, int, int, int]  # rmin, rmax, cmin, cmax (inclusive), RITM's order
@@ -96,22 +97,43 @@ def _put_back(probs: torch.Tensor, box: Box4, like: torch.Tensor, paste: bool = 
     return full
 
 
-class RitmSession:
+class _Session:
+    """What the authors' inference loops share: the image, the full-size probabilities of the last prediction
+    (fed back as the previous mask), the current crop, and flip averaging."""
+
+    def __init__(self, model: ClickMapSegmenter, zoom, flip: bool):
+        """``flip``: also run the horizontally mirrored input in the same batch and average the two logit maps."""
+        self.model, self.zoom, self.flip = model, zoom, flip
+        self.image: Optional[torch.Tensor] = None
+
+    def _start(self, image: np.ndarray) -> None:
+        self.image = unit_pixels(image, self.model.device)
+        self.probs = torch.zeros_like(self.image[:, :1])  # the previous prediction, full size
+        self.box: Optional[Box4] = None
+        self.last: Optional[np.ndarray] = None  # RITM's "_prev_probs": None until the first prediction
+
+    def _logits(self, both: torch.Tensor, views: Sequence[Tuple[torch.Tensor, Optional[torch.Tensor]]]) -> torch.Tensor:
+        """The network on image + previous probabilities ``both``; ``views``: (points, drawn maps) of the view
+        as it is and, with ``flip``, of the mirrored one, whose logits are mirrored back and averaged."""
+        if self.flip:
+            both = torch.cat([both, both.flip(3)])
+        points = torch.cat([p for p, _ in views])
+        drawn = torch.cat([d for _, d in views]) if views[0][1] is not None else None
+        logits, _ = self.model.network(both[:, :3], both[:, 3:], points, drawn=drawn)
+        return 0.5 * (logits[:1] + logits[1:].flip(3)) if self.flip else logits
+
+
+class RitmSession(_Session):
     """One object at a time, RITM's way: ``set_image``, then ``predict(clicks)`` with the growing click list."""
 
     first_interactions = ("click",)
 
     def __init__(self, model: ClickMapSegmenter, zoom: Optional[RitmZoomIn] = RitmZoomIn(), flip: bool = False):
-        """``flip``: also run the horizontally mirrored input in the same batch and average the two logit maps
-        (RITM's evaluation default)."""
-        self.model, self.zoom, self.flip = model, zoom, flip
-        self.image: Optional[torch.Tensor] = None
+        """``flip``: RITM's evaluation default."""
+        super().__init__(model, zoom, flip)
 
     def set_image(self, image: np.ndarray) -> None:
-        self.image = torch.tensor(image, device=self.model.device).permute(2, 0, 1)[None].float() / 255
-        self.probs = torch.zeros_like(self.image[:, :1])  # the previous prediction, full size
-        self.box: Optional[Box4] = None
-        self.last: Optional[np.ndarray] = None  # RITM's "_prev_probs": None until the first prediction
+        self._start(image)
 
     def _crop(self, clicks: Sequence[Click]) -> Optional[Box4]:
         z = self.zoom
@@ -140,15 +162,11 @@ class RitmSession:
             size = self.zoom.crop_size(h, w)
             both = F.interpolate(both[:, :, r0:r1 + 1, c0:c1 + 1], size=size, mode="bilinear", align_corners=True)
             rows_cols = [(size[0] * (r - r0) / h, size[1] * (c - c0) / w, p) for r, c, p in rows_cols]
-        points = points_tensor(rows_cols, self.model.device)
-        if self.flip:  # the mirrored view in the same batch; its logits are mirrored back and averaged
-            width = both.shape[3]
-            both = torch.cat([both, both.flip(3)])
-            points = torch.cat([points, points_tensor([(r, width - c - 1, p) for r, c, p in rows_cols], self.model.device)])
-        logits, _ = self.model.network(both[:, :3], both[:, 3:], points)
+        views = [(points_tensor(rows_cols, self.model.device), None)]
         if self.flip:
-            logits = 0.5 * (logits[:1] + logits[1:].flip(3))
-        probs = torch.sigmoid(logits)
+            width = both.shape[3]
+            views.append((points_tensor([(r, width - c - 1, p) for r, c, p in rows_cols], self.model.device), None))
+        probs = torch.sigmoid(self._logits(both, views))
         if self.box is not None:  # RITM pastes whenever a crop exists, even if this click ran uncropped
             probs = _put_back(probs, self.box, self.probs, paste=self.last is not None)
         self.last = probs[0, 0].cpu().numpy()
@@ -157,20 +175,14 @@ class RitmSession:
 
 
 @dataclass(frozen=True)
-class SaicZoomIn:
-    """SAIC-IS's evaluation transforms: its ZoomIn (the crop around the prediction and the positive
+class SaicZoomIn(RitmZoomIn):
+    """SAIC-IS's evaluation transforms: its ZoomIn (RITM's box rule over the prediction and the positive
     interactions, from the first contour or stroke and from the second click), the crop resized to long side
     ``target_size`` (600 on DAVIS), then squashed to ``fixed_size`` x ``fixed_size`` (ResizeToFixedSize)."""
 
-    target_size: int = 400
     fixed_size: int = 448
-    skip_clicks: int = 1  # SAIC-IS's skip_interactions: point 1, contour -1, stroke -1
-    skip_outlines: int = -1
+    skip_outlines: int = -1  # SAIC-IS's skip_interactions: point 1 (``skip_clicks``), contour -1, stroke -1
     max_side: int = 1000  # SAIC-IS's evaluation first limits the image's long side (cv2 bilinear)
-    expansion: float = 1.4
-    min_crop: int = 200
-    recompute_iou: float = 0.5
-    prob_thresh: float = 0.5
 
     def describe(self) -> str:
         return (f"image limited to long side {self.max_side} (cv2 bilinear; masks back by nearest); SAIC-IS "
@@ -213,28 +225,25 @@ def _saic_inside(box: Box4, prompts: Sequence) -> bool:
     return True
 
 
-class SaicSession:
+class SaicSession(_Session):
     """SAIC-IS's inference loop for its multi-input models: ``predict(prompts)`` with the growing prompt list
     (clicks kept, a contour or stroke shown at its own step), the full-size probabilities fed back."""
 
     first_interactions = ("click", "contour", "scribble")
 
-    def __init__(self, model: ClickMapSegmenter, zoom: Optional[SaicZoomIn] = SaicZoomIn(), flip: bool = True):
-        """``flip``: the mirrored view in the same batch, logits averaged (SAIC-IS's predictor always runs it:
-        its transforms build the batch lists only through the flip)."""
-        self.model, self.zoom, self.flip = model, zoom, flip
+    def __init__(self, model: ClickMapSegmenter, zoom: SaicZoomIn = SaicZoomIn(), flip: bool = True):
+        """``flip``: SAIC-IS's predictor always runs it (its transforms build the batch lists only through the
+        flip)."""
+        super().__init__(model, zoom, flip)
 
     def set_image(self, image: np.ndarray) -> None:
         self.original = image.shape[:2]
         h, w = self.original
-        side = self.zoom.max_side if self.zoom is not None else 0
-        if side and max(h, w) > side:  # SAIC-IS's limit_longest_size
+        side = self.zoom.max_side
+        if max(h, w) > side:  # SAIC-IS's limit_longest_size (its own rounding)
             size = (side, int(w / h * side + 0.5)) if h > w else (int(h / w * side + 0.5), side)
             image = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
-        self.image = torch.tensor(image, device=self.model.device).permute(2, 0, 1)[None].float() / 255
-        self.probs = torch.zeros_like(self.image[:, :1])
-        self.box: Optional[Box4] = None
-        self.last: Optional[np.ndarray] = None
+        self._start(image)
         self.steps = 0
 
     def _limited(self, prompts: Sequence) -> List:
@@ -267,18 +276,17 @@ class SaicSession:
         size = tuple(both.shape[-2:])
         skip = z.skip_clicks if isinstance(prompts[-1], Click) else z.skip_outlines
         to_crop = None
-        if z is not None and self.steps > skip:
+        if self.steps > skip:
             mask = self.last > z.prob_thresh if self.last is not None else np.zeros(size, bool)
             current = _saic_roi(mask, shown, z)
             if self.box is None or not _saic_inside(self.box, shown) or _box_iou(current, self.box) < z.recompute_iou:
                 self.box = current
             r0, r1, c0, c1 = self.box
             h, w = r1 - r0 + 1, c1 - c0 + 1
-            scale = z.target_size / max(h, w)
-            size = (int(round(h * scale)), int(round(w * scale)))
+            size = z.crop_size(h, w)
             both = F.interpolate(both[:, :, r0:r1 + 1, c0:c1 + 1], size=size, mode="bilinear", align_corners=True)
             to_crop = (r0, c0, h, w)
-        f = z.fixed_size if z is not None else model.config.square
+        f = z.fixed_size
         frame = (f, f)
         both = F.interpolate(both, size=frame, mode="bilinear", align_corners=True)
 
@@ -294,19 +302,15 @@ class SaicSession:
                 rows, cols = size[0] / h * (rows - r0), size[1] / w * (cols - c0)
             return f * rows / size[0], f * cols / size[1]
 
-        views = [(clicks_to_frame, outline_to_frame)]
+        mappings = [(clicks_to_frame, outline_to_frame)]
         if self.flip:  # the mirrored view: columns c -> width - c - 1 after the other transforms
             def mirrored(to_frame):
                 return lambda rows, cols: (lambda r, c: (r, f - c - 1))(*to_frame(rows, cols))
 
-            views.append((mirrored(clicks_to_frame), mirrored(outline_to_frame)))
-            both = torch.cat([both, both.flip(3)])
-        points = torch.cat([points_tensor(model.drawn_clicks(prompts, cl), model.device) for cl, _ in views])
-        drawn = torch.from_numpy(np.stack([model.drawn_maps(prompts, ol, frame) for _, ol in views])).to(model.device)
-        logits, _ = model.network(both[:, :3], both[:, 3:], points, drawn=drawn)
-        if self.flip:
-            logits = 0.5 * (logits[:1] + logits[1:].flip(3))
-        probs = F.interpolate(torch.sigmoid(logits), size=size, mode="bilinear", align_corners=True)
+            mappings.append((mirrored(clicks_to_frame), mirrored(outline_to_frame)))
+        views = [(points_tensor(model.drawn_clicks(prompts, cl), model.device),
+                  torch.from_numpy(model.drawn_maps(prompts, ol, frame))[None].to(model.device)) for cl, ol in mappings]
+        probs = F.interpolate(torch.sigmoid(self._logits(both, views)), size=size, mode="bilinear", align_corners=True)
         if self.box is not None:
             probs = _put_back(probs, self.box, self.probs)
         self.last = probs[0, 0].cpu().numpy()
