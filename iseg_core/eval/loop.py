@@ -3,7 +3,7 @@
 One object: a first interaction (the standard first click, or a simulated box / contour / scribble), then
 clicks from :func:`next_click` at the largest error, the previous prediction fed back each time, until the
 target IoU or ``max_clicks`` interactions. Options: RITM's ZoomIn and horizontal-flip averaging, or a model's
-own inference loop (the click-map models' RITM ZoomIn, which resizes crops and carries the previous map).
+own inference loop (the click-map models' authors' ZoomIn, which resizes crops and carries the previous map).
 """
 from __future__ import annotations
 
@@ -55,7 +55,8 @@ class ObjectEvaluator:
                  boundary_ratio: Optional[float] = None, session=None):
         """``session``: instead of the Predictor (and ``zoom_in`` / ``flip``), a model's own inference loop:
         ``set_image(image)`` then ``predict(prompts) -> probabilities (H, W)`` with the growing prompt list
-        (:class:`iseg_core.models.clickmap.RitmSession`: RITM's ZoomIn)."""
+        (:class:`iseg_core.models.clickmap.RitmSession`: RITM's and SimpleClick's ZoomIn;
+        :class:`iseg_core.models.clickmap.SaicSession`: SAIC-IS's)."""
         if session is not None and (flip or zoom_in is not None):
             raise IsegError("a model's own inference session runs without the generic ZoomIn and flip")
         self.session = session
