@@ -179,9 +179,9 @@ def test_scribble_and_contour_tools_in_the_browser(page, app):
     page.keyboard.press("Enter")
     _wait_status(page, r"1 prompt\(s\) · mask \d+ px")
     page.keyboard.press("c")  # contour: three or more points, Enter closes it
-    for x, y in [(60, 40), (420, 40), (420, 290), (60, 290)]:
-        _click_image(page, x, y)
-    _wait_status(page, r"Contour: 4 point")
+    for k, (x, y) in enumerate([(60, 40), (420, 40), (420, 290), (60, 290)], start=1):
+        _click_image(page, x, y)  # one at a time: a click made while the last one is handled is dropped
+        _wait_status(page, f"Contour: {k} point")
     _shot(page, "09-contour-points")
     page.keyboard.press("Enter")
     _wait_status(page, r"2 prompt\(s\)")
@@ -277,9 +277,9 @@ def test_a_multi_input_model_takes_the_contour_tool(page, app, tmp_path, monkeyp
     _wait_status(page, r"coffee\.jpg")
     page.evaluate("document.activeElement.blur()")
     page.keyboard.press("c")
-    for x, y in [(80, 60), (380, 60), (380, 260), (80, 260)]:
-        _click_image(page, x, y)
-    _wait_status(page, r"Contour: 4 point")
+    for k, (x, y) in enumerate([(80, 60), (380, 60), (380, 260), (80, 260)], start=1):
+        _click_image(page, x, y)  # one at a time: a click made while the last one is handled is dropped
+        _wait_status(page, f"Contour: {k} point")
     page.keyboard.press("Enter")
     _wait_status(page, r"1 prompt\(s\) · mask \d+ px")
     page.keyboard.press("1")  # back to the click tool
