@@ -138,7 +138,8 @@ def _build_classical(name, weights, device, dtype):
     return ClassicalSegmenter(name)
 
 
-for _name in ("sam_vit_b", "sam_vit_l", "sam_vit_h", "sam_mini"):
+for _name in ("sam_vit_b", "sam_vit_l", "sam_vit_h", "sam_mini", "sam_hq_vit_b", "sam_hq_vit_l", "sam_hq_vit_h",
+              "mobile_sam", "sam2.1_hiera_tiny", "sam2.1_hiera_small", "sam2.1_hiera_base_plus", "sam2.1_hiera_large"):
     register_model(_name)(_build_sam)
 
 

@@ -3,7 +3,7 @@ then a hypernetwork that turns each output token into a mask over a 4x upscaled 
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -95,31 +95,50 @@ class SamMaskDecoder(nn.Module):
         )
         self.iou_prediction_head = MLP(dim, iou_head_hidden, self.num_mask_tokens, iou_head_depth)
 
+    #: Output tokens before the IoU token (SAM 2: its object-score token).
+    leading_tokens = 0
+
+    def per_image_modules(self):
+        """Parts that run once per image (at encode time; frozen with the encoder in decoder-mode training)."""
+        return []
+
+    def output_tokens(self) -> torch.Tensor:
+        """The learned output tokens, in the order the publisher's decoder puts them before the prompt tokens."""
+        return torch.cat([self.iou_token.weight, self.mask_tokens.weight])
+
     def run_transformer(self, image_tokens, pe_tokens, sparse, dense_tokens):
         """Shared trunk, token-major. ``image_tokens`` ``(B or 1, h*w, C)``, ``pe_tokens`` ``(1, h*w, C)``,
         ``sparse`` ``(B, N, C)``, ``dense_tokens`` ``(B, h*w, C)`` or ``(B, 1, C)`` (broadcast).
 
-        Returns mask-token outputs ``(B, 4, C)``, IoU predictions ``(B, 4)`` and the image tokens
-        ``(B, h*w, C)`` that masks are read from."""
+        Returns the output tokens after the IoU token ``(B, K, C)`` (the mask tokens, then any extra ones such as
+        HQ-SAM's), IoU predictions ``(B, 4)`` and the image tokens ``(B, h*w, C)`` that masks are read from."""
         b = sparse.shape[0]
-        out_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight]).unsqueeze(0).expand(b, -1, -1)
+        out_tokens = self.output_tokens().unsqueeze(0).expand(b, -1, -1)
         tokens = torch.cat([out_tokens, sparse], dim=1)
         image = image_tokens + dense_tokens
         if image.shape[0] != b:
             image = image.expand(b, -1, -1)
         tokens, image = self.transformer(image, pe_tokens, tokens)
-        iou = self.iou_prediction_head(tokens[:, 0])
-        return tokens[:, 1 : 1 + self.num_mask_tokens], iou, image
+        s = self.leading_tokens
+        iou = self.iou_prediction_head(tokens[:, s])
+        return tokens[:, s + 1 : out_tokens.shape[1]], iou, image
 
-    def upscaled_pixels(self, image_tokens: torch.Tensor) -> torch.Tensor:
-        """The 4x upscaled embedding ``(B, 16 * h * w, C // 8)`` in block order (see :meth:`read_masks`)."""
+    def upscaled_pixels(self, image_tokens: torch.Tensor, skips: Sequence[torch.Tensor] = ()) -> torch.Tensor:
+        """The 4x upscaled embedding ``(B, 16 * h * w, C // 8)`` in block order (see :meth:`read_masks`).
+
+        ``skips`` (SAM 2): high-resolution image features added after each transposed conv, already in block
+        order: ``(B, 4hw, C // 4)`` and ``(B, 16hw, C // 8)``."""
         b, n, _ = image_tokens.shape
         w1, b1 = _transposed_conv_as_linear(self.output_upscaling[0])
         norm = self.output_upscaling[1]
         x = torch.addmm(b1, image_tokens.reshape(b * n, -1), w1).view(b, n * 4, -1)
+        if skips:
+            x = x + skips[0]
         x = F.gelu(F.layer_norm(x, (x.shape[-1],), norm.weight, norm.bias, norm.eps))
         w2, b2 = _transposed_conv_as_linear(self.output_upscaling[3])
         x = torch.addmm(b2, x.reshape(b * n * 4, -1), w2).view(b, n * 16, -1)
+        if skips:
+            x = x + skips[1]
         return F.gelu(x)
 
     def read_masks(self, pixels: torch.Tensor, mask_tokens: torch.Tensor, index: torch.Tensor, size: Tuple[int, int]):
@@ -143,3 +162,114 @@ class SamMaskDecoder(nn.Module):
         index = torch.arange(1, self.num_mask_tokens) if multimask_output else torch.tensor([0])
         masks = self.read_masks(self.upscaled_pixels(image), mask_tokens, index, image_embedding.shape[-2:])
         return masks, iou[:, index]
+
+
+def to_block_order(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """A ``(B, C, f*h, f*w)`` map (f = 2 or 4) as ``(B, f*f*h*w, C)`` rows in the block order of
+    :meth:`SamMaskDecoder.upscaled_pixels`: (y, x, dy1, dx1[, dy2, dx2])."""
+    b, c, hh, ww = x.shape
+    h, w = hh // factor, ww // factor
+    if factor == 2:
+        x = x.view(b, c, h, 2, w, 2).permute(0, 2, 4, 3, 5, 1)
+    elif factor == 4:
+        x = x.view(b, c, h, 2, 2, w, 2, 2).permute(0, 2, 5, 3, 6, 4, 7, 1)
+    else:
+        raise ValueError(f"block order exists for factors 2 and 4, not {factor}")
+    return x.reshape(b, -1, c)
+
+
+def from_block_order(pixels: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+    """Inverse of ``to_block_order(x, 4)``: ``(B, 16hw, C)`` -> ``(B, C, 4h, 4w)``."""
+    b, _, c = pixels.shape
+    h, w = size
+    x = pixels.view(b, h, w, 2, 2, 2, 2, c).permute(0, 7, 1, 3, 5, 2, 4, 6)
+    return x.reshape(b, c, 4 * h, 4 * w)
+
+
+class HqMaskDecoder(SamMaskDecoder):
+    """HQ-SAM's decoder: SAM's, plus an HQ output token whose mask is read from SAM's upscaled embedding
+    refined by two 3x3 convs and fused with per-image HQ features (the image embedding and the output of the
+    ViT's first global-attention block, each upscaled 4x). Parameter names as in HQ-SAM's files."""
+
+    def __init__(self, dim: int = 256, vit_dim: int = 768):
+        super().__init__(dim)
+        self.hf_token = nn.Embedding(1, dim)
+        self.hf_mlp = MLP(dim, dim, dim // 8, 3)
+        self.compress_vit_feat = nn.Sequential(
+            nn.ConvTranspose2d(vit_dim, dim, kernel_size=2, stride=2),
+            LayerNorm2d(dim),
+            nn.GELU(),
+            nn.ConvTranspose2d(dim, dim // 8, kernel_size=2, stride=2),
+        )
+        self.embedding_encoder = nn.Sequential(
+            nn.ConvTranspose2d(dim, dim // 4, kernel_size=2, stride=2),
+            LayerNorm2d(dim // 4),
+            nn.GELU(),
+            nn.ConvTranspose2d(dim // 4, dim // 8, kernel_size=2, stride=2),
+        )
+        self.embedding_maskfeature = nn.Sequential(
+            nn.Conv2d(dim // 8, dim // 4, 3, 1, 1),
+            LayerNorm2d(dim // 4),
+            nn.GELU(),
+            nn.Conv2d(dim // 4, dim // 8, 3, 1, 1),
+        )
+
+    def output_tokens(self) -> torch.Tensor:
+        return torch.cat([self.iou_token.weight, self.mask_tokens.weight, self.hf_token.weight])
+
+    def per_image_modules(self):
+        return [self.compress_vit_feat, self.embedding_encoder]
+
+    def hq_features(self, embedding: torch.Tensor, early: torch.Tensor) -> torch.Tensor:
+        """Per-image HQ features ``(B, C // 8, 4h, 4w)`` from the embedding ``(B, C, h, w)`` and the early ViT
+        output ``(B, h, w, vit_dim)``."""
+        return self.embedding_encoder(embedding) + self.compress_vit_feat(early.permute(0, 3, 1, 2))
+
+    def read_hq(self, pixels: torch.Tensor, hq_token: torch.Tensor, hq_features: torch.Tensor,
+                size: Tuple[int, int]) -> torch.Tensor:
+        """The HQ token's mask ``(B, 1, 4h, 4w)``; ``pixels`` as from :meth:`upscaled_pixels`."""
+        feat = self.embedding_maskfeature(from_block_order(pixels, size)) + hq_features
+        b, c = feat.shape[:2]
+        hyper = self.hf_mlp(hq_token).unsqueeze(1)  # (B, 1, C // 8)
+        return torch.bmm(hyper, feat.view(b, c, -1)).view(b, 1, *feat.shape[-2:])
+
+
+class Sam2MaskDecoder(SamMaskDecoder):
+    """SAM 2's decoder: SAM's, with an object-score token ahead of the IoU token (its head predicts whether the
+    object is present), a sigmoid on the IoU head, and high-resolution image features (1/4 and 1/8, through
+    ``conv_s0`` / ``conv_s1`` once per image) added inside the upscaling. Parameter names as in SAM 2's files
+    after the ``sam_mask_decoder.`` prefix (the token MLPs of the transformer are renamed, see checkpoint.py)."""
+
+    leading_tokens = 1
+
+    def __init__(self, dim: int = 256, stability_delta: float = 0.05, stability_thresh: float = 0.98):
+        super().__init__(dim)
+        self.obj_score_token = nn.Embedding(1, dim)
+        self.pred_obj_score_head = MLP(dim, dim, 1, 3)
+        self.conv_s0 = nn.Conv2d(dim, dim // 8, kernel_size=1)
+        self.conv_s1 = nn.Conv2d(dim, dim // 4, kernel_size=1)
+        self.stability_delta = stability_delta
+        self.stability_thresh = stability_thresh
+
+    def output_tokens(self) -> torch.Tensor:
+        return torch.cat([self.obj_score_token.weight, self.iou_token.weight, self.mask_tokens.weight])
+
+    def per_image_modules(self):
+        return [self.conv_s0, self.conv_s1]
+
+    def run_transformer(self, image_tokens, pe_tokens, sparse, dense_tokens):
+        mask_tokens, iou, image = super().run_transformer(image_tokens, pe_tokens, sparse, dense_tokens)
+        return mask_tokens, torch.sigmoid(iou), image
+
+    def skips(self, level0: torch.Tensor, level1: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The per-image high-resolution skips in block order (1/8 level first), from FPN levels 0 and 1."""
+        return to_block_order(self.conv_s1(level1), 2), to_block_order(self.conv_s0(level0), 4)
+
+    def stable(self, logits: torch.Tensor) -> torch.Tensor:
+        """SAM 2's stability test of single-mask logits ``(B, h, w)``: the IoU of the masks thresholded at
+        +delta and -delta reaches the threshold (an empty union counts as stable)."""
+        flat = logits.flatten(1)
+        inner = (flat > self.stability_delta).sum(-1).float()
+        outer = (flat > -self.stability_delta).sum(-1).float()
+        score = torch.where(outer > 0, inner / outer.clamp(min=1), torch.ones_like(outer))
+        return score >= self.stability_thresh

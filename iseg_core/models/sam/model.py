@@ -21,9 +21,10 @@ from ...errors import PromptError
 from ...prompts import Prompt
 from ...runtime import bf16_is_fast
 from ..base import Decoded, ImageEmbedding, TrainableSegmenter, TrainOutput
-from .checkpoint import check_sam_state_dict, module_to_official, official_to_module
+from .checkpoint import KEY_MAPS, check_sam_state_dict
+from .encoders import HieraFpnEncoder, TinyVitSam, vit_with_early_features
 from .layers import to_tokens
-from .mask_decoder import SamMaskDecoder
+from .mask_decoder import HqMaskDecoder, Sam2MaskDecoder, SamMaskDecoder
 from .prompt_encoder import SamPromptEncoder
 from .prompting import to_sam_inputs
 
@@ -33,20 +34,40 @@ PIXEL_STD = (58.395, 57.12, 57.375)
 
 @dataclass(frozen=True)
 class SamConfig:
-    """Architecture of a SAM variant. Only the image encoder differs between ViT-B, -L and -H."""
+    """Architecture of a SAM-family model: SAM (ViT-B/L/H), HQ-SAM (ViT + HQ decoder), MobileSAM (TinyViT),
+    SAM 2 / 2.1 (Hiera + FPN + SAM 2's decoder). The prompt encoder is SAM's in all of them."""
 
     embed_dim: int = 768
     depth: int = 12
     num_heads: int = 12
     global_attn_indexes: Tuple[int, ...] = (2, 5, 8, 11)
     image_size: int = 1024
-    patch_size: int = 16
+    patch_size: int = 16  # the embedding's stride
     window_size: int = 14
     prompt_dim: int = 256
+    encoder: str = "vit"  # vit | tiny_vit | hiera
+    decoder: str = "sam"  # sam | hq | sam2
+    # TinyViT (MobileSAM): per-stage widths, depths, heads, attention windows
+    tiny_vit: Tuple[Tuple[int, ...], ...] = ()
+    # Hiera (SAM 2): blocks per stage, global-attention blocks, windows per stage, background pos-embed size
+    hiera_stages: Tuple[int, ...] = ()
+    hiera_global: Tuple[int, ...] = ()
+    hiera_windows: Tuple[int, ...] = (8, 4, 14, 7)
+    hiera_pos: Tuple[int, int] = (7, 7)
 
     @property
     def embedding_size(self) -> int:
         return self.image_size // self.patch_size
+
+    @property
+    def squash(self) -> bool:
+        """SAM 2's frame: the image squashed to a square (SAM's: long side, padding bottom-right)."""
+        return self.encoder == "hiera"
+
+
+def _sam2(embed_dim: int, num_heads: int, stages, global_blocks, windows=(8, 4, 14, 7), pos=(7, 7)) -> SamConfig:
+    return SamConfig(embed_dim=embed_dim, num_heads=num_heads, encoder="hiera", decoder="sam2", hiera_stages=stages,
+                     hiera_global=global_blocks, hiera_windows=windows, hiera_pos=pos)
 
 
 SAM_CONFIGS: Dict[str, SamConfig] = {
@@ -56,41 +77,92 @@ SAM_CONFIGS: Dict[str, SamConfig] = {
     # Not a published model: a small SAM (6.7 M parameters; 256 px input, 16 px patches, a 16x16 embedding,
     # 64x64 mask logits; SAM's prompt encoder and mask decoder) that trains from scratch on a CPU.
     "sam_mini": SamConfig(192, 4, 3, (1, 3), image_size=256, patch_size=16, window_size=8),
+    "sam_hq_vit_b": SamConfig(768, 12, 12, (2, 5, 8, 11), decoder="hq"),
+    "sam_hq_vit_l": SamConfig(1024, 24, 16, (5, 11, 17, 23), decoder="hq"),
+    "sam_hq_vit_h": SamConfig(1280, 32, 16, (7, 15, 23, 31), decoder="hq"),
+    "mobile_sam": SamConfig(320, encoder="tiny_vit",
+                            tiny_vit=((64, 128, 160, 320), (2, 2, 6, 2), (2, 4, 5, 10), (7, 7, 14, 7))),
+    "sam2.1_hiera_tiny": _sam2(96, 1, (1, 2, 7, 2), (5, 7, 9)),
+    "sam2.1_hiera_small": _sam2(96, 1, (1, 2, 11, 2), (7, 10, 13)),
+    "sam2.1_hiera_base_plus": _sam2(112, 2, (2, 3, 16, 3), (12, 16, 20), pos=(14, 14)),
+    "sam2.1_hiera_large": _sam2(144, 2, (2, 6, 36, 4), (23, 33, 43), windows=(8, 4, 16, 8)),
 }
 
 
+def build_image_encoder(config: SamConfig) -> nn.Module:
+    if config.encoder == "tiny_vit":
+        return TinyVitSam(*config.tiny_vit, out_dim=config.prompt_dim)
+    if config.encoder == "hiera":
+        return HieraFpnEncoder(config.embed_dim, config.num_heads, config.hiera_stages, config.hiera_global,
+                               config.hiera_windows, config.hiera_pos, config.prompt_dim)
+    return VisionTransformerSAM(
+        img_size=config.image_size,
+        patch_size=config.patch_size,
+        embed_dim=config.embed_dim,
+        depth=config.depth,
+        num_heads=config.num_heads,
+        global_attn_indexes=config.global_attn_indexes,
+        window_size=config.window_size,
+        use_rel_pos=True,
+        use_abs_pos=True,
+        neck_chans=config.prompt_dim,
+        norm_layer=partial(nn.LayerNorm, eps=1e-6),
+        num_classes=0,
+        global_pool="",
+    )
+
+
+def build_mask_decoder(config: SamConfig) -> SamMaskDecoder:
+    if config.decoder == "hq":
+        return HqMaskDecoder(config.prompt_dim, vit_dim=config.embed_dim)
+    if config.decoder == "sam2":
+        return Sam2MaskDecoder(config.prompt_dim)
+    return SamMaskDecoder(config.prompt_dim)
+
+
 class SamNetwork(nn.Module):
-    """The three trainable parts. ``official_state_dict`` gives keys exactly as SAM's own files name them."""
+    """The trainable parts. ``official_state_dict`` gives keys exactly as the publisher's files name them."""
 
     def __init__(self, config: SamConfig):
         super().__init__()
         self.config = config
         s = config.embedding_size
-        self.image_encoder = VisionTransformerSAM(
-            img_size=config.image_size,
-            patch_size=config.patch_size,
-            embed_dim=config.embed_dim,
-            depth=config.depth,
-            num_heads=config.num_heads,
-            global_attn_indexes=config.global_attn_indexes,
-            window_size=config.window_size,
-            use_rel_pos=True,
-            use_abs_pos=True,
-            neck_chans=config.prompt_dim,
-            norm_layer=partial(nn.LayerNorm, eps=1e-6),
-            num_classes=0,
-            global_pool="",
-        )
-        self.prompt_encoder = SamPromptEncoder(config.prompt_dim, (s, s), (config.image_size,) * 2, 16)
-        self.mask_decoder = SamMaskDecoder(config.prompt_dim)
+        self.image_encoder = build_image_encoder(config)
+        self.prompt_encoder = SamPromptEncoder(config.prompt_dim, (s, s), (config.image_size,) * 2, 16,
+                                               box_first=config.decoder == "sam2")
+        self.mask_decoder = build_mask_decoder(config)
+        if config.decoder == "sam2":
+            # SAM 2 adds this to the embedding of an image seen without memory (every image, for the image path)
+            self.no_mem_embed = nn.Parameter(torch.zeros(1, 1, config.prompt_dim))
+        to_module, to_official = KEY_MAPS[config.encoder]
+        self._to_module, self._to_official = to_module, to_official
+
+    def per_image_parameters(self) -> List[nn.Parameter]:
+        """What runs once per image besides the image encoder (frozen with it in decoder-mode training)."""
+        params = [p for m in self.mask_decoder.per_image_modules() for p in m.parameters()]
+        return params + ([self.no_mem_embed] if self.config.decoder == "sam2" else [])
+
+    def encode(self, x: torch.Tensor, device: torch.device) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+        """The image embedding ``(B, C, h, w)`` (float32, on ``device``) and the decoder's per-image skips
+        (SAM 2: its high-resolution features in block order; HQ-SAM: its HQ features)."""
+        cfg, dec = self.config, self.mask_decoder
+        if cfg.encoder == "hiera":
+            level0, level1, level2 = (t.float().to(device) for t in self.image_encoder(x))
+            embed = level2 + self.no_mem_embed.view(1, -1, 1, 1)
+            return embed, list(dec.skips(level0, level1))
+        if cfg.decoder == "hq":
+            embed, early = vit_with_early_features(self.image_encoder, x, cfg.global_attn_indexes[0])
+            embed, early = embed.float().to(device), early.float().to(device)
+            return embed, [dec.hq_features(embed, early)]
+        return self.image_encoder(x).float().to(device), []
 
     def official_state_dict(self) -> Dict[str, torch.Tensor]:
-        return {module_to_official(k): v for k, v in self.state_dict().items()}
+        return {self._to_official(k): v for k, v in self.state_dict().items()}
 
     def load_official_state_dict(self, state: Dict[str, torch.Tensor], model_name: str, source: str) -> None:
         expected = {k: v.shape for k, v in self.official_state_dict().items()}
-        check_sam_state_dict(expected, state, model_name, source)
-        self.load_state_dict({official_to_module(k): v for k, v in state.items() if k in expected}, strict=True)
+        check_sam_state_dict(expected, state, model_name, source, self.config.encoder)
+        self.load_state_dict({self._to_module(k): v for k, v in state.items() if k in expected}, strict=True)
 
 
 def preprocess_shape(h: int, w: int, long_side: int) -> Tuple[int, int]:
@@ -114,6 +186,21 @@ def normalize_padded(resized: np.ndarray, size: int, device=None) -> torch.Tenso
     return F.pad(x, (0, size - resized.shape[1], 0, size - resized.shape[0]))
 
 
+SAM2_LOGIT_CLAMP = 32.0
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def normalize_squashed(image: np.ndarray, size: int, device=None) -> torch.Tensor:
+    """SAM 2's input: ``uint8`` RGB to [0, 1], resized to ``size x size`` (bilinear, antialiased as torchvision's
+    ``Resize`` on tensors), ImageNet mean/std. ``(1, 3, size, size)`` float32."""
+    x = torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1).unsqueeze(0).float() / 255.0
+    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
 class SamSegmenter(TrainableSegmenter):
     """SAM behind the Segmenter interface, with the training face (see :class:`TrainableSegmenter`).
 
@@ -131,6 +218,8 @@ class SamSegmenter(TrainableSegmenter):
         encoder_version: Optional[str] = None,
     ):
         self.name = name
+        #: HQ-SAM: give the HQ token's mask alone (its publishers' ``hq_token_only``; default: added to SAM's)
+        self.hq_token_only = False
         self.network = network.eval()
         self.device = torch.device(device or "cpu")
         self.encoder_dtype = encoder_dtype
@@ -164,46 +253,76 @@ class SamSegmenter(TrainableSegmenter):
         a GPU lent per call, prompt decoding on the CPU; see :mod:`iseg_core.zerogpu`)."""
         return next(self.network.image_encoder.parameters()).device
 
-    # -- the frame: long side = image_size, zero padding bottom / right ------------------------------------
+    # -- the frame: long side = image_size, zero padding bottom / right (SAM 2: squashed to the square) -------
     @property
     def canvas(self) -> Tuple[int, int]:
         return (self.config.image_size,) * 2
 
     def frame_size(self, height: int, width: int) -> Tuple[int, int]:
+        if self.config.squash:
+            return self.canvas
         return preprocess_shape(height, width, self.config.image_size)
 
     def frame_pixels(self, image: np.ndarray) -> torch.Tensor:
-        """Resize (long side = image_size, PIL bilinear as SAM does), normalise, pad bottom/right:
-        ``(1, 3, S, S)`` float32 on the model device."""
-        return normalize_padded(resize_long_side(image, self.config.image_size), self.config.image_size, self.device)
+        """The network input ``(1, 3, S, S)`` float32 on the model device: SAM's (long side S, PIL bilinear,
+        SAM's pixel mean/std, zero padding bottom/right) or SAM 2's (squashed to S x S, ImageNet mean/std)."""
+        s = self.config.image_size
+        if self.config.squash:
+            return normalize_squashed(image, s, self.device)
+        return normalize_padded(resize_long_side(image, s), s, self.device)
 
     @property
     def preprocessing(self) -> str:
         s = self.config.image_size
+        if self.config.squash:
+            return f"resized to {s}x{s} (bilinear, antialiased; aspect not kept), ImageNet mean/std"
         return f"long side {s} (bilinear), zero padding to {s}x{s} bottom-right, SAM pixel mean/std"
 
     # -- encoding ------------------------------------------------------------------------------------------
+    def _skip_shapes(self) -> List[Tuple[int, ...]]:
+        """Per-sample shapes of the decoder's per-image skips (see :meth:`SamNetwork.encode`)."""
+        s, c = self.config.embedding_size, self.config.prompt_dim
+        if self.config.decoder == "sam2":
+            return [(4 * s * s, c // 4), (16 * s * s, c // 8)]
+        if self.config.decoder == "hq":
+            return [(c // 8, 4 * s, 4 * s)]
+        return []
+
     def encode_frames(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Token-major features ``(B, h*w, C)`` (what the decoder reads), float32 on the model device."""
-        x = pixels.to(self.encoder_device, self.encoder_dtype)
-        return to_tokens(self.network.image_encoder(x)).float().to(self.device)
+        """Flat features ``(B, N)``: the token-major embedding ``(h*w, C)`` then the decoder's per-image skips
+        (what :meth:`_split` takes apart), float32 on the model device."""
+        embed, skips = self.network.encode(pixels.to(self.encoder_device, self.encoder_dtype), self.device)
+        return torch.cat([to_tokens(embed).flatten(1)] + [t.flatten(1) for t in skips], dim=1)
+
+    def _split(self, features: torch.Tensor) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+        """Flat features -> token-major embedding ``(B, h*w, C)`` and the skips (views, no copies)."""
+        b = features.shape[0]
+        s, c = self.config.embedding_size, self.config.prompt_dim
+        parts = [(s * s, c)] + self._skip_shapes()
+        sizes = [int(np.prod(p)) for p in parts]
+        pieces = torch.split(features, sizes, dim=1)
+        return pieces[0].view(b, s * s, c), [t.view(b, *p) for t, p in zip(pieces[1:], parts[1:])]
 
     @torch.inference_mode()
     def encode(self, image: np.ndarray) -> ImageEmbedding:
-        tokens = self.encode_frames(self.frame_pixels(image))
+        pixels = self.frame_pixels(image).to(self.encoder_device, self.encoder_dtype)
+        embed, skips = self.network.encode(pixels, self.device)
+        tokens = to_tokens(embed)
         s = self.config.embedding_size
         # ``data`` is (1, C, h, w) as a view of the token-major features (free to read either way)
         return ImageEmbedding(
             model_key=self.cache_key,
             original_size=(int(image.shape[0]), int(image.shape[1])),
             data=tokens.transpose(1, 2).unflatten(2, (s, s)),
-            nbytes=tokens.numel() * tokens.element_size(),
-            extra={"input_size": self.frame_size(*image.shape[:2])},
+            nbytes=sum(t.numel() * t.element_size() for t in [tokens] + skips),
+            extra={"input_size": self.frame_size(*image.shape[:2]), "skips": [t.contiguous() for t in skips]},
         )
 
     def features_of(self, embedding: ImageEmbedding) -> torch.Tensor:
-        """The embedding as a contiguous ``(1, h*w, C)`` sequence (free for embeddings made by :meth:`encode`)."""
-        return to_tokens(embedding.data)
+        """The embedding as :meth:`encode_frames` gives it, ``(1, N)`` (a view for plain SAM models)."""
+        skips = embedding.extra.get("skips", [])
+        tokens = to_tokens(embedding.data).flatten(1)
+        return torch.cat([tokens] + [t.flatten(1) for t in skips], dim=1) if skips else tokens
 
     # -- decoding ------------------------------------------------------------------------------------------
     def check_logits(self, logits: torch.Tensor) -> torch.Tensor:
@@ -225,6 +344,9 @@ class SamSegmenter(TrainableSegmenter):
             as_t = partial(_batch_of_one, device=self.device)
             sparse.append(enc.embed_sparse(as_t(x.points), as_t(x.labels), as_t(x.box)))
             mask = prev if prev is not None else x.mask_logits
+            if mask is not None and self.config.decoder == "sam2":
+                # SAM 2's predictor hands back low-res logits clamped to +-32; a previous mask enters so
+                mask = torch.as_tensor(mask).clamp(-SAM2_LOGIT_CLAMP, SAM2_LOGIT_CLAMP)
             masks.append(None if mask is None else as_t(mask, dtype=torch.float32).reshape(1, 1, *self._mask_size))
             ambiguous.append(x.single_click and mask is None)
         n = max(t.shape[1] for t in sparse)
@@ -244,58 +366,84 @@ class SamSegmenter(TrainableSegmenter):
     @torch.inference_mode()
     def decode(self, embedding: ImageEmbedding, prompts: Sequence[Prompt], prev_logits: Optional[torch.Tensor] = None,
                multimask: Optional[bool] = None) -> Decoded:
-        """Low-res logits ``(1, 4h, 4w)`` in the padded model frame, and SAM's predicted IoU.
+        """Low-res logits ``(1, 4h, 4w)`` in the model frame, and the predicted IoU.
 
-        ``multimask=None`` asks SAM for its three candidates only in the ambiguous case (a single click
-        and no previous mask) and keeps the best-scored one; otherwise SAM's single-mask output is used.
-        ``prev_logits`` replaces a contour's rasterised mask prompt when both are present.
+        ``multimask=None`` asks for the three candidates only in the ambiguous case (a single click and no
+        previous mask) and keeps the best-scored one; otherwise the single-mask output is used (SAM 2: unless
+        it is unstable, then the best candidate, as SAM 2's image predictor does). HQ-SAM adds its HQ token's
+        mask to the chosen one (or gives it alone with ``hq_token_only``). ``prev_logits`` replaces a
+        contour's rasterised mask prompt when both are present.
         """
         sparse, dense, ambiguous = self._prompt_tokens(
             [prompts], [embedding.original_size], [embedding.extra["input_size"]], [prev_logits])
         if multimask is None:
             multimask = ambiguous[0]
         enc, dec = self.network.prompt_encoder, self.network.mask_decoder
-        mask_tokens, iou, image = dec.run_transformer(self.features_of(embedding), enc.dense_pe_tokens(), sparse, dense)
-        best = 1 + int(torch.argmax(iou[0, 1:])) if multimask else 0
+        skips = embedding.extra.get("skips", [])
+        mask_tokens, iou, image = dec.run_transformer(to_tokens(embedding.data), enc.dense_pe_tokens(), sparse, dense)
+        pixels = dec.upscaled_pixels(image, skips if self.config.decoder == "sam2" else ())
         s = self.config.embedding_size
-        logits = dec.read_masks(dec.upscaled_pixels(image), mask_tokens, torch.tensor([best]), (s, s))[0]
+        best_multi = 1 + int(torch.argmax(iou[0, 1:]))
+        if multimask:
+            best = best_multi
+            logits = dec.read_masks(pixels, mask_tokens, torch.tensor([best]), (s, s))[0]
+        elif self.config.decoder == "sam2":
+            masks = dec.read_masks(pixels, mask_tokens, torch.tensor([0, best_multi]), (s, s))[0]
+            best = 0 if bool(dec.stable(masks[:1])) else best_multi
+            logits = masks[:1] if best == 0 else masks[1:]
+        else:
+            best = 0
+            logits = dec.read_masks(pixels, mask_tokens, torch.tensor([0]), (s, s))[0]
+        if self.config.decoder == "hq":
+            hq = dec.read_hq(pixels, mask_tokens[:, 4], skips[0], (s, s))[0]
+            logits = hq if self.hq_token_only else logits + hq
         return Decoded(logits=logits, score=float(iou[0, best]))
 
     def upsample_logits(self, embedding, logits, size=None) -> np.ndarray:
-        """Bilinear 4h x 4w -> S x S, crop the padding, bilinear to ``size`` (SAM's two steps, done by cv2
-        on one mask). Only the output-sized float buffer is allocated."""
+        """SAM: bilinear 4h x 4w -> S x S, crop the padding, bilinear to ``size`` (SAM's two steps, done by cv2
+        on one mask); SAM 2: bilinear straight to ``size``. Only the output-sized float buffer is allocated."""
         h, w = size or embedding.original_size
+        low = logits.detach().reshape(self._mask_size).float().cpu().numpy()
+        if self.config.squash:
+            return cv2.resize(low, (w, h), interpolation=cv2.INTER_LINEAR)
         nh, nw = embedding.extra["input_size"]
         s = self.config.image_size
-        low = logits.detach().reshape(self._mask_size).float().cpu().numpy()
         padded = cv2.resize(low, (s, s), interpolation=cv2.INTER_LINEAR)
-        full = cv2.resize(padded[:nh, :nw], (w, h), interpolation=cv2.INTER_LINEAR)
-        return full
+        return cv2.resize(padded[:nh, :nw], (w, h), interpolation=cv2.INTER_LINEAR)
 
     # -- training ------------------------------------------------------------------------------------------
     def forward_train(self, features, prompts, sizes, prev_logits) -> TrainOutput:
-        """All four mask tokens ``(B, 4, 4h, 4w)`` and their IoU predictions; eligible: token 0, or tokens 1-3
-        in the ambiguous case (SAM's rule)."""
+        """All four mask tokens ``(B, 4, 4h, 4w)`` (HQ-SAM: each plus the HQ token's mask, as inference
+        combines them) and their IoU predictions; eligible: token 0, or tokens 1-3 in the ambiguous case."""
+        image_tokens, skips = self._split(features)
         sparse, dense, ambiguous = self._prompt_tokens(prompts, sizes, sizes, prev_logits)
         enc, dec = self.network.prompt_encoder, self.network.mask_decoder
         s = self.config.embedding_size
         # computed here, not taken from the decoder's cache: that one may be an inference-mode tensor
         pe = to_tokens(enc.pe_layer.grid(s, s).unsqueeze(0))
-        mask_tokens, iou, image = dec.run_transformer(features, pe, sparse, dense)
-        masks = dec.read_masks(dec.upscaled_pixels(image), mask_tokens, torch.arange(4), (s, s))
+        mask_tokens, iou, image = dec.run_transformer(image_tokens, pe, sparse, dense)
+        pixels = dec.upscaled_pixels(image, skips if self.config.decoder == "sam2" else ())
+        masks = dec.read_masks(pixels, mask_tokens, torch.arange(4), (s, s))
+        if self.config.decoder == "hq":
+            hq = dec.read_hq(pixels, mask_tokens[:, 4], skips[0], (s, s))
+            masks = hq.expand_as(masks) if self.hq_token_only else masks + hq
         amb = torch.tensor(ambiguous, device=masks.device)
         eligible = torch.stack([~amb, amb, amb, amb], dim=1)
         return TrainOutput(logits=masks, scores=iou, eligible=eligible)
 
     def parameters_for(self, mode: str) -> List[nn.Parameter]:
-        """``decoder``: prompt encoder + mask decoder (the image encoder frozen); ``full``: everything (the
-        encoder in float32)."""
+        """``decoder``: prompt encoder + mask decoder, without what runs once per image (the image encoder,
+        and SAM 2's high-resolution convs / HQ-SAM's HQ-feature convs: cached embeddings hold their output);
+        ``full``: everything (the encoder in float32)."""
         self.check_mode(mode)
         if mode == "full" and self.encoder_dtype != torch.float32:
             self.network.image_encoder.float()  # an encoder that trains does so in float32
             self.encoder_dtype = torch.float32
         self.network.requires_grad_(True)
-        self.network.image_encoder.requires_grad_(mode == "full")
+        if mode == "decoder":
+            self.network.image_encoder.requires_grad_(False)
+            for p in self.network.per_image_parameters():
+                p.requires_grad_(False)
         return [p for p in self.network.parameters() if p.requires_grad]
 
     def checkpoint_state(self) -> Dict[str, torch.Tensor]:

@@ -21,6 +21,7 @@ class SamPromptEncoder(nn.Module):
         embedding_size: ``(h, w)`` of the image embedding grid (64, 64).
         input_size: ``(H, W)`` of the padded encoder input (1024, 1024).
         mask_in_chans: hidden channels of the mask downscaler (16).
+        box_first: SAM 2's order of sparse tokens (see :meth:`embed_sparse`).
     """
 
     def __init__(
@@ -29,8 +30,10 @@ class SamPromptEncoder(nn.Module):
         embedding_size: Tuple[int, int] = (64, 64),
         input_size: Tuple[int, int] = (1024, 1024),
         mask_in_chans: int = 16,
+        box_first: bool = False,
     ):
         super().__init__()
+        self.box_first = box_first
         self.embed_dim = embed_dim
         self.embedding_size = tuple(embedding_size)
         self.input_size = tuple(input_size)
@@ -82,12 +85,21 @@ class SamPromptEncoder(nn.Module):
     ) -> torch.Tensor:
         """Tokens for points ``(B, N, 2)`` with labels ``(B, N)`` in {-1, 0, 1} and boxes ``(B, 4)``.
 
-        Without a box, one padding point is appended to the points (SAM was trained that way).
-        Returns ``(B, M, C)``.
+        SAM: the points, then the box's two corners; without a box one padding point is appended to the
+        points (SAM was trained that way). SAM 2 (``box_first``): the box corners, the points, and always one
+        padding point (its predictor passes a box as two labelled points). Returns ``(B, M, C)``.
         """
         tokens = []
+        pad = boxes is None or self.box_first
+        if boxes is not None:
+            corners = self._encode_coords(boxes.reshape(-1, 2, 2))
+            corner_types = torch.cat([self.point_embeddings[2].weight, self.point_embeddings[3].weight])
+            tokens.append(corners + corner_types)
+        if points is None and pad and boxes is not None:
+            points = boxes.new_zeros(boxes.shape[0], 0, 2)
+            labels = boxes.new_zeros(boxes.shape[0], 0, dtype=torch.long)
         if points is not None:
-            if boxes is None:
+            if pad:
                 points = torch.cat([points, points.new_zeros(points.shape[0], 1, 2)], dim=1)
                 labels = torch.cat([labels, labels.new_full((labels.shape[0], 1), PAD_LABEL)], dim=1)
             pe = self._encode_coords(points)
@@ -95,11 +107,8 @@ class SamPromptEncoder(nn.Module):
             table = torch.cat(
                 [self.not_a_point_embed.weight, self.point_embeddings[0].weight, self.point_embeddings[1].weight]
             )
-            tokens.append(pe + table[(labels + 1).long()])
-        if boxes is not None:
-            corners = self._encode_coords(boxes.reshape(-1, 2, 2))
-            corner_types = torch.cat([self.point_embeddings[2].weight, self.point_embeddings[3].weight])
-            tokens.append(corners + corner_types)
+            point_tokens = pe + table[(labels + 1).long()]
+            tokens.insert(len(tokens) if self.box_first else 0, point_tokens)
         if not tokens:
             device = self.no_mask_embed.weight.device
             return torch.empty(1, 0, self.embed_dim, device=device)
