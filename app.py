@@ -1,9 +1,11 @@
 """iseg: start the annotation studio with ``python app.py`` (also the Hugging Face Spaces ``app_file``).
 
-Defaults work offline on a fresh machine: the ``classical`` engine (no weights), a SQLite database and image
-store under ``$ISEG_HOME`` (``data/``), and the bundled sample images on the first run. SAM models are chosen
-with ``--model`` / ``ISEG_MODEL`` (weights from ``weights/`` or the Hub); when weights are missing the app
-says so and keeps the model it has.
+Defaults work offline on a fresh machine: the best model whose weights are already on disk (``weights/`` or the
+Hub cache; on a CPU the light MobileSAM first, on a GPU the largest), else the ``classical`` engine (no
+weights, and the page says in one line how to get a model); a SQLite database and image store under
+``$ISEG_HOME`` (``data/``), and the bundled sample images on the first run. ``--model`` / ``ISEG_MODEL`` picks a
+model explicitly (weights from ``weights/`` or the Hub); when weights are missing the app says so and keeps
+the model it has.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 import torch  # noqa: E402
 
 from iseg_core import IsegError  # noqa: E402
-from iseg_core.models import default_device  # noqa: E402
+from iseg_core.models import best_available_model, default_device  # noqa: E402
 from iseg_core.runtime import bf16_is_fast, tune_allocator  # noqa: E402
 from iseg_core.zerogpu import maybe_offload  # noqa: E402
 from storage import StorageError, Store, default_url  # noqa: E402
@@ -29,8 +31,8 @@ from ui import HEAD, Studio, build_app, model_loader  # noqa: E402
 
 def main() -> None:
     ap = argparse.ArgumentParser(description="Start the iseg annotation studio.")
-    ap.add_argument("--model", default=os.environ.get("ISEG_MODEL", "classical"),
-                    help="classical (default: no weights, works offline), sam_vit_b/l/h or sam_mini")
+    ap.add_argument("--model", default=os.environ.get("ISEG_MODEL"),
+                    help="a model name (see README); default: the best one whose weights are on disk, else classical")
     ap.add_argument("--checkpoint", default=os.environ.get("ISEG_CHECKPOINT"),
                     help="SAM weights: hub (default for SAM), a known name, a path, or random")
     ap.add_argument("--bf16", choices=["auto", "1", "0"], default=os.environ.get("ISEG_BF16", "auto"),
@@ -48,6 +50,10 @@ def main() -> None:
     bf16 = args.bf16 == "1" or (args.bf16 == "auto" and bf16_is_fast(default_device()))
     dtype = torch.bfloat16 if bf16 else torch.float32
 
+    notice = None
+    if not args.model:
+        args.model, notice = best_available_model("cpu" if os.environ.get("SPACES_ZERO_GPU") else None)
+        print(f"model: {args.model}" + (f" ({notice})" if notice else " (weights found on disk)"))
     models_dir = Path(os.environ.get("ISEG_HOME", "data")) / "models"
     # on ZeroGPU the main process has no GPU of its own: the model lives on the CPU, its encoder is lent one
     # (spaces.GPU calls) and clicks decode on the CPU
@@ -62,7 +68,8 @@ def main() -> None:
             print(f"restored the database from snapshot {restored}")
     try:
         store = Store(args.database)
-        studio = Studio(store, args.project, args.model, loader=loader, author=os.environ.get("USER", ""))
+        studio = Studio(store, args.project, args.model, loader=loader, author=os.environ.get("USER", ""),
+                        notice=notice)
     except (IsegError, StorageError) as e:
         sys.exit(f"iseg cannot start: {e}")
     added = studio.ensure_samples()

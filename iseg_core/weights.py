@@ -15,9 +15,12 @@ import hashlib
 import json
 import os
 import threading
+import time
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional, Tuple, Union
+from typing import Callable, Dict, Optional, Tuple, Union
 
 from .errors import CheckpointError, UnknownModelError, WeightsUnavailableError
 
@@ -101,10 +104,71 @@ for _name, _file, _page, _size in (
     KNOWN_CHECKPOINTS[_name] = KnownCheckpoint(_name, _name, None, _file, None, None, "MIT", _page,
                                                manual_page=_page.split(" ")[0], published_size=_size)
 
+# The current SAM family on the Hugging Face Hub (all Apache-2.0): SAM 2.1 (Meta's own repositories, map in
+# sam2/build_sam.py), HQ-SAM (its authors' lkeab/hq-sam) and MobileSAM (dhkim2810/MobileSAM). No sizes or hashes
+# are published beside them: the sizes below are approximate, and the loaded file is checked by its keys and
+# shapes (a file of another model is refused naming both).
+for _name, _repo, _file, _size in (
+        ("sam2.1_hiera_tiny", "facebook/sam2.1-hiera-tiny", "sam2.1_hiera_tiny.pt", "about 156 MB"),
+        ("sam2.1_hiera_small", "facebook/sam2.1-hiera-small", "sam2.1_hiera_small.pt", "about 184 MB"),
+        ("sam2.1_hiera_base_plus", "facebook/sam2.1-hiera-base-plus", "sam2.1_hiera_base_plus.pt", "about 324 MB"),
+        ("sam2.1_hiera_large", "facebook/sam2.1-hiera-large", "sam2.1_hiera_large.pt", "about 898 MB"),
+        ("sam_hq_vit_b", "lkeab/hq-sam", "sam_hq_vit_b.pth", "about 379 MB"),
+        ("sam_hq_vit_l", "lkeab/hq-sam", "sam_hq_vit_l.pth", "about 1.25 GB"),
+        ("sam_hq_vit_h", "lkeab/hq-sam", "sam_hq_vit_h.pth", "about 2.57 GB"),
+        ("mobile_sam", "dhkim2810/MobileSAM", "mobile_sam.pt", "about 40 MB")):
+    KNOWN_CHECKPOINTS[_name] = KnownCheckpoint(_name, _name, _repo, _file, None, None, "Apache-2.0",
+                                               f"https://huggingface.co/{_repo}", published_size=_size)
+
 # The checkpoint that ``checkpoint="hub"`` means for each model: its own known file.
 DEFAULT_CHECKPOINT = {name: name for name in KNOWN_CHECKPOINTS}
 
 _verified_lock = threading.Lock()
+#: Where downloads report ``(done_bytes, total_bytes_or_None)`` when no ``progress`` is passed: set by
+#: :func:`reporting_progress` (the studio's model picker shows a progress bar with it).
+_progress_hook: ContextVar[Optional[Callable[[int, Optional[int]], None]]] = ContextVar("iseg_download_progress",
+                                                                                       default=None)
+
+
+@contextmanager
+def reporting_progress(callback: Callable[[int, Optional[int]], None]):
+    """Within this block, every download this thread starts reports to ``callback(done, total)``."""
+    token = _progress_hook.set(callback)
+    try:
+        yield
+    finally:
+        _progress_hook.reset(token)
+
+
+class ProgressText:
+    """``progress(done, total)`` -> "sam2.1_hiera_tiny: 40 of 156 MB, 12 MB/s, about 10 s left"."""
+
+    def __init__(self, what: str, clock=time.monotonic):
+        self.what, self.clock = what, clock
+        self.start = clock()
+
+    def __call__(self, done: int, total: Optional[int]) -> str:
+        elapsed = max(self.clock() - self.start, 1e-6)
+        rate = done / elapsed
+        text = f"{self.what}: {done / 1e6:.0f}" + (f" of {total / 1e6:.0f} MB" if total else " MB")
+        if rate > 0:
+            text += f", {rate / 1e6:.1f} MB/s"
+            if total and done < total:
+                text += f", about {(total - done) / rate:.0f} s left"
+        return text
+
+
+def _tqdm_reporting(callback: Callable[[int, Optional[int]], None]):
+    """A tqdm class (for ``hf_hub_download``) that also reports its count to ``callback``."""
+    from tqdm.auto import tqdm
+
+    class Reporting(tqdm):
+        def update(self, n=1):
+            out = super().update(n)
+            callback(int(self.n), int(self.total) if self.total else None)
+            return out
+
+    return Reporting
 
 
 def weights_dir() -> Path:
@@ -227,7 +291,9 @@ def download_url(spec: KnownCheckpoint, dest: Path, progress=None, chunk: int = 
 
 
 def fetch(spec: KnownCheckpoint, cache_dir: Optional[Union[str, os.PathLike]] = None, progress=None) -> Path:
-    """Path of a verified local copy of ``spec``, downloading it if needed (see module docstring)."""
+    """Path of a verified local copy of ``spec``, downloading it if needed (see module docstring).
+    ``progress(done, total)`` (default: the hook of :func:`reporting_progress`, if any) follows a download."""
+    progress = progress or _progress_hook.get()
     local = weights_dir() / spec.basename
     if local.is_file():
         verify(local, spec)
@@ -254,12 +320,30 @@ def fetch(spec: KnownCheckpoint, cache_dir: Optional[Union[str, os.PathLike]] = 
             cache_dir=cache_dir,
             endpoint=os.environ.get("HF_ENDPOINT") or None,
             etag_timeout=10,
+            **({"tqdm_class": _tqdm_reporting(progress)} if progress is not None else {}),
         )
     except download_failed as exc:
         reason = "offline mode (HF_HUB_OFFLINE=1) and not in the local cache" if offline else f"download failed: {exc}"
         raise WeightsUnavailableError(_unavailable_message(spec, reason)) from exc
     verify(path, spec)
     return Path(path)
+
+
+def on_disk(name: str) -> Optional[Path]:
+    """The local file of known checkpoint ``name`` if it is already here (the weights folder or the Hub cache),
+    without any request and without hashing it; None otherwise."""
+    spec = KNOWN_CHECKPOINTS.get(name)
+    if spec is None:
+        return None
+    local = weights_dir() / spec.basename
+    if local.is_file():
+        return local
+    if spec.repo_id is None:
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(spec.repo_id, spec.filename, revision=spec.revision)
+    return Path(found) if isinstance(found, str) and Path(found).is_file() else None
 
 
 def resolve_checkpoint(model_name: str, checkpoint: Union[str, os.PathLike]) -> Tuple[Path, Optional[str]]:

@@ -15,6 +15,7 @@ from typing import Optional
 import gradio as gr
 
 from iseg_core.image import IMAGE_SUFFIXES
+from iseg_core.weights import ProgressText
 
 from .canvas import CSS, JS, TEMPLATE, frame_value
 from .studio import Studio, View
@@ -174,8 +175,16 @@ def build_app(studio: Studio) -> gr.Blocks:
         contours.change(_handler(studio.set_options, 2), [opacity, contours], outs,
                         api_visibility="private", **edit)
         threshold.release(_handler(studio.set_threshold, 1), [threshold], outs, api_name="set_threshold", **edit)
-        model.change(_handler(studio.set_model, 1), [model], outs, api_name="set_model",
-                     **edit)
+        def on_model(name, request: gr.Request, progress=gr.Progress()):
+            # a model whose weights are not here yet downloads now: the bar shows MB done, total and time left
+            text = ProgressText(f"Downloading {name} weights")
+
+            def report(done, total):
+                progress(done / total if total else None, desc=text(done, total))
+
+            return _out(studio.set_model(_sid(request), name, progress=report))
+
+        model.change(on_model, [model], outs, api_name="set_model", **edit)
         upload.upload(_handler(studio.upload, 1, lambda files: ([getattr(f, "name", f) for f in files or []],)),
                       [upload], outs, api_visibility="private", **edit)
         # a folder: only its image files (the rest of a folder is not worth a "skipped" line each)

@@ -23,6 +23,7 @@ from iseg_core.image import load_image
 from iseg_core.models import Segmenter, list_models, load_model, takes_weights, trainable_models
 from iseg_core.prompts import Box, Click, Contour, Scribble, prompt_to_dict
 from iseg_core.session import FinishedObject, SessionManager
+from iseg_core.weights import reporting_progress
 from storage import Store, StorageError, export_coco
 from storage.coco import write_json_atomic
 
@@ -89,8 +90,10 @@ class TabState:
 class Studio:
     def __init__(self, store: Store, project: str = "default", model: str = "classical",
                  checkpoint: Optional[str] = None, loader: Optional[Callable[[str], Segmenter]] = None,
-                 export_dir: Optional[Path] = None, author: str = ""):
-        """``loader`` loads a model by name (default: :func:`model_loader` for ``model`` and ``checkpoint``)."""
+                 export_dir: Optional[Path] = None, author: str = "", notice: Optional[str] = None):
+        """``loader`` loads a model by name (default: :func:`model_loader` for ``model`` and ``checkpoint``);
+        ``notice``: one line shown under the status while a tab uses the default model (how to get a better one)."""
+        self.notice = notice
         self.store = store
         self.project = store.project(project)
         self.export_dir = Path(export_dir or Path(os.environ.get("ISEG_HOME", "data")) / "exports")
@@ -196,6 +199,8 @@ class Studio:
         if current:
             head += f" · image {t.index + 1}: `{current.file_name}` ({current.width}x{current.height})"
             head += " · accepted" if current.done else ""
+        if self.notice and t.model == self.default_model:
+            head += f"\n\n{self.notice}"
         status = head + (f"\n\n{t.message}" if t.message else "")
         return View(img, status, rows, info)
 
@@ -497,14 +502,20 @@ class Studio:
                 s.threshold = float(threshold)
         return self.view(sid, f"Mask threshold {float(threshold):+.2f} (logits).")
 
-    def set_model(self, sid: str, name: str) -> View:
+    def set_model(self, sid: str, name: str, progress: Optional[Callable[[int, Optional[int]], None]] = None) -> View:
+        """Switch the tab to model ``name``, loading it first (a download of its weights reports to ``progress``
+        as ``(done_bytes, total_bytes)``; the file is only renamed into place when whole)."""
         t = self.tab(sid)
         if name == t.model:
             return self.view(sid)
         if name not in list_models():
             return self.view(sid, f"Unknown model {name!r}; known: {', '.join(list_models())}")
         try:
-            self.manager(name)
+            if progress is not None:
+                with reporting_progress(progress):
+                    self.manager(name)
+            else:
+                self.manager(name)
         except IsegError as e:
             return self.view(sid, f"**{name} is not available:** {e} Still using {t.model}.")
         t.model = name

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Union
+from typing import Callable, Dict, Optional, Tuple, Union
 
 import torch
 
@@ -166,5 +166,32 @@ def _build_segnext(name, weights: Optional[Weights], device, dtype):
 for _name in ("segnext_vit_b1024_sax1_cocolvis", "segnext_vit_b1024_sax2_cocolvis", "segnext_vit_b1024_sax2_hqseg44k"):
     register_model(_name)(_build_segnext)
 
-__all__ = ["Decoded", "ImageEmbedding", "Segmenter", "TrainOutput", "TrainableSegmenter", "Weights", "list_models",
+# Which model ``python app.py`` starts with when none is named: the first of these whose published weights are
+# already on disk. On a CPU the light models lead (bench/bench_models.py: MobileSAM encodes an image about 3x
+# faster than SAM 2.1 tiny and 8x faster than SAM ViT-B at about the same per-click cost); on a GPU the largest.
+CPU_PREFERENCE = ("mobile_sam", "sam2.1_hiera_tiny", "sam2.1_hiera_small", "sam_vit_b", "sam_hq_vit_b",
+                  "sam2.1_hiera_base_plus", "sam2.1_hiera_large", "sam_vit_l", "sam_hq_vit_l", "sam_vit_h", "sam_hq_vit_h")
+GPU_PREFERENCE = ("sam2.1_hiera_large", "sam_hq_vit_h", "sam_vit_h", "sam_hq_vit_l", "sam_vit_l",
+                  "sam2.1_hiera_base_plus", "sam_hq_vit_b", "sam_vit_b", "sam2.1_hiera_small", "sam2.1_hiera_tiny",
+                  "mobile_sam")
+LIGHT_MODEL = "mobile_sam"
+
+
+def best_available_model(device: Optional[Union[str, torch.device]] = None) -> Tuple[str, Optional[str]]:
+    """``(name, hint)``: the preferred model whose weights are on disk for ``device`` (default: this machine's),
+    else ``classical`` and a one-line hint saying how to get a better one."""
+    from .. import weights
+
+    gpu = torch.device(device or default_device()).type == "cuda"
+    for name in GPU_PREFERENCE if gpu else CPU_PREFERENCE:
+        if weights.on_disk(name) is not None:
+            return name, None
+    spec = weights.KNOWN_CHECKPOINTS[LIGHT_MODEL]
+    return "classical", (f"No model weights on disk, so clicks use the classical engine. For model masks start with "
+                         f"`python app.py --model {LIGHT_MODEL}` (downloads {spec.basename}, "
+                         f"{spec.published_size}, from {spec.repo_id}) or put {spec.basename} into "
+                         f"{weights.weights_dir()}/.")
+
+
+__all__ = ["best_available_model", "Decoded", "ImageEmbedding", "Segmenter", "TrainOutput", "TrainableSegmenter", "Weights", "list_models",
            "load_model", "read_weights", "register_model", "supports_training", "takes_weights", "trainable_models"]
