@@ -64,6 +64,15 @@ class TinyVitSam(TinyVit):
         self.stages[-1].downsample.conv2.conv.stride = (1, 1)
         self.neck = sam_neck(embed_dims[-1], out_dim)
 
+    def train(self, mode: bool = True):
+        """BatchNorm statistics stay frozen: fine-tuning runs small batches (and decoder-mode training runs the
+        encoder only to cache its output), which must not move the distilled statistics."""
+        super().train(mode)
+        for m in self.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.eval()
+        return self
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.neck(self.stages(self.patch_embed(x)))
 
