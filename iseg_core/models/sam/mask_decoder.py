@@ -227,11 +227,27 @@ class HqMaskDecoder(SamMaskDecoder):
 
     def read_hq(self, pixels: torch.Tensor, hq_token: torch.Tensor, hq_features: torch.Tensor,
                 size: Tuple[int, int]) -> torch.Tensor:
-        """The HQ token's mask ``(B, 1, 4h, 4w)``; ``pixels`` as from :meth:`upscaled_pixels`."""
-        feat = self.embedding_maskfeature(from_block_order(pixels, size)) + hq_features
-        b, c = feat.shape[:2]
-        hyper = self.hf_mlp(hq_token).unsqueeze(1)  # (B, 1, C // 8)
-        return torch.bmm(hyper, feat.view(b, c, -1)).view(b, 1, *feat.shape[-2:])
+        """The HQ token's mask ``(B, 1, 4h, 4w)``; ``pixels`` as from :meth:`upscaled_pixels`.
+
+        HQ-SAM reads it as ``hyper . (conv2(GELU(LN(conv1(U)))) + F)``: 32 channels from the last conv, then a
+        dot product with the token's 32-vector. The dot product is linear, so it is folded into the last conv
+        (one output channel with weights ``sum_c hyper_c W2[c]``) and into the HQ features: exact, and the
+        dominant conv of a click costs 1/32 of its FLOPs. The first conv runs channels-last on the upscaled
+        embedding, which the block order gives without a transpose of the 32-channel map."""
+        b, _, c = pixels.shape
+        h, w = size
+        nhwc = pixels.view(b, h, w, 2, 2, 2, 2, c).permute(0, 1, 3, 5, 2, 4, 6, 7).reshape(b, 4 * h, 4 * w, c)
+        conv1, norm, _, conv2 = self.embedding_maskfeature
+        z = F.conv2d(nhwc.permute(0, 3, 1, 2), conv1.weight, conv1.bias, padding=1)
+        z = F.gelu(F.layer_norm(z.permute(0, 2, 3, 1), (z.shape[1],), norm.weight, norm.bias, norm.eps))
+        z = z.permute(0, 3, 1, 2)
+        hyper = self.hf_mlp(hq_token)  # (B, C // 8)
+        masks = []
+        for i in range(b):
+            weight = torch.einsum("c,cdkl->dkl", hyper[i], conv2.weight).unsqueeze(0)  # (1, C // 4, 3, 3)
+            m = F.conv2d(z[i : i + 1], weight, (hyper[i] @ conv2.bias).view(1), padding=1)
+            masks.append(m + torch.einsum("c,chw->hw", hyper[i], hq_features[i])[None, None])
+        return torch.cat(masks)
 
 
 class Sam2MaskDecoder(SamMaskDecoder):
@@ -260,10 +276,6 @@ class Sam2MaskDecoder(SamMaskDecoder):
     def run_transformer(self, image_tokens, pe_tokens, sparse, dense_tokens):
         mask_tokens, iou, image = super().run_transformer(image_tokens, pe_tokens, sparse, dense_tokens)
         return mask_tokens, torch.sigmoid(iou), image
-
-    def skips(self, level0: torch.Tensor, level1: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """The per-image high-resolution skips in block order (1/8 level first), from FPN levels 0 and 1."""
-        return to_block_order(self.conv_s1(level1), 2), to_block_order(self.conv_s0(level0), 4)
 
     def stable(self, logits: torch.Tensor) -> torch.Tensor:
         """SAM 2's stability test of single-mask logits ``(B, h, w)``: the IoU of the masks thresholded at

@@ -24,7 +24,7 @@ from ..base import Decoded, ImageEmbedding, TrainableSegmenter, TrainOutput
 from .checkpoint import KEY_MAPS, check_sam_state_dict
 from .encoders import HieraFpnEncoder, TinyVitSam, vit_with_early_features
 from .layers import to_tokens
-from .mask_decoder import HqMaskDecoder, Sam2MaskDecoder, SamMaskDecoder
+from .mask_decoder import HqMaskDecoder, Sam2MaskDecoder, SamMaskDecoder, to_block_order
 from .prompt_encoder import SamPromptEncoder
 from .prompting import to_sam_inputs
 
@@ -147,9 +147,14 @@ class SamNetwork(nn.Module):
         (SAM 2: its high-resolution features in block order; HQ-SAM: its HQ features)."""
         cfg, dec = self.config, self.mask_decoder
         if cfg.encoder == "hiera":
-            level0, level1, level2 = (t.float().to(device) for t in self.image_encoder(x))
-            embed = level2 + self.no_mem_embed.view(1, -1, 1, 1)
-            return embed, list(dec.skips(level0, level1))
+            # FPN level 2 is the embedding; levels 0 and 1 reach the decoder only through conv_s0 / conv_s1,
+            # which the neck folds into their lateral convs
+            neck = self.image_encoder.neck
+            trunk = self.image_encoder.trunk.forward_intermediates(x, intermediates_only=True)
+            embed = neck.top_down(trunk, 2).float().to(device) + self.no_mem_embed.view(1, -1, 1, 1)
+            s0 = neck.lateral(0, trunk[0], then=dec.conv_s0).float().to(device)
+            s1 = neck.lateral(1, trunk[1], then=dec.conv_s1).float().to(device)
+            return embed, [to_block_order(s1, 2), to_block_order(s0, 4)]
         if cfg.decoder == "hq":
             embed, early = vit_with_early_features(self.image_encoder, x, cfg.global_attn_indexes[0])
             embed, early = embed.float().to(device), early.float().to(device)
@@ -194,7 +199,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 def normalize_squashed(image: np.ndarray, size: int, device=None) -> torch.Tensor:
     """SAM 2's input: ``uint8`` RGB to [0, 1], resized to ``size x size`` (bilinear, antialiased as torchvision's
     ``Resize`` on tensors), ImageNet mean/std. ``(1, 3, size, size)`` float32."""
-    x = torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1).unsqueeze(0).float() / 255.0
+    pixels = image if image.flags.writeable and image.flags.c_contiguous else np.array(image)
+    x = torch.from_numpy(pixels).to(device).permute(2, 0, 1).unsqueeze(0).float() / 255.0
     x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)

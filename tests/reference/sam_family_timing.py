@@ -1,0 +1,94 @@
+"""The publishers' side of bench/bench_sam_family.py, timed on the same photo, clicks and weights as iseg's side
+(test-reference code): SAM 2.1's ``SAM2ImagePredictor`` (PyPI ``sam2``), HQ-SAM's ``SamPredictor`` (PyPI
+``segment-anything-hq``, ``hq_token_only=False``), MobileSAM's ``SamPredictor`` (its code in the shared
+reference folder: ../shared/reference/official beside the data, or $ISEG_OFFICIAL_DIR). Each predictor's own
+``set_image`` and ``predict``; the encoder alone is its image encoder on the same prepared input. Prints one
+JSON line: set_image, encoder, click ms per round, peak RSS MB."""
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+from bench.bench_sam_family import clicks_px  # noqa: E402
+from bench.common import data_dir  # noqa: E402
+
+ap = argparse.ArgumentParser()
+for flag in ("--worker", "--models", "--ckpt", "--image"):
+    ap.add_argument(flag)
+ap.add_argument("--rounds", type=int)
+ap.add_argument("--threads", type=int)
+args = ap.parse_args()
+torch.set_num_threads(args.threads)
+name = args.models
+state = torch.load(args.ckpt, map_location="cpu", weights_only=True)
+SAM2_CONFIGS = {"sam2.1_hiera_tiny": "t", "sam2.1_hiera_small": "s", "sam2.1_hiera_base_plus": "b+",
+                "sam2.1_hiera_large": "l"}
+
+if name.startswith("sam2"):
+    from sam2.build_sam import build_sam2
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+    model = build_sam2(f"configs/sam2.1/sam2.1_hiera_{SAM2_CONFIGS[name]}.yaml", ckpt_path=None, device="cpu")
+    missing, _ = model.load_state_dict(state["model"], strict=False)
+    predictor = SAM2ImagePredictor(model.eval())
+
+    def encoder(x):
+        model.forward_image(x)
+    extra = {}
+elif name.startswith("sam_hq"):
+    from segment_anything_hq import SamPredictor, sam_model_registry
+
+    model = sam_model_registry[name.replace("sam_hq_", "")](checkpoint=None)
+    model.load_state_dict(state)
+    predictor = SamPredictor(model.eval())
+
+    def encoder(x):
+        model.image_encoder(x)
+    extra = {"hq_token_only": False}
+else:
+    official = os.environ.get("ISEG_OFFICIAL_DIR") or str(data_dir().parent / "reference" / "official")
+    sys.path.insert(0, f"{official}/mobile_sam")
+    from mobile_sam import SamPredictor, sam_model_registry
+
+    model = sam_model_registry["vit_t"](checkpoint=None)
+    model.load_state_dict(state, strict=False)  # our file lacks its unused ImageNet head
+    predictor = SamPredictor(model.eval())
+
+    def encoder(x):
+        model.image_encoder(x)
+    extra = {}
+
+image = np.load(args.image)
+pts = clicks_px(*image.shape[:2])
+frame = torch.zeros(1, 3, 1024, 1024)
+out = {"encode": [], "encoder": [], "click1": [], "click3": []}
+with torch.inference_mode():
+    for r in range(args.rounds + 1):
+        t0 = time.perf_counter()
+        predictor.set_image(image)
+        t_enc = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        encoder(frame)
+        t_net = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        masks, scores, low = predictor.predict(np.array([pts[0][:2]]), np.array([1]), multimask_output=True, **extra)
+        t1 = time.perf_counter() - t0
+        prev = low[int(np.argmax(scores))][None]
+        t0 = time.perf_counter()
+        m3, _, _ = predictor.predict(np.array([p[:2] for p in pts]), np.array([int(p[2]) for p in pts]),
+                                     mask_input=prev, multimask_output=False, **extra)
+        t3 = time.perf_counter() - t0
+        assert m3.shape[-2:] == image.shape[:2]
+        if r:
+            for key, t in (("encode", t_enc), ("encoder", t_net), ("click1", t1), ("click3", t3)):
+                out[key].append(t * 1e3)
+out["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps(out))
