@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,7 +26,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import data_dir, print_table, summary  # noqa: E402
+from bench.common import alternate, data_dir, print_table, run_worker, summary  # noqa: E402
 
 # the other side: a test script (the authors' code is a test reference, never imported here)
 REFERENCE_TIMING = ROOT / "tests" / "reference" / "clickmap_timing.py"
@@ -83,14 +82,9 @@ def worker_ours(name: str, ckpt: str, image_path: str, rounds: int, max_side: in
     return {"encode": encode, "first": first, "fifth": fifth}
 
 
-def run_worker(side: str, name: str, ckpt: Path, image: Path, rounds: int, threads: int, max_side: int) -> dict:
+def run_side(side: str, name: str, ckpt: Path, image: Path, rounds: int, threads: int, max_side: int) -> dict:
     script = __file__ if side == "ours" else str(REFERENCE_TIMING)
-    cmd = [sys.executable, script, "--worker", side, "--models", name, "--ckpt", str(ckpt), "--image", str(image),
-           "--rounds", str(rounds), "--threads", str(threads), "--max-side", str(max_side)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if out.returncode != 0:
-        raise SystemExit(f"{side} {name} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_worker(script, side, name, ckpt, image, rounds, threads, "--max-side", str(max_side))
 
 
 def main() -> None:
@@ -125,11 +119,8 @@ def main() -> None:
             torch.manual_seed(0)
             ckpt = Path(tmp) / f"{name}.pth"
             torch.save({"state_dict": load_model(name, device="cpu").network.state_dict()}, ckpt)
-            runs = {"ours": [], "official": []}
-            for k in range(args.repeats):
-                for side in (("ours", "official") if k % 2 == 0 else ("official", "ours")):
-                    runs[side].append(run_worker(side, name, ckpt, image_path, args.rounds, args.threads,
-                                                 args.max_side))
+            runs = alternate(args.repeats, lambda side: run_side(side, name, ckpt, image_path, args.rounds,
+                                                                 args.threads, args.max_side))
             stats = {}
             for side, rs in runs.items():
                 stats[side] = {key: summary([v for r in rs for v in r[key]]) for key in ("encode", "first", "fifth")}

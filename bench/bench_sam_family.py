@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +28,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import data_dir, print_table, summary  # noqa: E402
+from bench.common import alternate, data_dir, print_table, run_worker, summary  # noqa: E402
 
 REFERENCE_TIMING = ROOT / "tests" / "reference" / "sam_family_timing.py"
 MODELS = ["mobile_sam", "sam2.1_hiera_tiny", "sam_hq_vit_b"]
@@ -84,14 +83,8 @@ def worker_ours(name: str, ckpt: str, image_path: str, rounds: int) -> dict:
     return out
 
 
-def run_worker(side: str, name: str, ckpt: Path, image: Path, rounds: int, threads: int) -> dict:
-    script = __file__ if side == "ours" else str(REFERENCE_TIMING)
-    cmd = [sys.executable, script, "--worker", side, "--models", name, "--ckpt", str(ckpt), "--image", str(image),
-           "--rounds", str(rounds), "--threads", str(threads)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if out.returncode != 0:
-        raise SystemExit(f"{side} {name} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+def run_side(side: str, name: str, ckpt: Path, image: Path, rounds: int, threads: int) -> dict:
+    return run_worker(__file__ if side == "ours" else str(REFERENCE_TIMING), side, name, ckpt, image, rounds, threads)
 
 
 def main() -> None:
@@ -130,10 +123,7 @@ def main() -> None:
             state = load_model(name, device="cpu").checkpoint_state()
             ckpt = Path(tmp) / f"{name}.pt"
             torch.save({"model": state} if name.startswith("sam2") else state, ckpt)  # as each publisher saves
-            runs = {"ours": [], "official": []}
-            for k in range(args.repeats):
-                for side in (("ours", "official") if k % 2 == 0 else ("official", "ours")):
-                    runs[side].append(run_worker(side, name, ckpt, image_path, args.rounds, args.threads))
+            runs = alternate(args.repeats, lambda side: run_side(side, name, ckpt, image_path, args.rounds, args.threads))
             stats = {}
             for side, rs in runs.items():
                 stats[side] = {key: summary([v for r in rs for v in r[key]])

@@ -1,7 +1,10 @@
 """Timing helpers shared by the benchmarks: warm-up, then median and p95 of wall-clock milliseconds."""
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Callable, List, Sequence
@@ -41,3 +44,41 @@ def print_table(rows: Sequence[tuple], header: Sequence[str]) -> None:
     print("|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|")
     for r in rows:
         print("| " + " | ".join(fmt(v) for v in r) + " |")
+
+
+def worker_args(*int_flags: str):
+    """The command line of a benchmark's worker process (ours or the reference side): ``--worker``,
+    ``--models``, ``--ckpt``, ``--image``, ``--rounds``, ``--threads`` and ``int_flags``; sets torch's threads."""
+    import argparse
+
+    import torch
+
+    ap = argparse.ArgumentParser()
+    for flag in ("--worker", "--models", "--ckpt", "--image"):
+        ap.add_argument(flag)
+    for flag in ("--rounds", "--threads") + int_flags:
+        ap.add_argument(flag, type=int)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    return args
+
+
+def run_worker(script: str, side: str, name: str, ckpt: Path, image: Path, rounds: int, threads: int,
+               *extra: str) -> dict:
+    """Run one worker process (``script`` with :func:`worker_args`' flags) and read the JSON line it prints last."""
+    cmd = [sys.executable, script, "--worker", side, "--models", name, "--ckpt", str(ckpt), "--image", str(image),
+           "--rounds", str(rounds), "--threads", str(threads), *extra]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise SystemExit(f"{side} {name} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def alternate(repeats: int, run: Callable[[str], dict]) -> dict:
+    """``run(side)`` for "ours" and "official", ``repeats`` times each, the order alternating so that machine
+    noise falls on both sides: {side: [results]}."""
+    runs = {"ours": [], "official": []}
+    for k in range(repeats):
+        for side in (("ours", "official") if k % 2 == 0 else ("official", "ours")):
+            runs[side].append(run(side))
+    return runs

@@ -73,6 +73,18 @@ def tiny_segmenter(reference=None, **kwargs):
     return SamSegmenter("sam_tiny", network, device="cpu", **kwargs)
 
 
+@pytest.fixture
+def online(monkeypatch, tmp_path):
+    """Downloads allowed (against the tests' local servers), an empty weights folder and Hub cache."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("ISEG_WEIGHTS_DIR", str(tmp_path / "weights"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    return tmp_path
+
+
 @pytest.fixture(scope="session")
 def tiny_pair():
     """(official tiny SAM, our segmenter with the same weights)."""

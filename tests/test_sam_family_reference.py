@@ -81,10 +81,16 @@ def _cases(ref_predict, ours: Predictor, image: np.ndarray, clamp=None, best_of_
     return flips, p2
 
 
-def _saved(tmp_path_factory, state, name):
-    path = tmp_path_factory.mktemp("ckpt") / name
+def _pair(tmp_path_factory, photo, name, ref, state, predictor_class):
+    """Save the official network's ``state`` as its publisher does, load it into ours by ``name``, and give both
+    predictors the photo: (official predictor, ours, file)."""
+    path = tmp_path_factory.mktemp("ckpt") / f"{name}.pt"
     torch.save(state, path)
-    return path
+    ref_pred = predictor_class(ref.eval())
+    ref_pred.set_image(photo)
+    ours = Predictor(load_model(name, checkpoint=path, device="cpu"))
+    ours.set_image(photo)
+    return ref_pred, ours, path
 
 
 # -- MobileSAM --------------------------------------------------------------------------------------------------
@@ -97,13 +103,8 @@ def mobile_pair(tmp_path_factory, photo):
     finally:
         sys.path.pop(0)
     torch.manual_seed(7)
-    ref = build.sam_model_registry["vit_t"](checkpoint=None).eval()
-    path = _saved(tmp_path_factory, ref.state_dict(), "mobile_sam.pt")
-    ref_pred = predictor.SamPredictor(ref)
-    ref_pred.set_image(photo)
-    ours = Predictor(load_model("mobile_sam", checkpoint=path, device="cpu"))
-    ours.set_image(photo)
-    return ref_pred, ours, path
+    ref = build.sam_model_registry["vit_t"](checkpoint=None)
+    return _pair(tmp_path_factory, photo, "mobile_sam", ref, ref.state_dict(), predictor.SamPredictor)
 
 
 def test_mobile_sam_matches_official(mobile_pair, photo):
@@ -131,13 +132,9 @@ def sam2_pair(tmp_path_factory, photo):
     build = importlib.import_module("sam2.build_sam")
     predictor = importlib.import_module("sam2.sam2_image_predictor")
     torch.manual_seed(11)
-    ref = build.build_sam2("configs/sam2.1/sam2.1_hiera_t.yaml", ckpt_path=None, device="cpu").eval()
-    path = _saved(tmp_path_factory, {"model": ref.state_dict()}, "sam2.1_hiera_tiny.pt")
-    ref_pred = predictor.SAM2ImagePredictor(ref)
-    ref_pred.set_image(photo)
-    ours = Predictor(load_model("sam2.1_hiera_tiny", checkpoint=path, device="cpu"))
-    ours.set_image(photo)
-    return ref_pred, ours, path
+    ref = build.build_sam2("configs/sam2.1/sam2.1_hiera_t.yaml", ckpt_path=None, device="cpu")
+    return _pair(tmp_path_factory, photo, "sam2.1_hiera_tiny", ref, {"model": ref.state_dict()},
+                 predictor.SAM2ImagePredictor)
 
 
 def test_sam2_hiera_tiny_matches_official(sam2_pair, photo):
@@ -201,14 +198,8 @@ def hq_pair(tmp_path_factory, photo):
     build = importlib.import_module("segment_anything_hq.build_sam")
     predictor = importlib.import_module("segment_anything_hq.predictor")
     torch.manual_seed(5)
-    ref = build.sam_model_registry["vit_b"](checkpoint=None).eval()
-    path = _saved(tmp_path_factory, ref.state_dict(), "sam_hq_vit_b.pth")
-    ref_pred = predictor.SamPredictor(ref)
-    ref_pred.set_image(photo)
-    model = load_model("sam_hq_vit_b", checkpoint=path, device="cpu")
-    ours = Predictor(model)
-    ours.set_image(photo)
-    return ref_pred, ours, path
+    ref = build.sam_model_registry["vit_b"](checkpoint=None)
+    return _pair(tmp_path_factory, photo, "sam_hq_vit_b", ref, ref.state_dict(), predictor.SamPredictor)
 
 
 @pytest.mark.parametrize("hq_token_only", [False, True])
@@ -231,3 +222,38 @@ def test_hq_file_given_to_plain_sam_names_both(hq_pair, tmp_path):
     with pytest.raises(CheckpointError, match="it looks like sam_hq_vit_b") as err:
         load_model("sam_vit_b", path, device="cpu")
     assert "unexpected keys" in str(err.value) and "mask_decoder.compress_vit_feat" in str(err.value)
+
+
+# -- the other variants: the publishers' files load key for key --------------------------------------------------
+def _loads_as_published(name, state, tmp_path):
+    path = tmp_path / f"{name}.pt"
+    torch.save(state, path)
+    model = load_model(name, path, device="cpu")
+    flat = state.get("model", state)
+    ours = model.checkpoint_state()
+    for key, value in ours.items():
+        assert torch.equal(value, flat[key]), key
+    return ours, flat
+
+
+@pytest.mark.parametrize("name,config", [
+    ("sam2.1_hiera_small", "s"), ("sam2.1_hiera_base_plus", "b+"),
+    pytest.param("sam2.1_hiera_large", "l", marks=pytest.mark.large)])
+def test_sam2_variants_load_the_official_layout(name, config, tmp_path):
+    build = importlib.import_module("sam2.build_sam")
+    torch.manual_seed(2)
+    ref = build.build_sam2(f"configs/sam2.1/sam2.1_hiera_{config}.yaml", ckpt_path=None, device="cpu")
+    ours, flat = _loads_as_published(name, {"model": ref.state_dict()}, tmp_path)
+    image_path = {k for k in flat if k.startswith(("image_encoder.", "sam_prompt_encoder.", "sam_mask_decoder.",
+                                                    "no_mem_embed"))}
+    assert set(ours) == image_path  # every image-path key read, the video parts left
+
+
+@pytest.mark.large
+@pytest.mark.parametrize("name", ["sam_hq_vit_l", "sam_hq_vit_h"])
+def test_hq_large_variants_load_the_official_layout(name, tmp_path):
+    build = importlib.import_module("segment_anything_hq.build_sam")
+    torch.manual_seed(2)
+    ref = build.sam_model_registry[name.replace("sam_hq_", "")](checkpoint=None)
+    ours, flat = _loads_as_published(name, ref.state_dict(), tmp_path)
+    assert set(ours) == set(flat)

@@ -1,6 +1,8 @@
 """Decoder-only fine-tuning of MobileSAM, SAM 2.1 and HQ-SAM through the model interface: what runs once per
 image stays frozen (so embeddings cached by the base model stay valid after the swap; MobileSAM's BatchNorm
 statistics too), the rest learns, and the file the trainer writes loads with load_model."""
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -46,3 +48,55 @@ def test_decoder_fine_tune_keeps_cached_embeddings_valid_and_loads(name, tmp_pat
     cached = loaded.decode(base.encode(image), prompts).logits
     fresh = loaded.decode(loaded.encode(image), prompts).logits
     assert torch.allclose(cached, fresh, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["mobile_sam", "sam2.1_hiera_tiny"])
+def test_the_studio_annotates_with_the_new_models(name, tmp_path):
+    """Open a sample, two clicks and a box, finish, accept: the mask is stored; the next image was encoded in the
+    background meanwhile (the embedding cache serves it)."""
+    from storage import Store
+    from ui import Studio
+
+    store = Store(f"sqlite:///{tmp_path / 'iseg.db'}", tmp_path / "images")
+    try:
+        torch.manual_seed(0)
+        studio = Studio(store, "p", name, "random", export_dir=tmp_path / "exports")
+        assert studio.ensure_samples() == 4
+        sid = "tab"
+        view = studio.open_index(sid, 0)
+        h, w = view.info["image_size"]
+        studio.add_click(sid, w / 2, h / 2, True)
+        view = studio.add_click(sid, w / 4, h / 4, False)
+        assert view.info["model"] == name and view.info["score"] is not None and len(view.info["prompts"]) == 2
+        view = studio.add_box(sid, w * 0.2, h * 0.2, w * 0.8, h * 0.8)
+        assert len(view.info["prompts"]) == 3 and view.info["mask_area"] > 0
+        studio.finish_object(sid, "thing")
+        image_id = view.info["image_id"]
+        view = studio.accept_image(sid, "thing")
+        stored = store.annotations(image_id)
+        assert len(stored) == 1 and stored[0].category.name == "thing" and stored[0].n_interactions == 3
+        manager = studio.manager(name)
+        nxt = store.images_of(studio.project)[1]
+        deadline = time.monotonic() + 300
+        while not manager.is_encoded(nxt.sha256) and time.monotonic() < deadline:
+            time.sleep(0.2)  # the background encode started when image 0 opened
+        assert manager.is_encoded(nxt.sha256)
+    finally:
+        store.close()
+
+
+def test_eval_cli_runs_hq_sam_with_its_switch_and_refuses_it_elsewhere(tmp_path, capsys):
+    """``python -m iseg_core.eval --hq-token-only``: HQ-SAM's own switch, named in the report line; another model
+    is refused with a message."""
+    from iseg_core.eval.__main__ import main
+
+    from .conftest import data_dir
+
+    torch.manual_seed(0)
+    path = tmp_path / "sam_hq_vit_b.pth"
+    torch.save(load_model("sam_hq_vit_b", device="cpu").checkpoint_state(), path)
+    common = ["--dataset", "grabcut", "--root", str(data_dir() / "GrabCut"), "--limit", "1", "--max-clicks", "2"]
+    assert main(["--model", "sam_hq_vit_b", "--checkpoint", str(path), "--hq-token-only", *common]) == 0
+    assert "HQ token only" in capsys.readouterr().out
+    assert main(["--model", "mobile_sam", "--hq-token-only", *common]) == 2
+    assert "--hq-token-only is HQ-SAM's switch" in capsys.readouterr().err

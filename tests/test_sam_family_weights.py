@@ -17,16 +17,6 @@ NEW = ["sam2.1_hiera_tiny", "sam2.1_hiera_small", "sam2.1_hiera_base_plus", "sam
        "sam_hq_vit_b", "sam_hq_vit_l", "sam_hq_vit_h", "mobile_sam"]
 
 
-@pytest.fixture
-def online(monkeypatch, tmp_path):
-    """Downloads allowed, an empty weights folder and Hub cache."""
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setenv("ISEG_WEIGHTS_DIR", str(tmp_path / "weights"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    return tmp_path
-
-
 def _random_file(name: str) -> bytes:
     torch.manual_seed(3)
     buf = io.BytesIO()

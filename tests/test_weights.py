@@ -22,16 +22,6 @@ def _spec(name, content, model="sam_vit_b", **overrides):
     return weights.KnownCheckpoint(**fields)
 
 
-@pytest.fixture
-def online(monkeypatch, tmp_path):
-    """Downloads allowed, an empty weights folder and Hub cache."""
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setenv("ISEG_WEIGHTS_DIR", str(tmp_path / "weights"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    return tmp_path
-
-
 def test_download_verifies_and_then_works_offline_from_the_cache(online, monkeypatch):
     content = b"weights" * 1000
     spec = _spec("demo", content)

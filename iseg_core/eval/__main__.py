@@ -40,6 +40,8 @@ def preprocessing(args, model) -> str:
     parts.append(session.zoom.describe() if session is not None else
                  "ZoomIn (skip 1, x1.4, min 200 px)" if args.zoom_in else "no ZoomIn")
     parts.append("h-flip averaged" if args.flip else "no flip")
+    if getattr(model, "hq_token_only", False):
+        parts.append("HQ token only")
     return "; ".join(parts)
 
 
@@ -97,6 +99,8 @@ def main(argv=None) -> int:
     ap.add_argument("--flip", action="store_true", help="average with the horizontally flipped view")
     ap.add_argument("--boundary-ratio", type=float, default=None, help="also boundary IoU (0.005 SAIC-IS, 0.02 HQ-SAM)")
     ap.add_argument("--sat", action="store_true", help="also SegNext's SAT latency on the first image")
+    ap.add_argument("--hq-token-only", action="store_true",
+                    help="HQ-SAM: the HQ token's mask alone (its publishers' hq_token_only; default: added to SAM's)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--out", default=None, help="write per-object results as JSON here")
     args = ap.parse_args(argv)
@@ -106,6 +110,10 @@ def main(argv=None) -> int:
     try:
         model = load_model(args.model, checkpoint=args.checkpoint, device="cpu" if not torch.cuda.is_available() else None)
         samples = list(open_dataset(args.dataset, args.root, args.annotations))
+        if args.hq_token_only:
+            if not hasattr(model, "hq_token_only") or model.config.decoder != "hq":
+                raise IsegError(f"--hq-token-only is HQ-SAM's switch; {args.model} has no HQ token")
+            model.hq_token_only = True
     except IsegError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

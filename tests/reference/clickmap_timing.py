@@ -5,7 +5,6 @@ SimpleClick's NoBRS predictor with its evaluation ZoomIn (448 squares, no flip);
 ViT in ``set_image``, the fusion per click); SAIC-IS's network in its predictor's steps with
 ``ResizeToFixedSize(448)`` (its predictor module needs the ``isegm.data`` package that folder lacks, so the
 loop is written here). Prints one JSON line: encode, first and fifth click ms per round, peak RSS MB."""
-import argparse
 import json
 import os
 import resource
@@ -19,19 +18,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from bench.bench_models import clicks_px  # noqa: E402
-from bench.common import data_dir  # noqa: E402
+from bench.common import data_dir, worker_args  # noqa: E402
 from iseg_core.models.clickmap import CLICKMAP_CONFIGS  # noqa: E402
 from iseg_core.models.clickmap.segnext import SEGNEXT_CONFIGS  # noqa: E402
 from iseg_core.models.clickmap.simpleclick import SIMPLECLICK_CONFIGS  # noqa: E402
 
-ap = argparse.ArgumentParser()
-for flag in ("--worker", "--models", "--ckpt", "--image"):
-    ap.add_argument(flag)
-ap.add_argument("--rounds", type=int)
-ap.add_argument("--threads", type=int)
-ap.add_argument("--max-side", type=int)
-args = ap.parse_args()
-torch.set_num_threads(args.threads)
+args = worker_args("--max-side")
 official = os.environ.get("ISEG_OFFICIAL_DIR") or str(data_dir().parent / "reference" / "official")
 sys.path.insert(0, str(Path(__file__).parent))  # the scripts beside this one
 from clicks import use_reference  # noqa: E402

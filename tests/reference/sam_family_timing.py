@@ -4,7 +4,6 @@
 reference folder: ../shared/reference/official beside the data, or $ISEG_OFFICIAL_DIR). Each predictor's own
 ``set_image`` and ``predict``; the encoder alone is its image encoder on the same prepared input. Prints one
 JSON line: set_image, encoder, click ms per round, peak RSS MB."""
-import argparse
 import json
 import os
 import resource
@@ -18,15 +17,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from bench.bench_sam_family import clicks_px  # noqa: E402
-from bench.common import data_dir  # noqa: E402
+from bench.common import data_dir, worker_args  # noqa: E402
 
-ap = argparse.ArgumentParser()
-for flag in ("--worker", "--models", "--ckpt", "--image"):
-    ap.add_argument(flag)
-ap.add_argument("--rounds", type=int)
-ap.add_argument("--threads", type=int)
-args = ap.parse_args()
-torch.set_num_threads(args.threads)
+args = worker_args()
 name = args.models
 state = torch.load(args.ckpt, map_location="cpu", weights_only=True)
 SAM2_CONFIGS = {"sam2.1_hiera_tiny": "t", "sam2.1_hiera_small": "s", "sam2.1_hiera_base_plus": "b+",

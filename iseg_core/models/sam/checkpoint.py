@@ -16,7 +16,7 @@ The publishers' files are flat state dicts. What differs from our module names, 
 from __future__ import annotations
 
 import re
-from typing import Callable, Dict, Mapping, Optional, Tuple
+from typing import Dict, Mapping, Optional
 
 import torch
 
@@ -24,68 +24,69 @@ from ..checkpoint import check_state_dict
 
 # Constants of the model, not weights: some exporters save them, SAM's own files do not.
 IGNORED_KEYS = {"pixel_mean", "pixel_std"}
-ENCODER = "image_encoder."
 # The SAM 2 image path: every other key of a SAM 2 file belongs to its video (memory) parts.
 SAM2_IMAGE_PREFIXES = ("image_encoder.", "sam_prompt_encoder.", "sam_mask_decoder.", "no_mem_embed")
 TINY_VIT_HEAD = ("image_encoder.norm_head.", "image_encoder.head.")
 
-Rules = Tuple[Tuple[str, str], ...]
+class KeyMap:
+    """Publisher <-> module key names: ``prefixes`` rename a key's start (publisher's, ours); ``pieces`` rename a
+    piece of the key (publisher's, ours) in keys whose module name matches ``scope``; ``shift`` (both ways)
+    handles what a rename cannot (MobileSAM's stage numbering). One table serves both directions."""
+
+    def __init__(self, prefixes=(), pieces=(), shift=None):
+        self.prefixes = tuple(prefixes)
+        self.pieces = tuple((re.compile(rf"^({scope}.*){re.escape(theirs)}"), re.compile(rf"^({scope}.*){re.escape(ours)}"),
+                             theirs, ours) for scope, theirs, ours in pieces)
+        self.shift = shift
+
+    def to_module(self, key: str) -> str:
+        for theirs, ours in self.prefixes:
+            if key.startswith(theirs):
+                key = ours + key[len(theirs):]
+                break
+        if self.shift is not None:
+            key = self.shift(key, +1)
+        for from_theirs, _, _, ours in self.pieces:
+            key = from_theirs.sub(lambda m: m.group(1) + ours, key)
+        return key
+
+    def to_official(self, key: str) -> str:
+        for _, from_ours, theirs, _ in self.pieces:
+            key = from_ours.sub(lambda m: m.group(1) + theirs, key)
+        if self.shift is not None:
+            key = self.shift(key, -1)
+        for theirs, ours in self.prefixes:
+            if key.startswith(ours):
+                key = theirs + key[len(ours):]
+                break
+        return key
 
 
-def _apply(key: str, rules: Rules) -> str:
-    for pattern, repl in rules:
-        key = re.sub(pattern, repl, key)
-    return key
+def _tiny_vit_stages(key: str, direction: int) -> str:
+    """MobileSAM's ``layers.i.downsample`` is timm's ``stages.(i+1).downsample``; other ``layers.i`` are ``stages.i``."""
+    if direction > 0:
+        key = re.sub(r"^image_encoder\.layers\.(\d+)\.downsample\.",
+                     lambda m: f"image_encoder.stages.{int(m.group(1)) + 1}.downsample.", key)
+        return re.sub(r"^image_encoder\.layers\.", "image_encoder.stages.", key)
+    key = re.sub(r"^image_encoder\.stages\.(\d+)\.downsample\.",
+                 lambda m: f"image_encoder.layers.{int(m.group(1)) - 1}.downsample.", key)
+    return re.sub(r"^image_encoder\.stages\.", "image_encoder.layers.", key)
 
 
-VIT_TO_MODULE: Rules = ((r"^(image_encoder\..*)mlp\.lin1\.", r"\1mlp.fc1."), (r"^(image_encoder\..*)mlp\.lin2\.", r"\1mlp.fc2."))
-VIT_TO_OFFICIAL: Rules = ((r"^(image_encoder\..*)mlp\.fc1\.", r"\1mlp.lin1."), (r"^(image_encoder\..*)mlp\.fc2\.", r"\1mlp.lin2."))
-SAM2_TO_MODULE: Rules = (
-    (r"^sam_prompt_encoder\.", "prompt_encoder."),
-    (r"^sam_mask_decoder\.", "mask_decoder."),
-    (r"^(mask_decoder\.transformer\.layers\.\d+\.mlp\.)layers\.0\.", r"\1lin1."),
-    (r"^(mask_decoder\.transformer\.layers\.\d+\.mlp\.)layers\.1\.", r"\1lin2."),
-    (r"^(image_encoder\.trunk\..*mlp\.)layers\.0\.", r"\1fc1."),
-    (r"^(image_encoder\.trunk\..*mlp\.)layers\.1\.", r"\1fc2."),
-)
-SAM2_TO_OFFICIAL: Rules = (
-    (r"^prompt_encoder\.", "sam_prompt_encoder."),
-    (r"^mask_decoder\.", "sam_mask_decoder."),
-    (r"^(sam_mask_decoder\.transformer\.layers\.\d+\.mlp\.)lin1\.", r"\1layers.0."),
-    (r"^(sam_mask_decoder\.transformer\.layers\.\d+\.mlp\.)lin2\.", r"\1layers.1."),
-    (r"^(image_encoder\.trunk\..*mlp\.)fc1\.", r"\1layers.0."),
-    (r"^(image_encoder\.trunk\..*mlp\.)fc2\.", r"\1layers.1."),
-)
-TINY_VIT_COMMON_TO_MODULE: Rules = (
-    (r"^image_encoder\.patch_embed\.seq\.0\.", "image_encoder.patch_embed.conv1."),
-    (r"^image_encoder\.patch_embed\.seq\.2\.", "image_encoder.patch_embed.conv2."),
-    (r"^(image_encoder\..*)\.c\.weight$", r"\1.conv.weight"),
-)
-TINY_VIT_COMMON_TO_OFFICIAL: Rules = (
-    (r"^image_encoder\.patch_embed\.conv1\.", "image_encoder.patch_embed.seq.0."),
-    (r"^image_encoder\.patch_embed\.conv2\.", "image_encoder.patch_embed.seq.2."),
-    (r"^(image_encoder\..*)\.conv\.weight$", r"\1.c.weight"),
-)
-
-
-def _tiny_vit_to_module(key: str) -> str:
-    key = re.sub(r"^(image_encoder\.)layers\.(\d+)\.downsample\.",
-                 lambda m: f"{m.group(1)}stages.{int(m.group(2)) + 1}.downsample.", key)
-    key = re.sub(r"^image_encoder\.layers\.", "image_encoder.stages.", key)
-    return _apply(key, TINY_VIT_COMMON_TO_MODULE)
-
-
-def _tiny_vit_to_official(key: str) -> str:
-    key = re.sub(r"^(image_encoder\.)stages\.(\d+)\.downsample\.",
-                 lambda m: f"{m.group(1)}layers.{int(m.group(2)) - 1}.downsample.", key)
-    key = re.sub(r"^image_encoder\.stages\.", "image_encoder.layers.", key)
-    return _apply(key, TINY_VIT_COMMON_TO_OFFICIAL)
-
-
-KEY_MAPS: Dict[str, Tuple[Callable[[str], str], Callable[[str], str]]] = {
-    "vit": (lambda k: _apply(k, VIT_TO_MODULE), lambda k: _apply(k, VIT_TO_OFFICIAL)),
-    "tiny_vit": (_tiny_vit_to_module, _tiny_vit_to_official),
-    "hiera": (lambda k: _apply(k, SAM2_TO_MODULE), lambda k: _apply(k, SAM2_TO_OFFICIAL)),
+ENCODER_SCOPE = r"image_encoder\."
+KEY_MAPS: Dict[str, KeyMap] = {
+    "vit": KeyMap(pieces=[(ENCODER_SCOPE, "mlp.lin1.", "mlp.fc1."), (ENCODER_SCOPE, "mlp.lin2.", "mlp.fc2.")]),
+    "tiny_vit": KeyMap(
+        prefixes=[("image_encoder.patch_embed.seq.0.", "image_encoder.patch_embed.conv1."),
+                  ("image_encoder.patch_embed.seq.2.", "image_encoder.patch_embed.conv2.")],
+        pieces=[(ENCODER_SCOPE, ".c.weight", ".conv.weight")],  # the conv of a conv + BatchNorm pair
+        shift=_tiny_vit_stages),
+    "hiera": KeyMap(
+        prefixes=[("sam_prompt_encoder.", "prompt_encoder."), ("sam_mask_decoder.", "mask_decoder.")],
+        pieces=[(r"mask_decoder\.transformer\.layers\.\d+\.", "mlp.layers.0.", "mlp.lin1."),
+                (r"mask_decoder\.transformer\.layers\.\d+\.", "mlp.layers.1.", "mlp.lin2."),
+                (r"image_encoder\.trunk\.", "mlp.layers.0.", "mlp.fc1."),
+                (r"image_encoder\.trunk\.", "mlp.layers.1.", "mlp.fc2.")]),
 }
 
 

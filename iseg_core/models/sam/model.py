@@ -134,8 +134,7 @@ class SamNetwork(nn.Module):
         if config.decoder == "sam2":
             # SAM 2 adds this to the embedding of an image seen without memory (every image, for the image path)
             self.no_mem_embed = nn.Parameter(torch.zeros(1, 1, config.prompt_dim))
-        to_module, to_official = KEY_MAPS[config.encoder]
-        self._to_module, self._to_official = to_module, to_official
+        self._keys = KEY_MAPS[config.encoder]
 
     def per_image_parameters(self) -> List[nn.Parameter]:
         """What runs once per image besides the image encoder (frozen with it in decoder-mode training)."""
@@ -162,12 +161,12 @@ class SamNetwork(nn.Module):
         return self.image_encoder(x).float().to(device), []
 
     def official_state_dict(self) -> Dict[str, torch.Tensor]:
-        return {self._to_official(k): v for k, v in self.state_dict().items()}
+        return {self._keys.to_official(k): v for k, v in self.state_dict().items()}
 
     def load_official_state_dict(self, state: Dict[str, torch.Tensor], model_name: str, source: str) -> None:
         expected = {k: v.shape for k, v in self.official_state_dict().items()}
         check_sam_state_dict(expected, state, model_name, source, self.config.encoder)
-        self.load_state_dict({self._to_module(k): v for k, v in state.items() if k in expected}, strict=True)
+        self.load_state_dict({self._keys.to_module(k): v for k, v in state.items() if k in expected}, strict=True)
 
 
 def preprocess_shape(h: int, w: int, long_side: int) -> Tuple[int, int]:
