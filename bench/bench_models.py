@@ -13,9 +13,6 @@ resized to 1920x1080 (2.1 MP). Weights are random: the speed is the model's, the
 """
 from __future__ import annotations
 
-import argparse
-import json
-import resource
 import sys
 import tempfile
 import time
@@ -26,7 +23,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import alternate, data_dir, print_table, run_worker, summary  # noqa: E402
+from bench.common import (alternate, data_dir, print_table, report_worker, run_worker, side_by_side_args,  # noqa: E402
+                          summary)
 
 # the other side: a test script (the authors' code is a test reference, never imported here)
 REFERENCE_TIMING = ROOT / "tests" / "reference" / "clickmap_timing.py"
@@ -88,24 +86,15 @@ def run_side(side: str, name: str, ckpt: Path, image: Path, rounds: int, threads
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", default=",".join(MODELS))
-    ap.add_argument("--rounds", type=int, default=3, help="measured rounds per process (after one warm-up)")
-    ap.add_argument("--repeats", type=int, default=2, help="processes per side, alternating")
-    ap.add_argument("--threads", type=int, default=2)
+    ap = side_by_side_args(__doc__, MODELS)
     ap.add_argument("--max-side", type=int, default=800, help="long side of the network's frame (RITM demo: 800)")
-    ap.add_argument("--worker", choices=["ours"], help=argparse.SUPPRESS)
-    ap.add_argument("--ckpt", help=argparse.SUPPRESS)
-    ap.add_argument("--image", help=argparse.SUPPRESS)
     args = ap.parse_args()
 
     import torch
 
     torch.set_num_threads(args.threads)
     if args.worker:
-        res = worker_ours(args.models, args.ckpt, args.image, args.rounds, args.max_side)
-        res["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(json.dumps(res))
+        report_worker(worker_ours(args.models, args.ckpt, args.image, args.rounds, args.max_side))
         return
 
     from iseg_core.models import load_model

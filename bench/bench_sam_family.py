@@ -15,9 +15,6 @@ loop read). The encoder alone (the network on a prepared 1024x1024 input) is tim
 """
 from __future__ import annotations
 
-import argparse
-import json
-import resource
 import sys
 import tempfile
 import time
@@ -28,7 +25,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import alternate, data_dir, print_table, run_worker, summary  # noqa: E402
+from bench.common import (alternate, data_dir, print_table, report_worker, run_worker, side_by_side_args,  # noqa: E402
+                          summary)
 
 REFERENCE_TIMING = ROOT / "tests" / "reference" / "sam_family_timing.py"
 MODELS = ["mobile_sam", "sam2.1_hiera_tiny", "sam_hq_vit_b"]
@@ -88,15 +86,8 @@ def run_side(side: str, name: str, ckpt: Path, image: Path, rounds: int, threads
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", default=",".join(MODELS))
-    ap.add_argument("--rounds", type=int, default=3, help="measured rounds per process (after one warm-up)")
-    ap.add_argument("--repeats", type=int, default=2, help="processes per side, alternating")
-    ap.add_argument("--threads", type=int, default=2)
+    ap = side_by_side_args(__doc__, MODELS)
     ap.add_argument("--size", default="4000x3000", help="WxH of the photo")
-    ap.add_argument("--worker", choices=["ours"], help=argparse.SUPPRESS)
-    ap.add_argument("--ckpt", help=argparse.SUPPRESS)
-    ap.add_argument("--image", help=argparse.SUPPRESS)
     args = ap.parse_args()
 
     import torch
@@ -106,9 +97,7 @@ def main() -> None:
         import cv2
 
         cv2.setNumThreads(args.threads)
-        res = worker_ours(args.models, args.ckpt, args.image, args.rounds)
-        res["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(json.dumps(res))
+        report_worker(worker_ours(args.models, args.ckpt, args.image, args.rounds))
         return
 
     from iseg_core.models import load_model

@@ -82,3 +82,27 @@ def alternate(repeats: int, run: Callable[[str], dict]) -> dict:
         for side in (("ours", "official") if k % 2 == 0 else ("official", "ours")):
             runs[side].append(run(side))
     return runs
+
+
+def side_by_side_args(doc: str, models: Sequence[str]):
+    """The argument parser of a benchmark that runs ours and the publishers' side in worker processes
+    (``--models``, ``--rounds``, ``--repeats``, ``--threads``, and the hidden worker flags); add more, then parse."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default=",".join(models))
+    ap.add_argument("--rounds", type=int, default=3, help="measured rounds per process (after one warm-up)")
+    ap.add_argument("--repeats", type=int, default=2, help="processes per side, alternating")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--worker", choices=["ours"], help=argparse.SUPPRESS)
+    ap.add_argument("--ckpt", help=argparse.SUPPRESS)
+    ap.add_argument("--image", help=argparse.SUPPRESS)
+    return ap
+
+
+def report_worker(result: dict) -> None:
+    """A worker's last act: its results and its peak RSS as one JSON line."""
+    import resource
+
+    result["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(result))

@@ -5,9 +5,7 @@ SimpleClick's NoBRS predictor with its evaluation ZoomIn (448 squares, no flip);
 ViT in ``set_image``, the fusion per click); SAIC-IS's network in its predictor's steps with
 ``ResizeToFixedSize(448)`` (its predictor module needs the ``isegm.data`` package that folder lacks, so the
 loop is written here). Prints one JSON line: encode, first and fifth click ms per round, peak RSS MB."""
-import json
 import os
-import resource
 import sys
 import time
 from pathlib import Path
@@ -18,7 +16,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from bench.bench_models import clicks_px  # noqa: E402
-from bench.common import data_dir, worker_args  # noqa: E402
+from bench.common import data_dir, report_worker, worker_args  # noqa: E402
 from iseg_core.models.clickmap import CLICKMAP_CONFIGS  # noqa: E402
 from iseg_core.models.clickmap.segnext import SEGNEXT_CONFIGS  # noqa: E402
 from iseg_core.models.clickmap.simpleclick import SIMPLECLICK_CONFIGS  # noqa: E402
@@ -151,5 +149,4 @@ with torch.no_grad():
             times.append(time.perf_counter() - t0)
         if r:
             encode.append(t_enc * 1e3), first.append(times[0] * 1e3), fifth.append(times[4] * 1e3)
-print(json.dumps({"encode": encode, "first": first, "fifth": fifth,
-                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+report_worker({"encode": encode, "first": first, "fifth": fifth})

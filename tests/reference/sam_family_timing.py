@@ -4,9 +4,7 @@
 reference folder: ../shared/reference/official beside the data, or $ISEG_OFFICIAL_DIR). Each predictor's own
 ``set_image`` and ``predict``; the encoder alone is its image encoder on the same prepared input. Prints one
 JSON line: set_image, encoder, click ms per round, peak RSS MB."""
-import json
 import os
-import resource
 import sys
 import time
 from pathlib import Path
@@ -17,7 +15,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from bench.bench_sam_family import clicks_px  # noqa: E402
-from bench.common import data_dir, worker_args  # noqa: E402
+from bench.common import data_dir, report_worker, worker_args  # noqa: E402
 
 args = worker_args()
 name = args.models
@@ -83,5 +81,4 @@ with torch.inference_mode():
         if r:
             for key, t in (("encode", t_enc), ("encoder", t_net), ("click1", t1), ("click3", t3)):
                 out[key].append(t * 1e3)
-out["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps(out))
+report_worker(out)
