@@ -100,3 +100,24 @@ def test_eval_cli_runs_hq_sam_with_its_switch_and_refuses_it_elsewhere(tmp_path,
     assert "HQ token only" in capsys.readouterr().out
     assert main(["--model", "mobile_sam", "--hq-token-only", *common]) == 2
     assert "--hq-token-only is HQ-SAM's switch" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["mobile_sam", "sam2.1_hiera_tiny"])
+def test_bfloat16_encoder_runs_and_stays_close(name):
+    """``dtype=torch.bfloat16`` (what the app picks on a GPU) runs the encoder in bf16 and decodes in fp32: the
+    answer stays near the fp32 one (SAM 2 folds its float32 high-resolution convs into the bf16 neck)."""
+    import warnings
+
+    torch.manual_seed(0)
+    fp32 = load_model(name, device="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # no native bf16 on this CPU: slow, and it says so
+        bf16 = load_model(name, device="cpu", dtype=torch.bfloat16)
+    bf16.network.load_state_dict(fp32.network.state_dict())
+    bf16.network.image_encoder.to(torch.bfloat16)
+    image = (np.random.default_rng(0).random((240, 320, 3)) * 255).astype(np.uint8)
+    prompts = [Click(160, 120), Click(60, 40, positive=False)]
+    a = fp32.decode(fp32.encode(image), prompts).logits
+    b = bf16.decode(bf16.encode(image), prompts).logits
+    assert b.dtype == torch.float32 and torch.isfinite(b).all()
+    assert float((a - b).abs().mean()) < 0.05 * float(a.abs().mean()) + 1e-3

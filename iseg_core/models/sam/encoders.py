@@ -97,9 +97,10 @@ class FpnNeck(nn.Module):
         conv = self.convs[len(self.convs) - 1 - i].conv
         if then is None:
             return conv(x)
-        w2 = then.weight.to(x.device).flatten(1)  # (out, dim)
+        # the encoder may run in bfloat16 while the decoder's conv stays float32: fold in the encoder's dtype
+        w2 = then.weight.to(x.device, conv.weight.dtype).flatten(1)  # (out, dim)
         weight = (w2 @ conv.weight.flatten(1)).view(w2.shape[0], -1, 1, 1)
-        bias = w2 @ conv.bias + then.bias.to(x.device)
+        bias = w2 @ conv.bias + then.bias.to(x.device, conv.bias.dtype)
         return F.conv2d(x, weight, bias)
 
     def top_down(self, levels: List[torch.Tensor], i: int) -> torch.Tensor:
