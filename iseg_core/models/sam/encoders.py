@@ -79,7 +79,8 @@ class TinyVitSam(TinyVit):
 
 class FpnNeck(nn.Module):
     """SAM 2's neck: a 1x1 lateral conv per trunk level (``convs.i.conv``, coarsest level first) and a nearest
-    2x top-down path into ``top_down_levels``. Returns the levels fine to coarse."""
+    2x top-down path into ``top_down_levels``. The image path asks for levels one at a time (:meth:`top_down`,
+    :meth:`lateral`): what SAM 2 computes for its video memory is never made."""
 
     def __init__(self, channels: Sequence[int], dim: int = 256, top_down_levels: Sequence[int] = (2, 3)):
         super().__init__()
@@ -104,7 +105,7 @@ class FpnNeck(nn.Module):
         return F.conv2d(x, weight, bias)
 
     def top_down(self, levels: List[torch.Tensor], i: int) -> torch.Tensor:
-        """Level ``i`` of :meth:`forward` alone (the coarser levels it needs are computed on the way)."""
+        """FPN level ``i`` (the coarser levels it needs are computed on the way; their top-down sums are SAM 2's)."""
         prev = None
         for j in range(len(levels) - 1, i - 1, -1):
             x = self.lateral(j, levels[j])
@@ -112,17 +113,6 @@ class FpnNeck(nn.Module):
                 x = x + F.interpolate(prev.float(), scale_factor=2.0, mode="nearest")
             prev = x
         return prev
-
-    def forward(self, levels: List[torch.Tensor]) -> List[torch.Tensor]:
-        n = len(levels) - 1
-        out: List[torch.Tensor] = [None] * len(levels)
-        prev = None
-        for i in range(n, -1, -1):
-            x = self.convs[n - i](levels[i])
-            if i in self.top_down_levels and prev is not None:
-                x = x + F.interpolate(prev.float(), scale_factor=2.0, mode="nearest")
-            out[i] = prev = x
-        return out
 
 
 class HieraFpnEncoder(nn.Module):
@@ -141,4 +131,4 @@ class HieraFpnEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
         levels = self.trunk.forward_intermediates(x, intermediates_only=True)
-        return self.neck(levels)[:-1]
+        return [self.neck.lateral(0, levels[0]), self.neck.lateral(1, levels[1]), self.neck.top_down(levels, 2)]
