@@ -5,6 +5,7 @@ and needs ``X-Repo-Commit``, an ``ETag`` (for large files: ``X-Linked-Etag`` = t
 """
 import hashlib
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote
 
@@ -12,12 +13,14 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
 class HubServer:
-    def __init__(self, files, cut=None):
+    def __init__(self, files, cut=None, rate=None):
         """``files``: {"owner/repo/path/in/repo": bytes}; a key that is not in the Hub's URL form is served as a
         plain file at ``/<key>`` (a GitHub release asset, say). ``cut``: {key: n} sends only the first n bytes
-        of that file (announcing its full length) and closes the connection: a broken transfer."""
+        of that file (announcing its full length) and closes the connection: a broken transfer. ``rate``: bytes
+        per second to send file bodies at (a slow network, for progress bars)."""
         self.files = dict(files)
         self.cut = dict(cut or {})
+        self.rate = rate
         self.requests = []
         server = self
 
@@ -60,7 +63,12 @@ class HubServer:
                 body = self._resolve()
                 if self._headers(body):
                     key = unquote(self.path.split("?")[0]).lstrip("/")
-                    self.wfile.write(body[: server.cut[key]] if key in server.cut else body)
+                    body = body[: server.cut[key]] if key in server.cut else body
+                    step = max(1, int(server.rate / 10)) if server.rate else len(body) or 1
+                    for start in range(0, len(body), step):
+                        self.wfile.write(body[start:start + step])
+                        if server.rate:
+                            time.sleep(step / server.rate)
                     if key in server.cut:
                         self.close_connection = True
 

@@ -292,3 +292,39 @@ def test_a_multi_input_model_takes_the_contour_tool(page, app, tmp_path, monkeyp
     ann = store.annotations(img.id)[-1]
     assert [p["type"] for p in ann.interactions] == ["contour", "click"] and ann.area > 0
     assert ann.model.startswith(name + "@")
+
+
+def test_picking_a_model_downloads_it_with_a_progress_bar(page, app, online, monkeypatch):
+    """MobileSAM is not on disk: picking it downloads its file from the (local, slowed) Hub with a progress bar
+    that says MB done, the total and the time left; then the model segments."""
+    import io as _io
+
+    import torch
+
+    from iseg_core.models.sam import SAM_CONFIGS, SamNetwork
+
+    from .hub_server import HubServer
+
+    torch.manual_seed(0)
+    buf = _io.BytesIO()
+    torch.save(SamNetwork(SAM_CONFIGS["mobile_sam"]).official_state_dict(), buf)
+    content = buf.getvalue()
+    name = "mobile_sam"
+    with HubServer({"dhkim2810/MobileSAM/mobile_sam.pt": content}, rate=len(content) / 6) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        _go_to(page, "coffee.jpg")
+        page.locator("#model input").click()
+        page.get_by_role("option", name=name).click()
+        progress = page.wait_for_selector(r"text=/Downloading mobile_sam weights: \d+ of \d+ MB.*s left/",
+                                          timeout=30000)
+        _shot(page, "15-model-download-progress")
+        assert progress is not None
+        page.wait_for_selector(r"text=/Downloading mobile_sam weights/", state="detached", timeout=120000)
+        _wait_status(page, r"coffee\.jpg", timeout=120000)
+    blobs = list((online / "hub").rglob("blobs/*"))
+    assert [b.stat().st_size for b in blobs] == [len(content)]  # whole, and nothing half-written beside it
+    page.evaluate("document.activeElement.blur()")
+    page.keyboard.press("1")
+    _click_image(page, 200, 150)
+    _wait_status(page, r"1 prompt\(s\) · mask \d+ px")
+    page.keyboard.press("Control+z")  # leave the page as the next test expects it
