@@ -177,7 +177,9 @@ def weights_dir() -> Path:
 
 def _human(n: Optional[int], published: Optional[str] = None) -> str:
     if n is None:
-        return f"{published}, as published" if published else "unknown size"
+        if not published:
+            return "unknown size"
+        return published if published.startswith("about") else f"{published}, as published"
     return f"{n / 1e6:.0f} MB" if n >= 1e6 else f"{n} bytes"
 
 
