@@ -111,7 +111,7 @@ def main(argv=None) -> int:
         model = load_model(args.model, checkpoint=args.checkpoint, device="cpu" if not torch.cuda.is_available() else None)
         samples = list(open_dataset(args.dataset, args.root, args.annotations))
         if args.hq_token_only:
-            if not hasattr(model, "hq_token_only") or model.config.decoder != "hq":
+            if getattr(model, "hq_token_only", None) is None:
                 raise IsegError(f"--hq-token-only is HQ-SAM's switch; {args.model} has no HQ token")
             model.hq_token_only = True
     except IsegError as exc:

@@ -129,6 +129,10 @@ class HieraFpnEncoder(nn.Module):
         channels = [embed_dim * 2 ** i for i in range(len(stages))]
         self.neck = FpnNeck(channels, dim)
 
-    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+    def forward(self, x: torch.Tensor, conv_s0: Optional[nn.Conv2d] = None,
+                conv_s1: Optional[nn.Conv2d] = None) -> List[torch.Tensor]:
+        """Levels 0, 1, 2. SAM 2's image path reads levels 0 and 1 only through its decoder's ``conv_s0`` /
+        ``conv_s1``: given, they are folded into the lateral convs (:meth:`FpnNeck.lateral`)."""
         levels = self.trunk.forward_intermediates(x, intermediates_only=True)
-        return [self.neck.lateral(0, levels[0]), self.neck.lateral(1, levels[1]), self.neck.top_down(levels, 2)]
+        return [self.neck.lateral(0, levels[0], then=conv_s0), self.neck.lateral(1, levels[1], then=conv_s1),
+                self.neck.top_down(levels, 2)]

@@ -3,7 +3,7 @@ then a hypernetwork that turns each output token into a mask over a 4x upscaled 
 """
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -98,9 +98,33 @@ class SamMaskDecoder(nn.Module):
     #: Output tokens before the IoU token (SAM 2: its object-score token).
     leading_tokens = 0
 
+    #: Previous low-res logits enter clamped to this magnitude (SAM 2: its predictor returns them so), or as given.
+    mask_input_clamp: Optional[float] = None
+
     def per_image_modules(self):
         """Parts that run once per image (at encode time; frozen with the encoder in decoder-mode training)."""
         return []
+
+    def skip_shapes(self, size: int) -> List[Tuple[int, ...]]:
+        """Per-sample shapes of the per-image tensors this decoder reads besides the ``size x size`` embedding
+        (its "skips": SAM 2's high-resolution features, HQ-SAM's HQ features). Plain SAM: none."""
+        return []
+
+    def upscale(self, image_tokens: torch.Tensor, skips: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The upscaled embedding masks are read from (:meth:`upscaled_pixels`); SAM ignores ``skips``."""
+        return self.upscaled_pixels(image_tokens)
+
+    def choose(self, pixels: torch.Tensor, mask_tokens: torch.Tensor, iou: torch.Tensor, size: Tuple[int, int],
+               multimask: bool) -> Tuple[torch.Tensor, int]:
+        """One sample's answer: the best-scored of tokens 1-3 (``multimask``) or token 0, as masks
+        ``(1, 1, 4h, 4w)`` and the token's index."""
+        best = 1 + int(torch.argmax(iou[0, 1:])) if multimask else 0
+        return self.read_masks(pixels, mask_tokens, torch.tensor([best]), size), best
+
+    def finish(self, masks: torch.Tensor, pixels: torch.Tensor, mask_tokens: torch.Tensor,
+               skips: Sequence[torch.Tensor], size: Tuple[int, int]) -> torch.Tensor:
+        """What inference and training read of mask-token masks ``(B, K, 4h, 4w)`` (HQ-SAM adds its HQ mask)."""
+        return masks
 
     def output_tokens(self) -> torch.Tensor:
         """The learned output tokens, in the order the publisher's decoder puts them before the prompt tokens."""
@@ -193,6 +217,8 @@ class HqMaskDecoder(SamMaskDecoder):
 
     def __init__(self, dim: int = 256, vit_dim: int = 768):
         super().__init__(dim)
+        #: Give the HQ token's mask alone (HQ-SAM's own ``hq_token_only``); default: added to SAM's chosen mask.
+        self.hq_token_only = False
         self.hf_token = nn.Embedding(1, dim)
         self.hf_mlp = MLP(dim, dim, dim // 8, 3)
         self.compress_vit_feat = nn.Sequential(
@@ -219,6 +245,13 @@ class HqMaskDecoder(SamMaskDecoder):
 
     def per_image_modules(self):
         return [self.compress_vit_feat, self.embedding_encoder]
+
+    def skip_shapes(self, size: int) -> List[Tuple[int, ...]]:
+        return [(self.dim // 8, 4 * size, 4 * size)]  # the HQ features, spatial
+
+    def finish(self, masks, pixels, mask_tokens, skips, size):
+        hq = self.read_hq(pixels, mask_tokens[:, self.num_mask_tokens], skips[0], size)
+        return hq.expand_as(masks) if self.hq_token_only else masks + hq
 
     def hq_features(self, embedding: torch.Tensor, early: torch.Tensor) -> torch.Tensor:
         """Per-image HQ features ``(B, C // 8, 4h, 4w)`` from the embedding ``(B, C, h, w)`` and the early ViT
@@ -257,6 +290,7 @@ class Sam2MaskDecoder(SamMaskDecoder):
     after the ``sam_mask_decoder.`` prefix (the token MLPs of the transformer are renamed, see checkpoint.py)."""
 
     leading_tokens = 1
+    mask_input_clamp = 32.0
 
     def __init__(self, dim: int = 256, stability_delta: float = 0.05, stability_thresh: float = 0.98):
         super().__init__(dim)
@@ -272,6 +306,24 @@ class Sam2MaskDecoder(SamMaskDecoder):
 
     def per_image_modules(self):
         return [self.conv_s0, self.conv_s1]
+
+    def skip_shapes(self, size: int) -> List[Tuple[int, ...]]:
+        c = self.dim
+        return [(4 * size * size, c // 4), (16 * size * size, c // 8)]  # 1/8 and 1/4 levels, block order
+
+    def upscale(self, image_tokens, skips):
+        return self.upscaled_pixels(image_tokens, skips)
+
+    def choose(self, pixels, mask_tokens, iou, size, multimask):
+        """Multimask as SAM; otherwise token 0 unless its mask is unstable, then the best of tokens 1-3 (SAM 2's
+        image predictor: ``dynamic_multimask_via_stability``)."""
+        if multimask:
+            return super().choose(pixels, mask_tokens, iou, size, multimask)
+        best = 1 + int(torch.argmax(iou[0, 1:]))
+        masks = self.read_masks(pixels, mask_tokens, torch.tensor([0, best]), size)
+        if bool(self.stable(masks[:, 0])):
+            return masks[:, :1], 0
+        return masks[:, 1:], best
 
     def run_transformer(self, image_tokens, pe_tokens, sparse, dense_tokens):
         mask_tokens, iou, image = super().run_transformer(image_tokens, pe_tokens, sparse, dense_tokens)

@@ -17,7 +17,7 @@ from PIL import Image
 from timm.models.vision_transformer_sam import VisionTransformerSAM
 from torch import nn
 
-from ...errors import PromptError
+from ...errors import IsegError, PromptError
 from ...prompts import Prompt
 from ...runtime import bf16_is_fast
 from ..base import Decoded, ImageEmbedding, TrainableSegmenter, TrainOutput
@@ -146,14 +146,8 @@ class SamNetwork(nn.Module):
         (SAM 2: its high-resolution features in block order; HQ-SAM: its HQ features)."""
         cfg, dec = self.config, self.mask_decoder
         if cfg.encoder == "hiera":
-            # FPN level 2 is the embedding; levels 0 and 1 reach the decoder only through conv_s0 / conv_s1,
-            # which the neck folds into their lateral convs
-            neck = self.image_encoder.neck
-            trunk = self.image_encoder.trunk.forward_intermediates(x, intermediates_only=True)
-            embed = neck.top_down(trunk, 2).float().to(device) + self.no_mem_embed.view(1, -1, 1, 1)
-            s0 = neck.lateral(0, trunk[0], then=dec.conv_s0).float().to(device)
-            s1 = neck.lateral(1, trunk[1], then=dec.conv_s1).float().to(device)
-            return embed, [to_block_order(s1, 2), to_block_order(s0, 4)]
+            s0, s1, embed = (t.float().to(device) for t in self.image_encoder(x, dec.conv_s0, dec.conv_s1))
+            return embed + self.no_mem_embed.view(1, -1, 1, 1), [to_block_order(s1, 2), to_block_order(s0, 4)]
         if cfg.decoder == "hq":
             embed, early = vit_with_early_features(self.image_encoder, x, cfg.global_attn_indexes[0])
             embed, early = embed.float().to(device), early.float().to(device)
@@ -190,7 +184,6 @@ def normalize_padded(resized: np.ndarray, size: int, device=None) -> torch.Tenso
     return F.pad(x, (0, size - resized.shape[1], 0, size - resized.shape[0]))
 
 
-SAM2_LOGIT_CLAMP = 32.0
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -223,8 +216,6 @@ class SamSegmenter(TrainableSegmenter):
         encoder_version: Optional[str] = None,
     ):
         self.name = name
-        #: HQ-SAM: give the HQ token's mask alone (its publishers' ``hq_token_only``; default: added to SAM's)
-        self.hq_token_only = False
         self.network = network.eval()
         self.device = torch.device(device or "cpu")
         self.encoder_dtype = encoder_dtype
@@ -247,6 +238,18 @@ class SamSegmenter(TrainableSegmenter):
     @property
     def config(self) -> SamConfig:
         return self.network.config
+
+    @property
+    def hq_token_only(self) -> Optional[bool]:
+        """HQ-SAM's switch: the HQ token's mask alone (True) or added to SAM's (False); None for models without
+        an HQ token."""
+        return getattr(self.network.mask_decoder, "hq_token_only", None)
+
+    @hq_token_only.setter
+    def hq_token_only(self, value: bool) -> None:
+        if self.hq_token_only is None:
+            raise IsegError(f"hq_token_only is HQ-SAM's switch; {self.name} has no HQ token")
+        self.network.mask_decoder.hq_token_only = bool(value)
 
     @property
     def image_encoder(self) -> nn.Module:
@@ -284,15 +287,6 @@ class SamSegmenter(TrainableSegmenter):
         return f"long side {s} (bilinear), zero padding to {s}x{s} bottom-right, SAM pixel mean/std"
 
     # -- encoding ------------------------------------------------------------------------------------------
-    def _skip_shapes(self) -> List[Tuple[int, ...]]:
-        """Per-sample shapes of the decoder's per-image skips (see :meth:`SamNetwork.encode`)."""
-        s, c = self.config.embedding_size, self.config.prompt_dim
-        if self.config.decoder == "sam2":
-            return [(4 * s * s, c // 4), (16 * s * s, c // 8)]
-        if self.config.decoder == "hq":
-            return [(c // 8, 4 * s, 4 * s)]
-        return []
-
     def encode_frames(self, pixels: torch.Tensor) -> torch.Tensor:
         """Flat features ``(B, N)``: the token-major embedding ``(h*w, C)`` then the decoder's per-image skips
         (what :meth:`_split` takes apart), float32 on the model device."""
@@ -303,7 +297,7 @@ class SamSegmenter(TrainableSegmenter):
         """Flat features -> token-major embedding ``(B, h*w, C)`` and the skips (views, no copies)."""
         b = features.shape[0]
         s, c = self.config.embedding_size, self.config.prompt_dim
-        parts = [(s * s, c)] + self._skip_shapes()
+        parts = [(s * s, c)] + self.network.mask_decoder.skip_shapes(s)
         sizes = [int(np.prod(p)) for p in parts]
         pieces = torch.split(features, sizes, dim=1)
         return pieces[0].view(b, s * s, c), [t.view(b, *p) for t, p in zip(pieces[1:], parts[1:])]
@@ -320,7 +314,7 @@ class SamSegmenter(TrainableSegmenter):
             original_size=(int(image.shape[0]), int(image.shape[1])),
             data=tokens.transpose(1, 2).unflatten(2, (s, s)),
             nbytes=sum(t.numel() * t.element_size() for t in [tokens] + skips),
-            extra={"input_size": self.frame_size(*image.shape[:2]), "skips": [t.contiguous() for t in skips]},
+            extra={"input_size": self.frame_size(*image.shape[:2]), "skips": skips},
         )
 
     def features_of(self, embedding: ImageEmbedding) -> torch.Tensor:
@@ -343,15 +337,15 @@ class SamSegmenter(TrainableSegmenter):
         per sample, whether it is SAM's ambiguous case (a lone click, no mask prompt). ``prev_logits`` replaces
         a contour's rasterised mask prompt when both are present."""
         enc = self.network.prompt_encoder
+        clamp = self.network.mask_decoder.mask_input_clamp
         sparse, masks, ambiguous = [], [], []
         for p, original, inp, prev in zip(prompts, original_sizes, input_sizes, prev_logits):
             x = to_sam_inputs(p, original, inp, self._mask_size, self.config.image_size)
             as_t = partial(_batch_of_one, device=self.device)
             sparse.append(enc.embed_sparse(as_t(x.points), as_t(x.labels), as_t(x.box)))
             mask = prev if prev is not None else x.mask_logits
-            if mask is not None and self.config.decoder == "sam2":
-                # SAM 2's predictor hands back low-res logits clamped to +-32; a previous mask enters so
-                mask = torch.as_tensor(mask).clamp(-SAM2_LOGIT_CLAMP, SAM2_LOGIT_CLAMP)
+            if mask is not None and clamp is not None:
+                mask = torch.as_tensor(mask).clamp(-clamp, clamp)
             masks.append(None if mask is None else as_t(mask, dtype=torch.float32).reshape(1, 1, *self._mask_size))
             ambiguous.append(x.single_click and mask is None)
         n = max(t.shape[1] for t in sparse)
@@ -386,22 +380,10 @@ class SamSegmenter(TrainableSegmenter):
         enc, dec = self.network.prompt_encoder, self.network.mask_decoder
         skips = embedding.extra.get("skips", [])
         mask_tokens, iou, image = dec.run_transformer(to_tokens(embedding.data), enc.dense_pe_tokens(), sparse, dense)
-        pixels = dec.upscaled_pixels(image, skips if self.config.decoder == "sam2" else ())
-        s = self.config.embedding_size
-        best_multi = 1 + int(torch.argmax(iou[0, 1:]))
-        if multimask:
-            best = best_multi
-            logits = dec.read_masks(pixels, mask_tokens, torch.tensor([best]), (s, s))[0]
-        elif self.config.decoder == "sam2":
-            masks = dec.read_masks(pixels, mask_tokens, torch.tensor([0, best_multi]), (s, s))[0]
-            best = 0 if bool(dec.stable(masks[:1])) else best_multi
-            logits = masks[:1] if best == 0 else masks[1:]
-        else:
-            best = 0
-            logits = dec.read_masks(pixels, mask_tokens, torch.tensor([0]), (s, s))[0]
-        if self.config.decoder == "hq":
-            hq = dec.read_hq(pixels, mask_tokens[:, 4], skips[0], (s, s))[0]
-            logits = hq if self.hq_token_only else logits + hq
+        pixels = dec.upscale(image, skips)
+        size = (self.config.embedding_size,) * 2
+        masks, best = dec.choose(pixels, mask_tokens, iou, size, multimask)
+        logits = dec.finish(masks, pixels, mask_tokens, skips, size)[0]
         return Decoded(logits=logits, score=float(iou[0, best]))
 
     def upsample_logits(self, embedding, logits, size=None) -> np.ndarray:
@@ -427,11 +409,8 @@ class SamSegmenter(TrainableSegmenter):
         # computed here, not taken from the decoder's cache: that one may be an inference-mode tensor
         pe = to_tokens(enc.pe_layer.grid(s, s).unsqueeze(0))
         mask_tokens, iou, image = dec.run_transformer(image_tokens, pe, sparse, dense)
-        pixels = dec.upscaled_pixels(image, skips if self.config.decoder == "sam2" else ())
-        masks = dec.read_masks(pixels, mask_tokens, torch.arange(4), (s, s))
-        if self.config.decoder == "hq":
-            hq = dec.read_hq(pixels, mask_tokens[:, 4], skips[0], (s, s))
-            masks = hq.expand_as(masks) if self.hq_token_only else masks + hq
+        pixels = dec.upscale(image, skips)
+        masks = dec.finish(dec.read_masks(pixels, mask_tokens, torch.arange(4), (s, s)), pixels, mask_tokens, skips, (s, s))
         amb = torch.tensor(ambiguous, device=masks.device)
         eligible = torch.stack([~amb, amb, amb, amb], dim=1)
         return TrainOutput(logits=masks, scores=iou, eligible=eligible)

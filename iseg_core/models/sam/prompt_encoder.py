@@ -95,7 +95,7 @@ class SamPromptEncoder(nn.Module):
             corners = self._encode_coords(boxes.reshape(-1, 2, 2))
             corner_types = torch.cat([self.point_embeddings[2].weight, self.point_embeddings[3].weight])
             tokens.append(corners + corner_types)
-        if points is None and pad and boxes is not None:
+        if points is None and boxes is not None and self.box_first:  # SAM 2 pads a lone box too
             points = boxes.new_zeros(boxes.shape[0], 0, 2)
             labels = boxes.new_zeros(boxes.shape[0], 0, dtype=torch.long)
         if points is not None:
