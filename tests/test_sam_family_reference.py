@@ -10,7 +10,6 @@ References: the PyPI packages ``sam2`` (1.1.0) and ``segment-anything-hq`` (0.3)
 folder (``../shared/reference/official/mobile_sam``, imported by this test only).
 """
 import importlib
-import sys
 
 import numpy as np
 import pytest
@@ -20,6 +19,7 @@ from iseg_core import Box, Click, Predictor, load_model
 from iseg_core.errors import CheckpointError
 
 from .official import assert_truncated_refused, official_dir
+from .reference.sam_family import build_official
 
 LOGIT_TOL = 1e-3
 SAM2_CLAMP = 32.0  # SAM 2's predictor hands back low-res logits clamped to +-32
@@ -81,12 +81,14 @@ def _cases(ref_predict, ours: Predictor, image: np.ndarray, clamp=None, best_of_
     return flips, p2
 
 
-def _pair(tmp_path_factory, photo, name, ref, state, predictor_class):
-    """Save the official network's ``state`` as its publisher does, load it into ours by ``name``, and give both
-    predictors the photo: (official predictor, ours, file)."""
+def _pair(tmp_path_factory, photo, name, seed):
+    """The official network of ``name`` with seeded random weights, saved as its publisher saves it, loaded into
+    ours by ``name``; both predictors given the photo: (official predictor, ours, file)."""
+    torch.manual_seed(seed)
+    ref, predictor_class, wrap = build_official(name, str(official_dir("mobile_sam")))
     path = tmp_path_factory.mktemp("ckpt") / f"{name}.pt"
-    torch.save(state, path)
-    ref_pred = predictor_class(ref.eval())
+    torch.save(wrap(ref.state_dict()), path)
+    ref_pred = predictor_class(ref)
     ref_pred.set_image(photo)
     ours = Predictor(load_model(name, checkpoint=path, device="cpu"))
     ours.set_image(photo)
@@ -96,15 +98,7 @@ def _pair(tmp_path_factory, photo, name, ref, state, predictor_class):
 # -- MobileSAM --------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def mobile_pair(tmp_path_factory, photo):
-    sys.path.insert(0, str(official_dir("mobile_sam") / "mobile_sam"))
-    try:
-        build = importlib.import_module("mobile_sam.build_sam")
-        predictor = importlib.import_module("mobile_sam.predictor")
-    finally:
-        sys.path.pop(0)
-    torch.manual_seed(7)
-    ref = build.sam_model_registry["vit_t"](checkpoint=None)
-    return _pair(tmp_path_factory, photo, "mobile_sam", ref, ref.state_dict(), predictor.SamPredictor)
+    return _pair(tmp_path_factory, photo, "mobile_sam", seed=7)
 
 
 def test_mobile_sam_matches_official(mobile_pair, photo):
@@ -129,12 +123,7 @@ def test_mobile_sam_file_keeps_its_names(mobile_pair, tmp_path):
 # -- SAM 2.1 ----------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def sam2_pair(tmp_path_factory, photo):
-    build = importlib.import_module("sam2.build_sam")
-    predictor = importlib.import_module("sam2.sam2_image_predictor")
-    torch.manual_seed(11)
-    ref = build.build_sam2("configs/sam2.1/sam2.1_hiera_t.yaml", ckpt_path=None, device="cpu")
-    return _pair(tmp_path_factory, photo, "sam2.1_hiera_tiny", ref, {"model": ref.state_dict()},
-                 predictor.SAM2ImagePredictor)
+    return _pair(tmp_path_factory, photo, "sam2.1_hiera_tiny", seed=11)
 
 
 def test_sam2_hiera_tiny_matches_official(sam2_pair, photo):
@@ -195,11 +184,7 @@ def test_sam2_file_of_another_model_names_both(sam2_pair, tmp_path):
 # -- HQ-SAM -----------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def hq_pair(tmp_path_factory, photo):
-    build = importlib.import_module("segment_anything_hq.build_sam")
-    predictor = importlib.import_module("segment_anything_hq.predictor")
-    torch.manual_seed(5)
-    ref = build.sam_model_registry["vit_b"](checkpoint=None)
-    return _pair(tmp_path_factory, photo, "sam_hq_vit_b", ref, ref.state_dict(), predictor.SamPredictor)
+    return _pair(tmp_path_factory, photo, "sam_hq_vit_b", seed=5)
 
 
 @pytest.mark.parametrize("hq_token_only", [False, True])
@@ -225,25 +210,23 @@ def test_hq_file_given_to_plain_sam_names_both(hq_pair, tmp_path):
 
 
 # -- the other variants: the publishers' files load key for key --------------------------------------------------
-def _loads_as_published(name, state, tmp_path):
+def _loads_as_published(name, tmp_path):
+    """The official network's file (seeded random weights) loads into ``name`` key for key: (ours, theirs)."""
+    torch.manual_seed(2)
+    ref, _, wrap = build_official(name, "")
     path = tmp_path / f"{name}.pt"
-    torch.save(state, path)
-    model = load_model(name, path, device="cpu")
-    flat = state.get("model", state)
-    ours = model.checkpoint_state()
+    torch.save(wrap(ref.state_dict()), path)
+    ours = load_model(name, path, device="cpu").checkpoint_state()
+    flat = ref.state_dict()
     for key, value in ours.items():
         assert torch.equal(value, flat[key]), key
     return ours, flat
 
 
-@pytest.mark.parametrize("name,config", [
-    ("sam2.1_hiera_small", "s"), ("sam2.1_hiera_base_plus", "b+"),
-    pytest.param("sam2.1_hiera_large", "l", marks=pytest.mark.large)])
-def test_sam2_variants_load_the_official_layout(name, config, tmp_path):
-    build = importlib.import_module("sam2.build_sam")
-    torch.manual_seed(2)
-    ref = build.build_sam2(f"configs/sam2.1/sam2.1_hiera_{config}.yaml", ckpt_path=None, device="cpu")
-    ours, flat = _loads_as_published(name, {"model": ref.state_dict()}, tmp_path)
+@pytest.mark.parametrize("name", ["sam2.1_hiera_small", "sam2.1_hiera_base_plus",
+                                  pytest.param("sam2.1_hiera_large", marks=pytest.mark.large)])
+def test_sam2_variants_load_the_official_layout(name, tmp_path):
+    ours, flat = _loads_as_published(name, tmp_path)
     image_path = {k for k in flat if k.startswith(("image_encoder.", "sam_prompt_encoder.", "sam_mask_decoder.",
                                                     "no_mem_embed"))}
     assert set(ours) == image_path  # every image-path key read, the video parts left
@@ -252,8 +235,5 @@ def test_sam2_variants_load_the_official_layout(name, config, tmp_path):
 @pytest.mark.large
 @pytest.mark.parametrize("name", ["sam_hq_vit_l", "sam_hq_vit_h"])
 def test_hq_large_variants_load_the_official_layout(name, tmp_path):
-    build = importlib.import_module("segment_anything_hq.build_sam")
-    torch.manual_seed(2)
-    ref = build.sam_model_registry[name.replace("sam_hq_", "")](checkpoint=None)
-    ours, flat = _loads_as_published(name, ref.state_dict(), tmp_path)
+    ours, flat = _loads_as_published(name, tmp_path)
     assert set(ours) == set(flat)

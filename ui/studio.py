@@ -10,6 +10,7 @@ import logging
 import os
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -511,10 +512,7 @@ class Studio:
         if name not in list_models():
             return self.view(sid, f"Unknown model {name!r}; known: {', '.join(list_models())}")
         try:
-            if progress is not None:
-                with reporting_progress(progress):
-                    self.manager(name)
-            else:
+            with reporting_progress(progress) if progress is not None else nullcontext():
                 self.manager(name)
         except IsegError as e:
             return self.view(sid, f"**{name} is not available:** {e} Still using {t.model}.")

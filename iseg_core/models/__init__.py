@@ -167,7 +167,7 @@ for _name in ("segnext_vit_b1024_sax1_cocolvis", "segnext_vit_b1024_sax2_cocolvi
     register_model(_name)(_build_segnext)
 
 # Which model ``python app.py`` starts with when none is named: the first of these whose published weights are
-# already on disk. On a CPU the light models lead (bench/bench_models.py: MobileSAM encodes an image about 3x
+# already on disk. On a CPU the light models lead (bench/bench_sam_family.py: MobileSAM encodes an image about 2x
 # faster than SAM 2.1 tiny and 8x faster than SAM ViT-B at about the same per-click cost); on a GPU the largest.
 CPU_PREFERENCE = ("mobile_sam", "sam2.1_hiera_tiny", "sam2.1_hiera_small", "sam_vit_b", "sam_hq_vit_b",
                   "sam2.1_hiera_base_plus", "sam2.1_hiera_large", "sam_vit_l", "sam_hq_vit_l", "sam_vit_h", "sam_hq_vit_h")

@@ -17,45 +17,23 @@ sys.path.insert(0, str(ROOT))
 from bench.bench_sam_family import clicks_px  # noqa: E402
 from bench.common import data_dir, report_worker, worker_args  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).parent))  # the scripts beside this one
+from sam_family import build_official  # noqa: E402
+
 args = worker_args()
 name = args.models
 state = torch.load(args.ckpt, map_location="cpu", weights_only=True)
-SAM2_CONFIGS = {"sam2.1_hiera_tiny": "t", "sam2.1_hiera_small": "s", "sam2.1_hiera_base_plus": "b+",
-                "sam2.1_hiera_large": "l"}
+official = os.environ.get("ISEG_OFFICIAL_DIR") or str(data_dir().parent / "reference" / "official")
+model, predictor_class, wrap = build_official(name, official)
+# our file holds every key the image path uses: SAM 2's video parts and MobileSAM's ImageNet head stay random
+model.load_state_dict(state.get("model", state), strict=name.startswith("sam_hq_"))
+predictor = predictor_class(model)
+extra = {"hq_token_only": False} if name.startswith("sam_hq_") else {}
 
-if name.startswith("sam2"):
-    from sam2.build_sam import build_sam2
-    from sam2.sam2_image_predictor import SAM2ImagePredictor
 
-    model = build_sam2(f"configs/sam2.1/sam2.1_hiera_{SAM2_CONFIGS[name]}.yaml", ckpt_path=None, device="cpu")
-    missing, _ = model.load_state_dict(state["model"], strict=False)
-    predictor = SAM2ImagePredictor(model.eval())
+def encoder(x):
+    model.forward_image(x) if hasattr(model, "forward_image") else model.image_encoder(x)
 
-    def encoder(x):
-        model.forward_image(x)
-    extra = {}
-elif name.startswith("sam_hq"):
-    from segment_anything_hq import SamPredictor, sam_model_registry
-
-    model = sam_model_registry[name.replace("sam_hq_", "")](checkpoint=None)
-    model.load_state_dict(state)
-    predictor = SamPredictor(model.eval())
-
-    def encoder(x):
-        model.image_encoder(x)
-    extra = {"hq_token_only": False}
-else:
-    official = os.environ.get("ISEG_OFFICIAL_DIR") or str(data_dir().parent / "reference" / "official")
-    sys.path.insert(0, f"{official}/mobile_sam")
-    from mobile_sam import SamPredictor, sam_model_registry
-
-    model = sam_model_registry["vit_t"](checkpoint=None)
-    model.load_state_dict(state, strict=False)  # our file lacks its unused ImageNet head
-    predictor = SamPredictor(model.eval())
-
-    def encoder(x):
-        model.image_encoder(x)
-    extra = {}
 
 image = np.load(args.image)
 pts = clicks_px(*image.shape[:2])
