@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Iterable, Optional, Sequence, Tuple, Union
 
+import cv2
 import numpy as np
 
 from .errors import PromptError
@@ -103,6 +104,49 @@ Prompt = Union[Click, Scribble, Box, Contour]
 PROMPT_TYPES = (Click, Scribble, Box, Contour)
 
 
+@dataclass(frozen=True)
+class Stroke:
+    """A brush (``erase=False``) or eraser stroke: every pixel within ``radius`` of the polyline through
+    ``points`` is forced into (or out of) the object, on top of whatever the model answers. Not a model prompt:
+    it is kept in the object's prompt log beside the prompts, and replayed in order with them. Painting is
+    idempotent, so replaying a log onto its own result changes nothing."""
+
+    points: Tuple[Point, ...]
+    radius: float
+    erase: bool = False
+
+    def __post_init__(self):
+        pts = _points(self.points, "Stroke")
+        if not pts:
+            raise PromptError("Stroke: needs at least one point")
+        r = float(self.radius)
+        if not (math.isfinite(r) and 0 < r <= 10_000):
+            raise PromptError(f"Stroke: the brush radius must be a positive number of pixels, got {self.radius!r}")
+        object.__setattr__(self, "points", pts)
+        object.__setattr__(self, "radius", r)
+        object.__setattr__(self, "erase", bool(self.erase))
+
+    def paint(self, mask: np.ndarray, scale_xy: Tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
+        """Paint the stroke into the bool ``mask`` in place (coordinates scaled by ``scale_xy`` first: a mask
+        at display size) and return it. Round caps and joins: a disc at every point, joined by thick lines."""
+        sx, sy = scale_xy
+        r = max(0.5, self.radius * (sx + sy) / 2)
+        canvas = np.zeros(mask.shape, np.uint8)
+        pts = np.round(np.array(self.points, np.float64) * (sx, sy) - 0.5).astype(np.int32)
+        thick = max(1, int(round(2 * r)))
+        if len(pts) > 1:
+            cv2.polylines(canvas, [pts.reshape(-1, 1, 2)], False, 1, thick, cv2.LINE_8)
+        for x, y in pts:
+            cv2.circle(canvas, (int(x), int(y)), int(round(r)), 1, -1, cv2.LINE_8)
+        mask[canvas.view(bool)] = not self.erase
+        return mask
+
+
+def model_prompts(prompts: Sequence) -> list:
+    """The prompts a model sees: everything but brush and eraser strokes."""
+    return [p for p in prompts if not isinstance(p, Stroke)]
+
+
 def prompt_points(prompt: Prompt) -> Tuple[Point, ...]:
     """All coordinates a prompt names, for range checks and bounding boxes."""
     if isinstance(prompt, Click):
@@ -129,10 +173,13 @@ def prompt_to_dict(p: Prompt) -> dict:
         return {"type": "scribble", "points": [list(map(float, q)) for q in p.points], "positive": p.positive}
     if isinstance(p, Contour):
         return {"type": "contour", "points": [list(map(float, q)) for q in p.points]}
+    if isinstance(p, Stroke):
+        return {"type": "eraser" if p.erase else "brush", "points": [list(map(float, q)) for q in p.points],
+                "radius": p.radius}
     raise PromptError(f"unknown prompt {p!r}")
 
 
-def prompt_from_dict(d: dict) -> Prompt:
+def prompt_from_dict(d: dict):
     """The inverse of :func:`prompt_to_dict`; PromptError for an unknown type, KeyError for a missing field."""
     kind = d.get("type")
     if kind == "click":
@@ -143,6 +190,8 @@ def prompt_from_dict(d: dict) -> Prompt:
         return Scribble([tuple(map(float, q)) for q in d["points"]], bool(d.get("positive", True)))
     if kind == "contour":
         return Contour([tuple(map(float, q)) for q in d["points"]])
+    if kind in ("brush", "eraser"):
+        return Stroke([tuple(map(float, q)) for q in d["points"]], float(d["radius"]), kind == "eraser")
     raise PromptError(f"unknown prompt type {kind!r}")
 
 

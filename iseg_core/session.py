@@ -12,8 +12,9 @@ import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
+import cv2
 import numpy as np
 import torch
 
@@ -22,19 +23,22 @@ from .errors import IsegError, PromptError
 from .geometry import DisplayFrame, ZoomIn, grow_to_include, zoom_roi
 from .models.base import ImageEmbedding, Segmenter
 from .predictor import Predictor, image_hash
-from .prompts import Click, Prompt, prompt_from_dict, prompt_points, prompt_to_dict, to_crop, validate_prompts
+from .prompts import (Click, Prompt, Stroke, model_prompts, prompt_from_dict, prompt_points, prompt_to_dict, to_crop,
+                      validate_prompts)
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Step:
-    """The state after one prompt: what the model returned for all prompts so far."""
+    """The state after one prompt or stroke: what the model returned for all prompts so far, with the brush and
+    eraser strokes so far painted over it."""
 
-    prompt: Prompt
-    mask: np.ndarray  # bool, the session's display size
-    logits: torch.Tensor  # the model's low-res logits, fed back with the next prompt
+    prompt: Union[Prompt, Stroke]
+    mask: np.ndarray  # bool, the session's display size: the model's mask with the strokes painted on
+    logits: Optional[torch.Tensor]  # the model's low-res logits, fed back with the next prompt (None: no prompt yet)
     score: float
+    model_mask: Optional[np.ndarray] = None  # the model's own mask (display size) before the strokes
 
 
 @dataclass
@@ -70,6 +74,8 @@ class AnnotationSession:
     display: Optional[DisplayFrame] = None  # image <-> display pixels; the steps keep masks at display size.
     # Decoding at display size skips upsampling every click to full resolution; finish_object makes the full mask
     zoom: Optional[tuple] = None  # (x0, y0, x1, y1): the model sees only this crop (ZoomIn), None = whole image
+    base: Optional[np.ndarray] = None  # full-size mask that strokes start from while no model prompt is given
+    # (an object re-opened whose log has no model prompt: imported, or made with the brush alone)
     started: float = field(default_factory=time.monotonic)
     lock: threading.RLock = field(default_factory=threading.RLock)
 
@@ -106,7 +112,7 @@ class AnnotationSession:
     def _reset_object(self) -> None:
         if self.zoom is not None and self.image is not None:
             self._set_view(None)
-        self.steps, self.redo_stack, self.editing, self.zoom = [], [], None, None
+        self.steps, self.redo_stack, self.editing, self.zoom, self.base = [], [], None, None, None
         self.started = time.monotonic()
 
     # -- frames: the whole image, or the ZoomIn crop --------------------------------------------------------
@@ -135,19 +141,60 @@ class AnnotationSession:
 
     def _replay(self, prompts: List[Prompt]) -> None:
         self.steps, self.redo_stack = [], []
-        for k in range(len(prompts)):
-            self.steps.append(self._predict(prompts[:k + 1], self.steps[-1].logits if self.steps else None))
+        for p in prompts:
+            self.steps.append(self._next_step(p))
+
+    # -- brush and eraser: strokes painted over the model's mask, in order ----------------------------------
+    def _start(self, model_mask: Optional[np.ndarray], full: bool = False) -> np.ndarray:
+        """What strokes paint on: the model's mask, else the base mask, else nothing."""
+        if model_mask is not None:
+            return model_mask.copy()
+        size = self.image.shape[:2] if full else tuple(self.display.display_size)
+        if self.base is None:
+            return np.zeros(size, bool)
+        if full or self.display.identity:
+            return self.base.copy()
+        return cv2.resize(self.base.view(np.uint8), (size[1], size[0]), interpolation=cv2.INTER_NEAREST) > 0
+
+    def _paint(self, mask: np.ndarray, strokes: Sequence[Stroke], full: bool = False) -> np.ndarray:
+        scale = (1.0, 1.0) if full else self.display.scale_xy
+        for st in strokes:
+            st.paint(mask, scale)
+        return mask
+
+    def _next_step(self, prompt) -> Step:
+        """The step that follows ``self.steps`` when ``prompt`` (a model prompt or a stroke) is added."""
+        prev = self.steps[-1] if self.steps else None
+        if isinstance(prompt, Stroke):
+            mask = prompt.paint(prev.mask.copy() if prev else self._start(None), self.display.scale_xy)
+            return Step(prompt, mask, prev.logits if prev else None, prev.score if prev else 0.0,
+                        prev.model_mask if prev else None)
+        step = self._predict(model_prompts(self.prompts) + [prompt], prev.logits if prev else None)
+        step.model_mask = step.mask
+        step.mask = self._paint(step.mask.copy(), [p for p in self.prompts if isinstance(p, Stroke)])
+        return step
+
+    def _recompose(self) -> None:
+        """Every step's mask again from its model mask and the strokes before it (after a threshold change)."""
+        strokes, model = [], None
+        for step in self.steps + self.redo_stack[::-1]:
+            if isinstance(step.prompt, Stroke):
+                strokes.append(step.prompt)
+            else:
+                model = step.model_mask
+            step.mask = self._paint(self._start(model), strokes)
 
     def zoom_in(self, expansion: float = 1.4, min_crop: int = 200) -> tuple:
         """RITM's ZoomIn for small objects: the model looks at a crop around the current object (encoded on
         its own, so a resizing model sees it at a higher resolution) and the prompts are replayed there."""
-        if not self.steps:
+        if not model_prompts(self.prompts):
             raise IsegError("zoom in needs an object: click on it first")
         full = self._mask(self.steps[-1].logits, full=True)
         clicks = [p for p in self.prompts if isinstance(p, Click)]
         roi = zoom_roi(full, clicks, ZoomIn(expansion=expansion, min_crop=min_crop))
-        # every prompt must stay inside the crop to be replayed
-        roi = x0, y0, x1, y1 = grow_to_include(roi, (q for p in self.prompts for q in prompt_points(p)), full.shape)
+        # every model prompt must stay inside the crop to be replayed (strokes are painted on the whole image)
+        roi = x0, y0, x1, y1 = grow_to_include(roi, (q for p in model_prompts(self.prompts) for q in prompt_points(p)),
+                                               full.shape)
         if (x1 - x0) * (y1 - y0) >= 0.8 * full.size:
             raise IsegError("the object already fills most of the image: zooming in would not help")
         prompts = self.prompts
@@ -173,12 +220,21 @@ class AnnotationSession:
 
     @property
     def mask(self) -> Optional[np.ndarray]:
-        return self.steps[-1].mask if self.steps else None
+        """The current object at display size (None before anything is drawn)."""
+        if self.steps:
+            return self.steps[-1].mask
+        return self._start(None) if self.base is not None else None
 
-    def add(self, prompt: Prompt) -> Step:
-        """Add one prompt to the current object and segment with all of them (previous logits fed back).
-        A prompt outside the image raises PromptError and changes nothing."""
+    def add(self, prompt: Union[Prompt, Stroke]) -> Step:
+        """Add one prompt to the current object and segment with all of them (previous logits fed back), or
+        paint one brush / eraser stroke over the mask. A prompt outside the image raises PromptError and
+        changes nothing."""
         self._need_image()
+        if isinstance(prompt, Stroke):
+            step = self._next_step(prompt)
+            self.steps.append(step)
+            self.redo_stack.clear()
+            return step
         validate_prompts([prompt], self.image.shape[:2])
         if self.zoom is not None:
             x0, y0, x1, y1 = self.zoom
@@ -186,8 +242,7 @@ class AnnotationSession:
                 validate_prompts([to_crop(prompt, x0, y0)], (y1 - y0, x1 - x0))
             except PromptError:  # outside the zoomed crop: back to the whole image first
                 self.zoom_out()
-        prev = self.steps[-1].logits if self.steps else None
-        step = self._predict(self.prompts + [prompt], prev)
+        step = self._next_step(prompt)
         self.steps.append(step)
         self.redo_stack.clear()
         return step
@@ -211,14 +266,27 @@ class AnnotationSession:
         """Re-threshold every step's logits (no decoding): a softer or tighter edge for the current object."""
         self.threshold = float(threshold)
         for step in self.steps + self.redo_stack:
-            step.mask = self._mask(step.logits)
+            if not isinstance(step.prompt, Stroke):
+                step.model_mask = self._mask(step.logits)
+        self._recompose()
+
+    def full_mask(self) -> Optional[np.ndarray]:
+        """The current object at the image's full resolution: the model's mask decoded at full size, with the
+        strokes painted at full size (None before the first prompt)."""
+        if not self.steps:
+            return self.base.copy() if self.base is not None else None
+        if self.display.identity:
+            return self.mask.copy()
+        model = next((s for s in reversed(self.steps) if not isinstance(s.prompt, Stroke)), None)
+        start = self._start(self._mask(model.logits, full=True) if model is not None else None, full=True)
+        return self._paint(start, [p for p in self.prompts if isinstance(p, Stroke)], full=True)
 
     # -- objects ----------------------------------------------------------------------------------------
     def finish_object(self, category: str) -> FinishedObject:
         """Close the current object (its mask, category, prompt log, time spent) and start a new one."""
         if self.mask is None or not self.mask.any():
             raise IsegError("nothing to finish: the current object has no mask yet")
-        full = self.mask.copy() if self.display.identity else self._mask(self.steps[-1].logits, full=True)
+        full = self.full_mask()
         if not full.any():
             raise IsegError("nothing to finish: at full resolution the mask is empty")
         obj = FinishedObject(full, category.strip() or "object", [prompt_to_dict(p) for p in self.prompts],
@@ -241,11 +309,16 @@ class AnnotationSession:
         return self.objects.pop(index)
 
     def edit_object(self, index: int) -> None:
-        """Re-open a finished object: its prompts are replayed (so later prompts refine it as before)."""
+        """Re-open a finished object: its prompts and strokes are replayed (so later prompts refine it as
+        before). An object whose log has no model prompt (imported, or drawn with the brush alone) starts from
+        its stored mask; its strokes, replayed on it, change nothing."""
         if not 0 <= index < len(self.objects):
             raise IsegError(f"no object {index + 1}; this image has {len(self.objects)}")
-        prompts = [prompt_from_dict(d) for d in self.objects[index].prompts]
+        obj = self.objects[index]
+        prompts = [prompt_from_dict(d) for d in obj.prompts]
         self._reset_object()
+        if not model_prompts(prompts):
+            self.base = obj.mask.copy()
         for p in prompts:
             self.add(p)
         self.editing = index
