@@ -1,4 +1,4 @@
-"""``python -m storage import-coco|export-coco|export-png|import-images|stats`` on the store of
+"""``python -m storage import-coco|export|export-coco|export-png|import-images|labels|stats`` on the store of
 ``--database`` (default ``$ISEG_DATABASE_URL`` or ``$ISEG_HOME/iseg.db``)."""
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .coco import export_coco, export_png, import_coco, write_json_atomic
 from .errors import StorageError
+from .exports import FORMATS, export, export_folder
 from iseg_core.image import IMAGE_SUFFIXES
 from .store import Store
 
@@ -20,7 +21,21 @@ def main(argv=None) -> int:
     p = sub.add_parser("import-coco", help="import a COCO instances JSON and its images (all or nothing)")
     p.add_argument("--project", required=True)
     p.add_argument("--json", required=True)
-    p.add_argument("--images", required=True, help="folder the file_name entries are relative to")
+    p.add_argument("--images", help="folder the file_name entries are relative to (without: pre-annotations of "
+                                    "the project's images, matched by file name)")
+    p.add_argument("--on-clash", choices=["map", "refuse"], default="map",
+                   help="categories that differ from the label set: match by name, adding new ones (map), or "
+                        "import nothing (refuse)")
+    p = sub.add_parser("export", help="export a project: " + ", ".join(f"{k} ({v})" for k, v in FORMATS.items()))
+    p.add_argument("--project", required=True)
+    p.add_argument("--format", required=True, choices=list(FORMATS))
+    p.add_argument("--out", required=True, help="a .json (coco), a .zip, or a folder (yolo, voc, objects)")
+    p = sub.add_parser("labels", help="list the label set, or add / change a label")
+    p.add_argument("--project", required=True)
+    p.add_argument("--set", metavar="NAME", help="the label to add or change")
+    p.add_argument("--color", help="#rrggbb")
+    p.add_argument("--key", type=int, help="1-9 (0: no key)")
+    p.add_argument("--rename", help="a new name for the label")
     p = sub.add_parser("export-coco", help="write the project as COCO JSON (RLE unless --polygons)")
     p.add_argument("--project", required=True)
     p.add_argument("--out", required=True)
@@ -44,7 +59,7 @@ def main(argv=None) -> int:
 
 def _run(store: Store, args) -> int:
     if args.cmd == "import-coco":
-        r = import_coco(store, store.project(args.project), args.json, args.images)
+        r = import_coco(store, store.project(args.project), args.json, args.images, on_clash=args.on_clash)
         print(f"images: {r.images_added} added, {r.images_existing} already there; annotations: "
               f"{r.annotations_added} added, {r.annotations_existing} already there; categories added: "
               f"{r.categories_added}")
@@ -57,6 +72,22 @@ def _run(store: Store, args) -> int:
             print(f"warning: {w}", file=sys.stderr)
         print(f"wrote {args.out}: {len(res.coco['images'])} images, {len(res.coco['annotations'])} annotations, "
               f"{'polygons' if args.polygons else 'RLE'}")
+    elif args.cmd == "export":
+        project = store.project(args.project, create=False)
+        out = Path(args.out)
+        if args.format.startswith("coco") or out.suffix.lower() == ".zip":
+            out, warnings = export(store, project, args.format, out)
+        else:
+            warnings = export_folder(store, project, args.format, out)
+        for w in warnings:
+            print(f"warning: {w}", file=sys.stderr)
+        print(f"wrote {out} ({FORMATS[args.format]})")
+    elif args.cmd == "labels":
+        project = store.project(args.project)
+        if args.set:
+            store.set_label(project, args.set, args.color, args.key, args.rename)
+        for c in store.categories(project):
+            print(f"{c.key or '-'}  {c.color or '-':7}  {c.coco_id:>4}  {c.name}")
     elif args.cmd == "export-png":
         n = export_png(store, store.project(args.project, create=False), args.out)
         print(f"wrote {n} PNG files under {args.out}")

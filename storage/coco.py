@@ -12,7 +12,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 from PIL import Image as PILImage
@@ -22,9 +22,11 @@ from sqlalchemy import select
 from iseg_core.image import oriented_size
 
 from . import models as m
-from .errors import CocoFormatError, StorageError
+from .errors import CocoFormatError, LabelClash, StorageError
 from .masks import decode_mask, mask_to_polygons, segmentation_to_counts
-from .store import ProjectRecord, Store
+from .store import CategoryRecord, ProjectRecord, Store, _is_colour
+
+Progress = Optional[Callable[[int, int], None]]
 
 
 @dataclass
@@ -89,7 +91,8 @@ def export_coco(store: Store, project: ProjectRecord, polygons: bool = False) ->
         coco = {
             "info": {"description": f"iseg project {project.name}", "version": "1.0"},
             "licenses": [],
-            "categories": [{"id": c.coco_id, "name": c.name, "supercategory": c.supercategory} for c in cats],
+            "categories": [{"id": c.coco_id, "name": c.name, "supercategory": c.supercategory, "color": c.color,
+                            "iseg": {"key": c.hotkey}} for c in cats],
             "images": [{"id": i.coco_id, "file_name": i.file_name, "width": i.width, "height": i.height,
                         "iseg": {"sha256": i.sha256, "done": i.done}} for i in images],
             "annotations": out_anns,
@@ -137,8 +140,10 @@ def _image_size(path: Path) -> Tuple[int, int]:
         return w, h
 
 
-def _check(coco: Any, image_dir: Path) -> Tuple[List[str], Dict[int, Path], Dict[int, str]]:
-    """Every problem of the file (empty list: importable), image paths by COCO id, counts by annotation id."""
+def _check(coco: Any, image_dir: Optional[Path], known: Optional[Dict[str, Any]] = None,
+           progress: Progress = None) -> Tuple[List[str], Dict[int, Any], Dict[int, str]]:
+    """Every problem of the file (empty list: importable), image paths (or, without ``image_dir``, the project's
+    images of ``known``, by file name) by COCO id, counts by annotation id."""
     problems: List[str] = []
     if not isinstance(coco, dict):
         return ["the top level must be an object with 'images', 'annotations' and 'categories'"], {}, {}
@@ -175,6 +180,16 @@ def _check(coco: Any, image_dir: Path) -> Tuple[List[str], Dict[int, Path], Dict
             problems.append(f"{where}: needs positive integer 'width' and 'height'")
             continue
         images[im["id"]] = im
+        if image_dir is None:  # pre-annotations of images already in the project, matched by file name
+            rec = known.get(im["file_name"])
+            if rec is None:
+                problems.append(f"{where}: no image of this name in the project (add the image first)")
+            elif (rec.width, rec.height) != (im["width"], im["height"]):
+                problems.append(f"{where}: the project's image is {rec.width}x{rec.height}, the record says "
+                                f"{im['width']}x{im['height']}")
+            else:
+                paths[im["id"]] = rec
+            continue
         path = image_dir / im["file_name"]
         if not path.is_file():
             problems.append(f"{where}: file not found: {path}")
@@ -216,28 +231,69 @@ def _check(coco: Any, image_dir: Path) -> Tuple[List[str], Dict[int, Path], Dict
             continue
         if decode_mask(counts[a["id"]], im["height"], im["width"]).sum() == 0:
             problems.append(f"{where}: the segmentation covers no pixel of image {im['id']}")
+        if progress is not None and k % 500 == 499:
+            progress(k + 1, 2 * len(coco["annotations"]))
     return problems, paths, counts
 
 
+def label_clashes(labels: List[CategoryRecord], categories: List[dict]) -> List[str]:
+    """How a file's categories differ from a (non-empty) label set: names the set lacks, names under another id."""
+    if not labels:
+        return []
+    by_name = {c.name: c for c in labels}
+    out = []
+    for c in categories:
+        have = by_name.get(c["name"].strip())
+        if have is None:
+            out.append(f"{c['name'].strip()!r} is not in the label set")
+        elif have.coco_id != c["id"]:
+            out.append(f"{have.name!r} has id {c['id']} in the file and {have.coco_id} in the label set")
+    return out
+
+
 def import_coco(store: Store, project: ProjectRecord, source: Union[str, os.PathLike, dict],
-                image_dir: Union[str, os.PathLike], author: str = "") -> ImportReport:
-    """Import a COCO instances file with its images: all of it or (raising CocoFormatError) none of it."""
+                image_dir: Union[str, os.PathLike, None] = None, author: str = "", on_clash: str = "map",
+                progress: Progress = None) -> ImportReport:
+    """Import a COCO instances file: all of it or (raising CocoFormatError / LabelClash) none of it.
+
+    With ``image_dir`` the images are read from there (``file_name`` relative to it) and added; without, the
+    file holds pre-annotations of images already in the project, matched by file name. Categories are matched
+    to the label set by name; when they differ from a non-empty label set (a name it lacks, or the same name
+    under another id), ``on_clash="refuse"`` imports nothing and says how, ``"map"`` adds the missing names.
+    Everything is written in one transaction; ``progress(done, total)`` hears about checking and writing."""
+    if on_clash not in ("map", "refuse"):
+        raise StorageError(f"on_clash is 'map' or 'refuse', not {on_clash!r}")
     coco, name = _load(source)
-    image_dir = Path(image_dir)
-    problems, paths, counts = _check(coco, image_dir)
+    known = None
+    if image_dir is None:
+        known = {}
+        for img in store.images_of(project):
+            known.setdefault(img.file_name, img)
+    problems, paths, counts = _check(coco, Path(image_dir) if image_dir is not None else None, known, progress)
     if problems:
         raise CocoFormatError(name, problems)
-    stored = {iid: store.images.put(path, str(path)) for iid, path in paths.items()}
+    clashes = label_clashes(store.categories(project), coco["categories"])
+    if clashes and on_clash == "refuse":
+        raise LabelClash(name, clashes)
+    if image_dir is not None:
+        stored = {iid: store.images.put(path, str(path)) for iid, path in paths.items()}
     report = ImportReport()
+    total = len(coco["annotations"])
     with store.db.transaction() as s:
         cat_map: Dict[int, m.Category] = {}
         for c in coco["categories"]:
             before = s.scalar(select(m.Category.id).where(m.Category.project_id == project.id,
                                                           m.Category.name == c["name"].strip()))
             cat_map[c["id"]] = store._category(s, project.id, c["name"].strip(), c.get("supercategory") or "", c["id"])
+            if before is None and _is_colour(c.get("color")):  # a label made here keeps the file's colour
+                cat_map[c["id"]].color = c["color"].lower()
             report.categories_added += before is None
         img_map: Dict[int, m.Image] = {}
         for im in coco["images"]:
+            if image_dir is None:
+                img_map[im["id"]] = s.get(m.Image, paths[im["id"]].id)
+                report.images_existing += 1
+                continue
             img, added = store._image(s, project.id, stored[im["id"]], im["file_name"], im["id"])
             img_map[im["id"]] = img
             if added:
@@ -247,12 +303,20 @@ def import_coco(store: Store, project: ProjectRecord, source: Union[str, os.Path
                                         f"it is image {img.coco_id} now")
             else:
                 report.images_existing += 1
-        for a in coco["annotations"]:
+        ids = [i.id for i in img_map.values()]
+        before: Dict[Tuple[int, int], str] = {}
+        for chunk in range(0, len(ids), 500):  # what an earlier import of this file left, read once
+            before.update({(r[0], r[1]): r[2] for r in s.execute(
+                select(m.Annotation.image_id, m.Annotation.coco_id, m.Annotation.rle)
+                .where(m.Annotation.image_id.in_(ids[chunk:chunk + 500]), m.Annotation.coco_id.is_not(None)))})
+        for k, a in enumerate(coco["annotations"]):
+            if progress is not None and k % 500 == 499:
+                progress(total + k + 1, 2 * total)
             img = img_map[a["image_id"]]
-            old = s.scalar(select(m.Annotation).where(m.Annotation.image_id == img.id, m.Annotation.coco_id == a["id"]))
+            old = before.get((img.id, a["id"]))
             rle = counts[a["id"]]
             if old is not None:
-                if old.rle != rle:
+                if old != rle:
                     raise CocoFormatError(name, [f"annotation id {a['id']} was imported before with a different "
                                                  "mask; rename its id or delete the old one"])
                 report.annotations_existing += 1

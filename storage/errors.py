@@ -22,3 +22,13 @@ class CocoFormatError(StorageError):
         shown = "\n  ".join(self.problems[:20])
         more = f"\n  ... and {len(self.problems) - 20} more" if len(self.problems) > 20 else ""
         super().__init__(f"{source}: {len(self.problems)} problem(s), nothing was imported:\n  {shown}{more}")
+
+
+class LabelClash(StorageError):
+    """A COCO file whose categories differ from the project's label set, imported with ``on_clash="refuse"``."""
+
+    def __init__(self, source: str, clashes: List[str]):
+        self.clashes = list(clashes)
+        super().__init__(f"{source}: its categories clash with the project's label set, nothing was imported: "
+                         + "; ".join(self.clashes) + ". Import with 'map by name' to match labels by name (new "
+                         "names are added to the label set).")

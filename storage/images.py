@@ -15,13 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
-from PIL import Image
+from PIL import Image, ImageOps
 
 from iseg_core.errors import ImageError
 from iseg_core.image import SUFFIX_OF_FORMAT, load_image
 
 from .errors import StorageError
 
+THUMBNAIL = 160  # px, long side of the image browser's thumbnails
 
 
 @dataclass(frozen=True)
@@ -82,3 +83,23 @@ class ImageStore:
 
     def path(self, rel: str) -> Path:
         return self.root / rel
+
+    def thumbnail(self, rel: str, size: int = THUMBNAIL) -> Path:
+        """A small JPEG of the stored image ``rel`` (long side ``size``), made on first use and kept beside the
+        images (``<root>/thumbs/``, named by content), so a page of the image browser reads a few KB per image."""
+        name = Path(rel).name.split(".")[0]
+        target = self.root / "thumbs" / f"{name}-{size}.jpg"
+        if target.is_file():
+            return target
+        try:
+            with Image.open(self.root / rel) as im:
+                im = ImageOps.exif_transpose(im)
+                im.draft("RGB", (size, size))  # JPEG: decode at a reduced scale
+                im = im.convert("RGB")
+                im.thumbnail((size, size), Image.Resampling.BILINEAR)
+                buf = io.BytesIO()
+                im.save(buf, "JPEG", quality=85)
+        except (OSError, ValueError, Image.DecompressionBombError) as e:
+            raise StorageError(f"cannot make a thumbnail of {rel}: {e}") from None
+        self._write(target, buf.getvalue(), f"the thumbnail of {rel}")
+        return target

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import List, Optional
 
-from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Text, UniqueConstraint, DateTime
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -32,13 +32,19 @@ class Project(Base):
 
 
 class Category(Base):
+    """One label of a project's label set: its name, the colour objects are drawn in, and the key (1-9) that
+    finishes an object as this label. A key belongs to at most one label of a project."""
+
     __tablename__ = "categories"
-    __table_args__ = (UniqueConstraint("project_id", "coco_id"), UniqueConstraint("project_id", "name"))
+    __table_args__ = (UniqueConstraint("project_id", "coco_id"), UniqueConstraint("project_id", "name"),
+                      Index("ix_categories_project_hotkey", "project_id", "hotkey", unique=True))
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
     coco_id: Mapped[int] = mapped_column(Integer)
     name: Mapped[str] = mapped_column(String(200))
     supercategory: Mapped[str] = mapped_column(String(200), default="")
+    color: Mapped[str] = mapped_column(String(7), default="", server_default="")  # "#rrggbb"
+    hotkey: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)  # 1-9, or none
 
     project: Mapped[Project] = relationship(back_populates="categories")
 

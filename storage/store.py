@@ -25,6 +25,10 @@ from .models import utcnow
 
 CONFLICT_ATTEMPTS = 3
 T = TypeVar("T")
+# colours given to new labels in turn (a user picks another with the label editor)
+LABEL_COLOURS = ["#e6194b", "#3cb44b", "#ffe119", "#f58231", "#911eb4", "#46f0f0", "#f032e6", "#bcf60c", "#fabebe",
+                 "#008080", "#e6beff", "#9a6324"]
+IMAGE_STATES = ("to do", "in progress", "done")
 
 
 def _retry_conflicts(attempt: Callable[[], T], what: str) -> T:
@@ -56,6 +60,13 @@ class CategoryRecord:
     coco_id: int
     name: str
     supercategory: str = ""
+    color: str = ""  # "#rrggbb"
+    key: Optional[int] = None  # 1-9
+
+    @property
+    def rgb(self) -> Tuple[int, int, int]:
+        c = self.color if len(self.color) == 7 else "#808080"
+        return int(c[1:3], 16), int(c[3:5], 16), int(c[5:7], 16)
 
 
 @dataclass(frozen=True)
@@ -92,6 +103,20 @@ class AnnotationRecord:
 
     def mask(self) -> np.ndarray:
         return decode_mask(self.rle, self.height, self.width)
+
+
+@dataclass(frozen=True)
+class BrowseRow:
+    position: int  # 0-based position of the image in the project's order (what "open image N" takes, minus 1)
+    image: ImageRecord
+    objects: int
+    state: str  # "to do", "in progress" (objects saved, not accepted) or "done" (accepted)
+
+
+@dataclass(frozen=True)
+class BrowsePage:
+    rows: List[BrowseRow]
+    total: int  # images matching the filter
 
 
 @dataclass
@@ -153,18 +178,77 @@ class Store:
                   coco_id: Optional[int] = None) -> m.Category:
         c = s.scalar(select(m.Category).where(m.Category.project_id == project_id, m.Category.name == name))
         if c is None:
-            used = set(s.scalars(select(m.Category.coco_id).where(m.Category.project_id == project_id)))
+            rows = s.execute(select(m.Category.coco_id, m.Category.color, m.Category.hotkey)
+                             .where(m.Category.project_id == project_id)).all()
+            used = {r[0] for r in rows}
             if coco_id is None or coco_id in used:
                 coco_id = max(used, default=0) + 1
-            c = m.Category(project_id=project_id, name=name, supercategory=supercategory, coco_id=coco_id)
+            colours = {r[1] for r in rows}
+            color = next((c for c in LABEL_COLOURS if c not in colours), LABEL_COLOURS[len(rows) % len(LABEL_COLOURS)])
+            key = next((k for k in range(1, 10) if k not in {r[2] for r in rows}), None)
+            c = m.Category(project_id=project_id, name=name, supercategory=supercategory, coco_id=coco_id,
+                           color=color, hotkey=key)
             s.add(c)
             s.flush()
         return c
 
     def categories(self, project: ProjectRecord) -> List[CategoryRecord]:
+        """The project's label set, in COCO id order (the order of every export's class indices)."""
         with self.db.session() as s:
             return [_record(c) for c in s.scalars(select(m.Category).where(m.Category.project_id == project.id)
                                                   .order_by(m.Category.coco_id))]
+
+    def set_label(self, project: ProjectRecord, name: str, color: Optional[str] = None, key: Optional[int] = None,
+                  rename: Optional[str] = None) -> CategoryRecord:
+        """Create or change a label: its colour (``#rrggbb``), its key (1-9; 0 removes it; a key another label
+        held moves here) and its name (``rename``). Missing labels are created with the next free colour and key."""
+        name = name.strip()
+        if color is not None and not _is_colour(color):
+            raise StorageError(f"a label colour is #rrggbb, got {color!r}")
+        if key is not None and not (isinstance(key, int) and 0 <= key <= 9):
+            raise StorageError(f"a label key is 1-9 (0 for none), got {key!r}")
+        new_name = rename.strip() if rename else None
+
+        def attempt():
+            with self.db.transaction() as s:
+                c = self._category(s, project.id, name) if name else None
+                if c is None:
+                    raise StorageError("a label needs a name")
+                if new_name and new_name != c.name:
+                    if s.scalar(select(m.Category.id).where(m.Category.project_id == project.id,
+                                                            m.Category.name == new_name)) is not None:
+                        raise StorageError(f"there is already a label called {new_name!r}")
+                    c.name = new_name
+                if color is not None:
+                    c.color = color.lower()
+                if key is not None and key != c.hotkey:
+                    other = s.scalar(select(m.Category).where(m.Category.project_id == project.id,
+                                                              m.Category.hotkey == key)) if key else None
+                    if other is not None:
+                        other.hotkey = None
+                        s.flush()
+                    c.hotkey = key or None
+                s.flush()
+                return _record(c)
+
+        return _retry_conflicts(attempt, f"label {name!r}")
+
+    def set_annotation_category(self, annotation_id: int, name: str) -> AnnotationRecord:
+        """Give a saved object another label of its project (created if new)."""
+        name = name.strip()
+        if not name:
+            raise StorageError("a label needs a name")
+
+        def attempt():
+            with self.db.transaction() as s:
+                a = s.get(m.Annotation, annotation_id)
+                if a is None:
+                    raise StorageError(f"no annotation with id {annotation_id}")
+                a.category = self._category(s, a.image.project_id, name)
+                s.flush()
+                return self._annotation_record(a, a.image)
+
+        return _retry_conflicts(attempt, f"label {name!r}")
 
     # -- images -----------------------------------------------------------------------------------------
     def add_image(self, project: ProjectRecord, source: Union[bytes, str, os.PathLike], file_name: str = "",
@@ -198,6 +282,67 @@ class Store:
     def _image_record(self, img: m.Image, added: bool = False) -> ImageRecord:
         return ImageRecord(img.id, img.project_id, img.coco_id, img.sha256, img.file_name,
                            self.images.path(img.stored_path), img.width, img.height, img.done, added)
+
+    # -- the project's images in order, a page at a time (a project may hold 10,000 or more) --------------------
+    def image_count(self, project: ProjectRecord) -> Tuple[int, int]:
+        """(images, images accepted) of the project, in one query."""
+        with self.db.session() as s:
+            total, done = s.execute(select(func.count(m.Image.id), func.count(m.Image.id).filter(m.Image.done.is_(True)))
+                                    .where(m.Image.project_id == project.id)).one()
+            return int(total), int(done or 0)
+
+    def image_at(self, project: ProjectRecord, position: int) -> Optional[ImageRecord]:
+        """The image at 0-based ``position`` in the project's order (the order images were added), or None."""
+        if position < 0:
+            return None
+        with self.db.session() as s:
+            img = s.scalar(select(m.Image).where(m.Image.project_id == project.id).order_by(m.Image.id)
+                           .offset(position).limit(1))
+            return self._image_record(img) if img is not None else None
+
+    def position_of(self, project: ProjectRecord, image_id: int) -> int:
+        """The 0-based position of image ``image_id`` in the project's order."""
+        with self.db.session() as s:
+            return int(s.scalar(select(func.count(m.Image.id)).where(m.Image.project_id == project.id,
+                                                                     m.Image.id < image_id)))
+
+    def browse(self, project: ProjectRecord, state: Optional[str] = None, name: str = "", offset: int = 0,
+               limit: int = 48) -> BrowsePage:
+        """One page of the project's images with their position, object count and state, filtered by state
+        (``IMAGE_STATES``) and by a piece of the file name (case-insensitive). Only the page is read."""
+        if state not in (None, "", "all") + IMAGE_STATES:
+            raise StorageError(f"unknown image state {state!r}; one of {', '.join(IMAGE_STATES)}")
+        counts = (select(m.Annotation.image_id, func.count(m.Annotation.id).label("n"))
+                  .group_by(m.Annotation.image_id).subquery())
+        n = func.coalesce(counts.c.n, 0)
+        position = func.row_number().over(order_by=m.Image.id) - 1
+        base = (select(m.Image.id, position.label("position"), n.label("n"))
+                .outerjoin(counts, counts.c.image_id == m.Image.id).where(m.Image.project_id == project.id))
+        ranked = base.subquery()
+        q = select(ranked.c.id, ranked.c.position, ranked.c.n).join(m.Image, m.Image.id == ranked.c.id)
+        if state == "done":
+            q = q.where(m.Image.done.is_(True))
+        elif state == "in progress":
+            q = q.where(m.Image.done.is_(False), ranked.c.n > 0)
+        elif state == "to do":
+            q = q.where(m.Image.done.is_(False), ranked.c.n == 0)
+        if name.strip():
+            pattern = "%" + name.strip().lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            q = q.where(func.lower(m.Image.file_name).like(pattern, escape="\\"))
+        with self.db.session() as s:
+            total = int(s.scalar(select(func.count()).select_from(q.subquery())))
+            rows = s.execute(q.order_by(ranked.c.id).offset(max(0, offset)).limit(max(1, limit))).all()
+            images = {i.id: i for i in s.scalars(select(m.Image).where(m.Image.id.in_([r[0] for r in rows])))}
+            out = []
+            for iid, pos, count in rows:
+                img = images[iid]
+                state_of = "done" if img.done else ("in progress" if count else "to do")
+                out.append(BrowseRow(int(pos), self._image_record(img), int(count), state_of))
+            return BrowsePage(out, total)
+
+    def thumbnail(self, image: ImageRecord) -> Path:
+        """The cached thumbnail file of ``image`` (made on first use)."""
+        return self.images.thumbnail(image.path.relative_to(self.images.root).as_posix())
 
     def images_of(self, project: ProjectRecord) -> List[ImageRecord]:
         with self.db.session() as s:
@@ -366,4 +511,9 @@ class Store:
 
 
 def _record(c: m.Category) -> CategoryRecord:
-    return CategoryRecord(c.id, c.coco_id, c.name, c.supercategory)
+    return CategoryRecord(c.id, c.coco_id, c.name, c.supercategory, c.color or "", c.hotkey)
+
+
+def _is_colour(text: str) -> bool:
+    return (isinstance(text, str) and len(text) == 7 and text[0] == "#"
+            and all(ch in "0123456789abcdefABCDEF" for ch in text[1:]))
