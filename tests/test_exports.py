@@ -16,9 +16,9 @@ from storage import Database, StorageError, Store
 from storage import models as m
 from storage.coco import export_coco, import_coco
 from storage.errors import CocoFormatError, LabelClash
-from storage.exports import export, export_folder
+from storage.exports import export
 from storage.masks import encode_mask
-from tests.conftest import ROOT, data_dir
+from tests.conftest import ROOT
 
 
 @pytest.fixture
