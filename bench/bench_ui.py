@@ -80,7 +80,7 @@ def main() -> None:
                 page.wait_for_selector("#canvas img", timeout=600000)
                 # the studio encodes the next image in the background; clicks are timed once that is done
                 deadline = time.monotonic() + 600
-                while not all(studio.manager(model_name).is_encoded(i.sha256) for i in studio.queue()):
+                while not all(studio.manager(model_name).is_encoded(i.sha256) for i in studio.store.images_of(studio.project)):
                     if time.monotonic() > deadline:
                         raise RuntimeError("background encoding did not finish in 600 s")
                     time.sleep(0.5)

@@ -136,7 +136,7 @@ def test_click_correct_undo_finish_accept_export_in_the_browser(page, app):
     _wait_status(page, "opposite corner")
     _click_image(page, 500, 510)
     _wait_status(page, r"1 prompt\(s\)")
-    page.keyboard.press("1")  # back to positive clicks
+    page.keyboard.press("q")  # back to positive clicks
     _click_image(page, 250, 250)
     _wait_status(page, r"2 prompt\(s\)")
     _shot(page, "05-box-then-click")
@@ -205,7 +205,7 @@ def test_drag_box_right_click_and_brush_stroke(page, app):
     _, store = app
     _go_to(page, "rocket.jpg")
     page.evaluate("document.activeElement.blur()")
-    page.keyboard.press("1")
+    page.keyboard.press("q")
     _drag(page, [(250, 20), (330, 200), (390, 410)])  # a drag with the click tool = a box
     _wait_status(page, r"1 prompt\(s\)")
     _shot(page, "11-drag-box")
@@ -246,7 +246,7 @@ def test_pick_a_click_map_model_click_and_finish(page, app, tmp_path, monkeypatc
     _wait_status(page, r"coffee\.jpg")
     page.wait_for_function("n => document.querySelector('#model input').value === n", arg=name, timeout=60000)
     page.evaluate("document.activeElement.blur()")
-    page.keyboard.press("1")  # the click tool (an earlier test left the scribble tool on)
+    page.keyboard.press("q")  # the click tool (an earlier test left the scribble tool on)
     _click_image(page, 200, 150)
     _wait_status(page, r"1 prompt\(s\) · mask \d+ px")
     _shot(page, "13-click-map-model")
@@ -282,7 +282,7 @@ def test_a_multi_input_model_takes_the_contour_tool(page, app, tmp_path, monkeyp
         _wait_status(page, f"Contour: {k} point")
     page.keyboard.press("Enter")
     _wait_status(page, r"1 prompt\(s\) · mask \d+ px")
-    page.keyboard.press("1")  # back to the click tool
+    page.keyboard.press("q")  # back to the click tool
     _click_image(page, 200, 150)
     _wait_status(page, r"2 prompt\(s\) · mask \d+ px")
     _shot(page, "14-multi-input-contour-then-click")
@@ -324,7 +324,7 @@ def test_picking_a_model_downloads_it_with_a_progress_bar(page, app, online, mon
     blobs = list((online / "hub").rglob("blobs/*"))
     assert [b.stat().st_size for b in blobs] == [len(content)]  # whole, and nothing half-written beside it
     page.evaluate("document.activeElement.blur()")
-    page.keyboard.press("1")
+    page.keyboard.press("q")
     _click_image(page, 200, 150)
     _wait_status(page, r"1 prompt\(s\) · mask \d+ px")
     page.keyboard.press("Control+z")  # leave the page as the next test expects it

@@ -7,6 +7,7 @@ their turn in order instead of being dropped.
 """
 from __future__ import annotations
 
+import html
 import inspect
 import json
 from pathlib import Path
@@ -16,16 +17,21 @@ import gradio as gr
 
 from iseg_core.image import IMAGE_SUFFIXES
 from iseg_core.weights import ProgressText
+from storage.exports import FORMATS
+from storage.store import IMAGE_STATES
 
 from .canvas import CSS, JS, TEMPLATE, frame_value
 from .studio import Studio, View
 
-TOOLS = ["positive", "negative", "box", "contour", "scribble"]
-SHORTCUTS = [("1 / 2", "positive / negative clicks"), ("right-click or Shift+click", "the opposite click"),
-             ("drag", "a box (scribble tool: a stroke)"), ("B", "box tool"),
+TOOLS = ["positive", "negative", "box", "contour", "scribble", "brush", "eraser"]
+# one keyboard scheme (listed on the page): digits are labels, letters are tools and actions
+SHORTCUTS = [("1-9", "finish the object as label 1-9"), ("Q / W", "positive / negative clicks"),
+             ("right-click or Shift+click", "the opposite click (brush: erase)"),
+             ("drag", "a box (scribble: a stroke; brush / eraser: paint)"), ("B", "box tool"),
              ("C", "contour tool"), ("S", "scribble tool (click its points; Shift on the first = negative)"),
+             ("D / E", "brush / eraser"), ("[ / ]", "smaller / larger brush"),
              ("Enter", "close the contour / end the scribble"), ("Z / Shift+Z", "zoom in on / out of a small object"), ("Ctrl+Z / Ctrl+Y", "undo / redo"),
-             ("Space / N", "finish the object (saved)"), ("A", "accept the image (saved), next"),
+             ("Space / N", "finish the object as the chosen label"), ("A", "accept the image (saved), next"),
              ("→ / ←", "next / previous image"), ("Esc", "clear the current object")]
 
 # Keyboard shortcuts and the Shift state for clicks (Gradio has no hotkey API: buttons are clicked by id).
@@ -37,24 +43,50 @@ document.addEventListener('keydown', e => {
   const t = e.target; if (t && (t.tagName === 'INPUT' || t.tagName === 'TEXTAREA' || t.isContentEditable)) return;
   const click = id => { const b = document.getElementById(id); if (b) { b.click(); e.preventDefault(); } };
   const tool = v => { const r = document.querySelector('#tool input[value="' + v + '"]'); if (r) { r.click(); e.preventDefault(); } };
+  const size = d => { const r = document.querySelector('#brush_size input[type=range]'); if (!r) return;
+    const v = Number(r.value), step = Math.max(1, Math.round(v * 0.2));
+    r.value = Math.max(Number(r.min), Math.min(Number(r.max), v + d * step));
+    r.dispatchEvent(new Event('input', { bubbles: true })); r.dispatchEvent(new Event('change', { bubbles: true }));
+    e.preventDefault(); };
   const k = e.key.toLowerCase();
   if ((e.ctrlKey || e.metaKey) && k === 'z') return click(e.shiftKey ? 'redo_btn' : 'undo_btn');
   if ((e.ctrlKey || e.metaKey) && k === 'y') return click('redo_btn');
   if (e.ctrlKey || e.metaKey || e.altKey) return;
+  if (k >= '1' && k <= '9') return click('label_key_' + k);
   if (k === ' ' || k === 'n') return click('finish_btn');
   if (k === 'a') return click('accept_btn');
   if (k === 'enter') return click('close_btn');
   if (k === 'escape') return click('clear_btn');
   if (k === 'arrowright') return click('next_btn');
   if (k === 'arrowleft') return click('prev_btn');
-  if (k === '1') return tool('positive');
-  if (k === '2') return tool('negative');
+  if (k === 'q') return tool('positive');
+  if (k === 'w') return tool('negative');
   if (k === 'b') return tool('box');
   if (k === 'c') return tool('contour');
   if (k === 's') return tool('scribble');
+  if (k === 'd') return tool('brush');
+  if (k === 'e') return tool('eraser');
+  if (k === '[') return size(-1);
+  if (k === ']') return size(1);
   if (k === 'z') return click(e.shiftKey ? 'unzoom_btn' : 'zoom_btn');
 });
 </script>"""
+
+LEGEND_CSS = """
+.iseg-label { display: inline-flex; align-items: center; gap: 4px; margin: 0 10px 4px 0; font-size: 14px; }
+.iseg-label i { display: inline-block; width: 14px; height: 14px; border-radius: 3px; border: 1px solid #0004; }
+.iseg-label b { min-width: 10px; }
+"""
+PER_PAGE = 48
+
+
+def _legend(labels) -> str:
+    """The label set as a line of colour swatches with their keys."""
+    if not labels:
+        return "<div class='iseg-labels'>No labels yet: type a name in Label, or add one under Labels.</div>"
+    return "<div class='iseg-labels'>" + "".join(
+        f"<span class='iseg-label' title='{html.escape(c.name)}'><b>{c.key or '·'}</b><i style='background:{c.color}'>"
+        f"</i>{html.escape(c.name)}</span>" for c in labels) + "</div>"
 
 
 def _sid(request: Optional[gr.Request]) -> str:
@@ -92,15 +124,22 @@ def _points(text: str):
 
 def build_app(studio: Studio) -> gr.Blocks:
     keys = " · ".join(f"**{k}** {v}" for k, v in SHORTCUTS)
+    thumbs = studio.store.images.root / "thumbs"
+    thumbs.mkdir(parents=True, exist_ok=True)
+    gr.set_static_paths([thumbs])  # the browser's thumbnails are served as they are (named by content)
     with gr.Blocks(title="iseg", delete_cache=(3600, 3600)) as demo:
         gr.Markdown("# iseg: interactive segmentation studio\n" + keys)
         status = gr.Markdown(elem_id="status")
-        with gr.Row():
+        with gr.Tabs(selected="annotate", elem_id="tabs") as tabs:
+          with gr.Tab("Annotate", id="annotate", elem_id="annotate_tab"):
+           with gr.Row():
             with gr.Column(scale=3):
                 view = gr.HTML({"src": ""}, html_template=TEMPLATE, css_template=CSS, js_on_load=JS,
                                elem_id="canvas", apply_default_css=False, padding=False)
             with gr.Column(scale=1, min_width=300):
                 tool = gr.Radio(TOOLS, value="positive", label="Tool", elem_id="tool")
+                gr.Slider(1, 100, 12, step=1, label="Brush size (px on screen; [ and ] change it)",
+                          elem_id="brush_size")
                 with gr.Row():
                     undo_btn = gr.Button("Undo", elem_id="undo_btn", size="sm")
                     redo_btn = gr.Button("Redo", elem_id="redo_btn", size="sm")
@@ -109,7 +148,12 @@ def build_app(studio: Studio) -> gr.Blocks:
                     close_btn = gr.Button("Close shape", elem_id="close_btn", size="sm")
                     zoom_btn = gr.Button("Zoom in", elem_id="zoom_btn", size="sm")
                     unzoom_btn = gr.Button("Zoom out", elem_id="unzoom_btn", size="sm")
-                category = gr.Textbox("object", label="Category", elem_id="category")
+                names = [c.name for c in studio.labels(fresh=True)]
+                category = gr.Dropdown(names, value=names[0] if names else "object", allow_custom_value=True,
+                                       label="Label (type a new name to add one)", elem_id="category")
+                legend = gr.HTML(_legend(studio.labels()), elem_id="labels", css_template=LEGEND_CSS)
+                label_keys = [gr.Button(f"label {k}", elem_id=f"label_key_{k}", visible="hidden")
+                              for k in range(1, 10)]
                 finish_btn = gr.Button("Finish object", variant="primary", elem_id="finish_btn")
                 accept_btn = gr.Button("Accept image", variant="primary", elem_id="accept_btn")
                 with gr.Row():
@@ -121,6 +165,15 @@ def build_app(studio: Studio) -> gr.Blocks:
                     obj_num = gr.Number(1, precision=0, label="Object #", minimum=1, elem_id="obj_num")
                     edit_btn = gr.Button("Edit", size="sm", elem_id="edit_btn")
                     delete_btn = gr.Button("Delete", size="sm", elem_id="delete_btn")
+                    relabel_btn = gr.Button("Set label", size="sm", elem_id="relabel_btn")
+                with gr.Accordion("Labels", open=False, elem_id="label_editor"):
+                    label_name = gr.Textbox(label="Name", elem_id="label_name")
+                    label_rename = gr.Textbox(label="Rename to (optional)", elem_id="label_rename")
+                    with gr.Row():
+                        label_colour = gr.ColorPicker("#e6194b", label="Colour", elem_id="label_colour")
+                        label_key = gr.Dropdown([("none", 0)] + [(str(k), k) for k in range(1, 10)], value=None,
+                                                label="Key", elem_id="label_key")
+                    label_save = gr.Button("Save label", size="sm", elem_id="label_save_btn")
                 opacity = gr.Slider(0.0, 1.0, 0.5, step=0.05, label="Overlay opacity", elem_id="opacity")
                 contours = gr.Checkbox(True, label="Contour lines", elem_id="contours")
                 threshold = gr.Slider(-4.0, 4.0, 0.0, step=0.25, label="Mask threshold (logits; higher = tighter)",
@@ -135,9 +188,30 @@ def build_app(studio: Studio) -> gr.Blocks:
                     upload = gr.File(file_count="multiple", label="Add images", elem_id="upload")
                     upload_dir = gr.File(file_count="directory", label="Add a folder", elem_id="upload_dir")
                 with gr.Row():
-                    export_btn = gr.Button("Export COCO", elem_id="export_btn")
-                    polygons = gr.Checkbox(False, label="as polygons")
-                export_file = gr.File(label="COCO file", interactive=False, elem_id="export_file")
+                    export_fmt = gr.Dropdown([(v, k) for k, v in FORMATS.items()], value="coco",
+                                             label="Export format", elem_id="export_format")
+                    export_btn = gr.Button("Export", elem_id="export_btn")
+                export_file = gr.File(label="Exported file", interactive=False, elem_id="export_file")
+                with gr.Row():
+                    import_file = gr.File(file_types=[".json"], label="Import COCO pre-annotations",
+                                          elem_id="import_file")
+                    on_clash = gr.Radio([("map by name", "map"), ("refuse", "refuse")], value="map",
+                                        label="Categories unlike the label set", elem_id="on_clash")
+                import_btn = gr.Button("Import", size="sm", elem_id="import_btn")
+          with gr.Tab("Images", id="images", elem_id="images_tab"):
+            with gr.Row():
+                b_state = gr.Radio(["all", *IMAGE_STATES], value="all", label="State", elem_id="browse_state")
+                b_name = gr.Textbox(label="Name contains (Enter)", elem_id="browse_name")
+                b_page = gr.Number(1, precision=0, minimum=1, label="Page", elem_id="browse_page")
+            with gr.Row():
+                b_prev = gr.Button("← Page", size="sm", elem_id="browse_prev")
+                b_next = gr.Button("Page →", size="sm", elem_id="browse_next")
+                goto = gr.Number(1, precision=0, minimum=1, label="Go to image #", elem_id="goto_num")
+                goto_btn = gr.Button("Open", size="sm", elem_id="goto_btn")
+            b_info = gr.Markdown(elem_id="browse_info")
+            gallery = gr.Gallery(columns=8, height=720, allow_preview=False, object_fit="contain",
+                                 show_label=False, elem_id="browser")
+            b_positions = gr.State([])
         info = gr.JSON(visible=False)
         # inputs of the API twins (hidden on the page)
         hx, hy, hx1, hy1 = (gr.Number(0, visible=False) for _ in range(4))
@@ -155,6 +229,13 @@ def build_app(studio: Studio) -> gr.Blocks:
 
         view.select(on_select, [tool], outs, api_visibility="private", show_progress="hidden", **edit)
 
+        # the label set: the dropdown's names and the legend follow every change
+        def label_widgets():
+            labels = studio.labels(fresh=True)
+            return gr.update(choices=[c.name for c in labels]), _legend(labels)
+
+        label_outs = [category, legend]
+
         def bind(button, fn, inputs, api_name):
             button.click(fn, inputs, outs, api_name=api_name, **edit)
 
@@ -164,12 +245,24 @@ def build_app(studio: Studio) -> gr.Blocks:
         bind(close_btn, _handler(studio.close_contour, 0), [], "close_contour")
         bind(zoom_btn, _handler(studio.zoom, 0), [], "zoom_in")
         bind(unzoom_btn, _handler(lambda sid: studio.zoom(sid, False), 0), [], "zoom_out")
-        bind(finish_btn, _handler(studio.finish_object, 1), [category], "finish_object")
+        finish_btn.click(_handler(studio.finish_object, 1), [category], outs, api_name="finish_object", **edit
+                         ).then(label_widgets, [], label_outs, api_visibility="private")
         bind(accept_btn, _handler(studio.accept_image, 1), [category], "accept_image")
         bind(prev_btn, _handler(lambda sid: studio.next_image(sid, -1), 0), [], "previous_image")
         bind(next_btn, _handler(studio.next_image, 0), [], "next_image")
         bind(edit_btn, _handler(studio.edit_object, 1), [obj_num], "edit_object")
         bind(delete_btn, _handler(studio.delete_object, 1), [obj_num], "delete_object")
+
+        for k, button in enumerate(label_keys, start=1):
+            button.click(_handler(lambda sid, k=k: studio.label_key(sid, k), 0), [], outs,
+                         api_name=f"label_key_{k}", api_visibility="private", **edit
+                         ).then(label_widgets, [], label_outs, api_visibility="private")
+        relabel_btn.click(_handler(studio.set_object_label, 2), [obj_num, category], outs,
+                          api_name="set_object_label", **edit).then(label_widgets, [], label_outs,
+                                                                     api_visibility="private")
+        label_save.click(_handler(studio.set_label, 4, lambda n, c, k, r: (n, c, None if k is None else int(k), r)),
+                         [label_name, label_colour, label_key, label_rename], outs, api_name="set_label", **edit
+                         ).then(label_widgets, [], label_outs, api_visibility="private")
         opacity.release(_handler(studio.set_options, 2), [opacity, contours], outs,
                         api_visibility="private", **edit)
         contours.change(_handler(studio.set_options, 2), [opacity, contours], outs,
@@ -192,11 +285,74 @@ def build_app(studio: Studio) -> gr.Blocks:
             getattr(f, "name", f) for f in files or [] if Path(getattr(f, "name", f)).suffix.lower() in IMAGE_SUFFIXES],)),
             [upload_dir], outs, api_visibility="private", **edit)
 
-        def on_export(poly, request: gr.Request):
+        def on_export(fmt, request: gr.Request, progress=gr.Progress()):
+            v, path = studio.export(_sid(request), fmt=fmt, progress=lambda d, t: progress(d / t, desc="Exporting"))
+            return (*_out(v), path)
+
+        export_btn.click(on_export, [export_fmt], outs + [export_file], api_name="export", **edit)
+
+        def on_export_coco(poly, request: gr.Request):  # the API twin of earlier versions: COCO, RLE or polygons
             v, path = studio.export(_sid(request), bool(poly))
             return (*_out(v), path)
 
-        export_btn.click(on_export, [polygons], outs + [export_file], api_name="export_coco", **edit)
+        gr.Button(visible=False).click(on_export_coco, [hpos], outs + [export_file], api_name="export_coco", **edit)
+
+        def on_import(file, clash, request: gr.Request, progress=gr.Progress()):
+            if file is None:
+                return _out(studio.view(_sid(request), "Choose a COCO .json file to import first."))
+            return _out(studio.import_coco(_sid(request), getattr(file, "name", file), clash,
+                                           progress=lambda d, t: progress(d / t, desc=f"Importing: {d} of {t} steps")))
+
+        import_btn.click(on_import, [import_file, on_clash], outs, api_name="import_coco", **edit
+                         ).then(label_widgets, [], label_outs, api_visibility="private")
+
+        # the image browser: a page of thumbnails at a time; a click (or "go to") opens the image
+        def on_browse(state, name, page):
+            page = max(1, int(page or 1))
+            res = studio.browse(state, name, page, PER_PAGE)
+            pages = max(1, -(-res.total // PER_PAGE))
+            if page > pages:
+                page = pages
+                res = studio.browse(state, name, page, PER_PAGE)
+            items, positions = [], []
+            for row in res.rows:
+                thumb = studio.thumbnail(row.image)  # made once, then read from its cache file
+                if thumb is not None:
+                    items.append((thumb, f"#{row.position + 1} {row.image.file_name} · {row.state} · "
+                                         f"{row.objects} object(s)"))
+                    positions.append(row.position)
+            info = (f"{res.total} image(s) · page {page} of {pages}" if res.total else
+                    "No image matches." if (name or state != "all") else "The project has no images yet.")
+            return items, info, positions, page
+
+        browse_outs = [gallery, b_info, b_positions, b_page]
+        browse = dict(api_visibility="private", show_progress="hidden", concurrency_id="browse",
+                      concurrency_limit=None)
+        b_state.change(lambda st, n: on_browse(st, n, 1), [b_state, b_name], browse_outs, **browse)
+        b_name.submit(lambda st, n: on_browse(st, n, 1), [b_state, b_name], browse_outs, **browse)
+        b_page.submit(on_browse, [b_state, b_name, b_page], browse_outs, **browse)
+        b_prev.click(lambda st, n, p: on_browse(st, n, (p or 1) - 1), [b_state, b_name, b_page], browse_outs,
+                     **browse)
+        b_next.click(lambda st, n, p: on_browse(st, n, (p or 1) + 1), [b_state, b_name, b_page], browse_outs,
+                     **browse)
+        gr.on([tabs.select], on_browse, [b_state, b_name, b_page], browse_outs, **browse)
+
+        def open_from_browser(positions, evt: gr.SelectData, request: gr.Request):
+            pos = positions[evt.index] if 0 <= evt.index < len(positions) else 0
+            return (*_out(studio.open_index(_sid(request), pos)), gr.Tabs(selected="annotate"))
+
+        gallery.select(open_from_browser, [b_positions], outs + [tabs], api_visibility="private", **edit)
+
+        def goto_image(n, request: gr.Request):
+            if n is None or int(n) < 1:
+                return (*_out(studio.view(_sid(request), "Type an image number first.")), gr.skip())
+            total = studio.counts(fresh=True)[0]
+            if int(n) > total:
+                return (*_out(studio.view(_sid(request), f"There are {total} images; no image {int(n)}.")), gr.skip())
+            return (*_out(studio.open_index(_sid(request), int(n) - 1)), gr.Tabs(selected="annotate"))
+
+        goto_btn.click(goto_image, [goto], outs + [tabs], api_visibility="private", **edit)
+        goto.submit(goto_image, [goto], outs + [tabs], api_visibility="private", **edit)
 
         # fine-tuning runs in a background thread; the page polls its progress every 2 s while it runs
         def on_finetune(request: gr.Request):
@@ -230,6 +386,8 @@ def build_app(studio: Studio) -> gr.Blocks:
                   outs, api_name="add_scribble", **edit)
         api.click(_handler(studio.add_contour, 1, lambda pts: (_points(pts),)), [hpoints], outs,
                   api_name="add_contour", **edit)
+        api.click(_handler(studio.add_stroke, 3, lambda pts, r, erase: (_points(pts), r, erase)),
+                  [hpoints, hx, hpos], outs, api_name="add_stroke", **edit)
         api.click(_handler(studio.open_index, 1, lambda i: (int(i),)), [hx], outs, api_name="open_image",
                   **edit)
         api.click(_handler(studio.upload, 1, lambda paths: (_points(paths),)), [hpoints], outs,
@@ -242,7 +400,8 @@ def build_app(studio: Studio) -> gr.Blocks:
                 return _out(studio.open_index(sid, 0))
             return _out(studio.view(sid))
 
-        demo.load(on_load, [], outs, api_visibility="private")
+        demo.load(on_load, [], outs, api_visibility="private").then(label_widgets, [], label_outs,
+                                                                    api_visibility="private")
         def on_unload(request: gr.Request):  # a closed tab: its unsaved drawing and undo history go
             studio.drop(_sid(request))
 

@@ -3,7 +3,9 @@ the browser so that every prompt is drawn the way annotation tools draw it:
 
 - click (left = positive, right or Shift = negative; in the box / contour / scribble tools a click is a vertex)
 - drag in the click tools or the box tool = a box (a rubber band follows the pointer)
-- drag in the scribble tool = a brush stroke (drawn as it goes; right button or Shift = negative)
+- drag in the scribble tool = a scribble prompt (drawn as it goes; right button or Shift = negative)
+- drag (or click) in the brush / eraser tool = a stroke of the brush size (``#brush_size``, display pixels)
+  that forces pixels into / out of the mask; the pointer shows the brush as a circle
 
 Each finished gesture reaches Python as one ``select`` event whose ``evt.value`` says what it is, in the
 frame's natural pixels. The frame is a JPEG file that Gradio serves as a static file.
@@ -36,6 +38,8 @@ CSS = """
 # Delegated listeners on the component's root survive re-renders of the template.
 JS = """
 const tool = () => { const r = document.querySelector('#tool input:checked'); return r ? r.value : 'positive'; };
+const brush = () => { const r = document.querySelector('#brush_size input[type=range]'); return r ? Number(r.value) : 12; };
+const painting = (t) => t === 'brush' || t === 'eraser';
 let drag = null;
 const img = () => element.querySelector('img');
 const natural = (e) => { const i = img(); const r = i.getBoundingClientRect();
@@ -51,9 +55,21 @@ element.addEventListener('pointerdown', e => {
   drag = { start: natural(e), points: [natural(e)], negative: e.button === 2 || e.shiftKey, t: tool() };
 });
 element.addEventListener('pointermove', e => {
-  if (!drag) return; const p = natural(e); drag.points.push(p);
+  if (!drag) {  // the brush's outline follows the pointer
+    if (painting(tool()) && e.target.tagName === 'IMG' && img().naturalWidth) {
+      const [c, g] = ctx(); const s = screen(natural(e)); const k = img().getBoundingClientRect().width / img().naturalWidth;
+      g.strokeStyle = tool() === 'eraser' ? '#dc0000' : '#00c800'; g.lineWidth = 1.5;
+      g.beginPath(); g.arc(s[0], s[1], brush() * k, 0, 2 * Math.PI); g.stroke();
+    }
+    return;
+  }
+  const p = natural(e); drag.points.push(p);
   const [c, g] = ctx(); g.lineWidth = 2;
-  if (drag.t === 'scribble') { g.strokeStyle = drag.negative ? '#dc0000' : '#00c800'; g.lineWidth = 4; g.beginPath();
+  if (painting(drag.t)) { const k = img().getBoundingClientRect().width / img().naturalWidth;
+    g.strokeStyle = drag.t === 'eraser' ? 'rgba(220,0,0,0.5)' : 'rgba(0,200,0,0.5)'; g.lineWidth = 2 * brush() * k;
+    g.lineCap = 'round'; g.lineJoin = 'round'; g.beginPath();
+    drag.points.forEach((q, k) => { const s = screen(q); k ? g.lineTo(s[0], s[1]) : g.moveTo(s[0], s[1]); }); g.stroke(); }
+  else if (drag.t === 'scribble') { g.strokeStyle = drag.negative ? '#dc0000' : '#00c800'; g.lineWidth = 4; g.beginPath();
     drag.points.forEach((q, k) => { const s = screen(q); k ? g.lineTo(s[0], s[1]) : g.moveTo(s[0], s[1]); }); g.stroke(); }
   else if (drag.t !== 'contour') { const a = screen(drag.start), b = screen(p); g.strokeStyle = '#ffc800';
     g.strokeRect(Math.min(a[0], b[0]), Math.min(a[1], b[1]), Math.abs(a[0] - b[0]), Math.abs(a[1] - b[1])); }
@@ -62,7 +78,10 @@ element.addEventListener('pointerup', e => {
   if (!drag) return; const d = drag; drag = null; const p = natural(e);
   const moved = Math.hypot(p[0] - d.start[0], p[1] - d.start[1]) * img().getBoundingClientRect().width / img().naturalWidth > 6;
   const neg = d.negative || e.shiftKey || window.__isegShift;
-  if (d.t === 'scribble' && moved) {
+  if (painting(d.t)) {  // a click is a dab, a drag a stroke; right button / Shift = the other tool
+    trigger('select', { index: d.start.map(Math.round), value: { kind: 'stroke', points: moved ? d.points : [d.start],
+      radius: brush(), erase: (d.t === 'eraser') !== neg } });
+  } else if (d.t === 'scribble' && moved) {
     trigger('select', { index: d.start.map(Math.round), value: { kind: 'scribble', points: d.points, negative: neg } });
   } else if (moved && d.t !== 'contour') {
     trigger('select', { index: d.start.map(Math.round), value: { kind: 'box', box: [d.start[0], d.start[1], p[0], p[1]] } });

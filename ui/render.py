@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from iseg_core.geometry import DisplayFrame
-from iseg_core.prompts import Box, Click, Contour, Prompt, Scribble
+from iseg_core.prompts import Box, Click, Contour, Prompt, Scribble, Stroke
 
 DISPLAY_LONG_SIDE = 1024
 CURRENT = (30, 144, 255)
@@ -42,9 +42,11 @@ class ViewOptions:
 def render(display: np.ndarray, frame: DisplayFrame, objects: Sequence[np.ndarray], current: Optional[np.ndarray],
            prompts: Sequence[Prompt], pending: Sequence[Tuple[float, float]] = (), pending_kind: str = "",
            options: ViewOptions = ViewOptions(), selected: Optional[int] = None,
-           zoom: Optional[Tuple[float, float, float, float]] = None) -> np.ndarray:
+           zoom: Optional[Tuple[float, float, float, float]] = None,
+           colours: Optional[Sequence[Tuple[int, int, int]]] = None) -> np.ndarray:
     """The overlay as uint8 RGB at display size. ``objects`` and ``current`` are masks (resized to the display
-    when they are not at its size); prompts, ``pending`` points and ``zoom`` are in image pixels."""
+    when they are not at its size); ``colours``: each object's (its label's), else the palette in turn;
+    prompts, ``pending`` points and ``zoom`` are in image pixels."""
     out = display.copy()
     shape = display.shape[:2]
     a = float(np.clip(options.opacity, 0.0, 1.0))
@@ -53,7 +55,8 @@ def render(display: np.ndarray, frame: DisplayFrame, objects: Sequence[np.ndarra
         for k, m in enumerate(objects):
             if selected is not None and k == selected and current is not None:
                 continue  # being re-edited: drawn as the current object
-            layers.append((to_display(m, shape), PALETTE[k % len(PALETTE)], 1))
+            colour = colours[k] if colours is not None and k < len(colours) else PALETTE[k % len(PALETTE)]
+            layers.append((to_display(m, shape), tuple(int(c) for c in colour), 1))
     if current is not None:
         layers.append((to_display(current, shape), CURRENT, 2))
     for m, colour, width in layers:
@@ -93,6 +96,13 @@ def _draw_prompt(out: np.ndarray, p: Prompt, frame: DisplayFrame, r: int) -> Non
     elif isinstance(p, Box):
         (x0, y0), (x1, y1) = _display_points(frame, [(p.x0, p.y0), (p.x1, p.y1)])
         cv2.rectangle(out, (int(x0), int(y0)), (int(x1), int(y1)), (255, 200, 0), 2)
+    elif isinstance(p, Stroke):  # its effect is in the mask; a thin line shows where it went
+        pts = _display_points(frame, p.points)
+        colour = (220, 0, 0) if p.erase else (0, 200, 0)
+        if len(pts) > 1:
+            cv2.polylines(out, [pts], False, colour, 1)
+        else:
+            cv2.circle(out, tuple(int(v) for v in pts[0]), 2, colour, -1)
     elif isinstance(p, (Scribble, Contour)):
         pts = _display_points(frame, p.points)
         colour = (255, 200, 0) if isinstance(p, Contour) else ((0, 200, 0) if p.positive else (220, 0, 0))

@@ -22,13 +22,15 @@ from iseg_core.errors import IsegError
 from iseg_core.geometry import DisplayFrame
 from iseg_core.image import load_image
 from iseg_core.models import Segmenter, list_models, load_model, takes_weights, trainable_models
-from iseg_core.prompts import Box, Click, Contour, Scribble, prompt_to_dict
+from iseg_core.prompts import Box, Click, Contour, Scribble, Stroke, prompt_to_dict
 from iseg_core.session import FinishedObject, SessionManager
 from iseg_core.weights import reporting_progress
-from storage import Store, StorageError, export_coco
-from storage.coco import write_json_atomic
+from storage import Store, StorageError
+from storage.coco import import_coco
+from storage.exports import FORMATS, export
+from storage.store import IMAGE_STATES, BrowsePage, CategoryRecord, ImageRecord
 
-from .render import DISPLAY_LONG_SIDE, ViewOptions, display_copy, render, to_display
+from .render import DISPLAY_LONG_SIDE, PALETTE, ViewOptions, display_copy, render, to_display
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
 log = logging.getLogger(__name__)
@@ -79,6 +81,7 @@ class TabState:
 
     index: int = -1
     image_id: Optional[int] = None
+    record: Optional[ImageRecord] = None  # the open image
     display: Optional[np.ndarray] = None  # the downscaled copy shown (its frame: the session's ``display``)
     pending: List[Tuple[float, float]] = field(default_factory=list)  # box corner / contour vertices
     pending_kind: str = ""  # "box", "contour" or "scribble" while one is being clicked
@@ -106,7 +109,8 @@ class Studio:
         self._lock = threading.Lock()
         self.author = author
         self._job = None  # the latest training.job.FinetuneJob
-        self._queue_cache = None
+        self._count_cache = None
+        self._labels_cache = None
         self.manager(model)  # fail early (and clearly) when the default model cannot load
 
     # -- plumbing ---------------------------------------------------------------------------------------
@@ -150,21 +154,35 @@ class Studio:
 
     def ensure_samples(self) -> int:
         """On a first run (an empty project), add the bundled sample images. Returns how many were added."""
-        if self.store.images_of(self.project):
+        if self.store.image_count(self.project)[0]:
             return 0
         n = 0
         for f in sorted(SAMPLES.glob("*.jpg")):
             n += self.store.add_image(self.project, f).added
         return n
 
-    def queue(self, fresh: bool = False):
-        """The project's images in order. Cached for a second: every click shows the progress, and a project
-        of thousands of images should not be listed from the database on each one."""
+    def counts(self, fresh: bool = False) -> Tuple[int, int]:
+        """(images, images done) of the project: one aggregate query, cached for a second (every click shows
+        the progress; a project of 10,000 images is never listed to answer it)."""
         now = time.monotonic()
-        cached = self._queue_cache
+        cached = self._count_cache
         if fresh or cached is None or now - cached[0] > 1.0:
-            cached = self._queue_cache = (now, self.store.images_of(self.project))
+            cached = self._count_cache = (now, self.store.image_count(self.project))
         return cached[1]
+
+    def labels(self, fresh: bool = False) -> List[CategoryRecord]:
+        """The project's label set (cached for a second; every change here refreshes it)."""
+        now = time.monotonic()
+        cached = self._labels_cache
+        if fresh or cached is None or now - cached[0] > 1.0:
+            cached = self._labels_cache = (now, self.store.categories(self.project))
+        return cached[1]
+
+    def _colour(self, category: str, k: int) -> Tuple[int, int, int]:
+        for c in self.labels():
+            if c.name == category:
+                return c.rgb
+        return PALETTE[k % len(PALETTE)]
 
     # -- the view ---------------------------------------------------------------------------------------
     def view(self, sid: str, message: Optional[str] = None) -> View:
@@ -172,8 +190,7 @@ class Studio:
         s = self._session(sid)
         if message is not None:
             t.message = message
-        queue = self.queue()
-        done = sum(i.done for i in queue)
+        total, done = self.counts()
         with s.lock:
             img = None
             if t.display is not None:
@@ -181,10 +198,11 @@ class Studio:
                     if o.preview is None:
                         o.preview = to_display(o.mask, t.display.shape[:2])
                 img = render(t.display, s.display, [o.preview for o in s.objects], s.mask, s.prompts, t.pending,
-                             t.pending_kind, t.options, s.editing, zoom=s.zoom)
+                             t.pending_kind, t.options, s.editing, zoom=s.zoom,
+                             colours=[self._colour(o.category, k) for k, o in enumerate(s.objects)])
             rows = [[k + 1, o.category, o.area, len(o.prompts), "saved" if o.stored_id else "not saved"]
                     for k, o in enumerate(s.objects)]
-            current = queue[t.index] if 0 <= t.index < len(queue) else None
+            current = t.record
             info = {
                 "session": sid, "model": t.model, "image_index": t.index, "image_id": t.image_id,
                 "file_name": current.file_name if current else None,
@@ -194,9 +212,9 @@ class Studio:
                 "score": float(s.steps[-1].score) if s.steps else None, "redo": len(s.redo_stack),
                 "objects": [{"category": o.category, "area": o.area, "id": o.stored_id} for o in s.objects],
                 "editing": s.editing, "zoom": list(s.zoom) if s.zoom else None, "pending": [list(p) for p in t.pending], "pending_kind": t.pending_kind,
-                "queue": {"done": done, "total": len(queue)},
+                "queue": {"done": done, "total": total},
             }
-        head = f"**{done} / {len(queue)} images done**"
+        head = f"**{done} / {total} images done**"
         if current:
             head += f" · image {t.index + 1}: `{current.file_name}` ({current.width}x{current.height})"
             head += " · accepted" if current.done else ""
@@ -207,11 +225,13 @@ class Studio:
 
     # -- images -----------------------------------------------------------------------------------------
     def open_index(self, sid: str, index: int) -> View:
-        queue = self.queue()
-        if not queue:
+        total, _ = self.counts(fresh=True)
+        if not total:
             return self.view(sid, "The project has no images yet: upload some.")
-        index = int(index) % len(queue)
-        rec = queue[index]
+        index = int(index) % total
+        rec = self.store.image_at(self.project, index)
+        if rec is None:  # images removed meanwhile
+            return self.view(sid, f"There is no image {index + 1} any more.")
         t = self.tab(sid)
         s = self._session(sid)
         try:
@@ -228,19 +248,19 @@ class Studio:
         with s.lock:
             t.display = display_copy(loaded.rgb, frame)
             s.open_image(loaded.rgb, rec.sha256, rec.id, stored, display=frame)
-            t.index, t.image_id = index, rec.id
+            t.index, t.image_id, t.record = index, rec.id, rec
             t.pending, t.pending_kind = [], ""
         enc = time.perf_counter() - t0
-        self._precompute_next(sid, index, queue)
+        self._precompute_next(sid, index, total)
         msg = f"Opened in {enc:.1f} s. Click on an object." if enc > 0.5 else "Click on an object."
         return self.view(sid, msg)
 
-    def _precompute_next(self, sid: str, index: int, queue) -> None:
-        if len(queue) < 2:
+    def _precompute_next(self, sid: str, index: int, total: int) -> None:
+        if total < 2:
             return
-        nxt = queue[(index + 1) % len(queue)]
+        nxt = self.store.image_at(self.project, (index + 1) % total)
         mgr = self.manager(self.tab(sid).model)
-        if mgr.is_encoded(nxt.sha256):
+        if nxt is None or mgr.is_encoded(nxt.sha256):
             return
         try:
             rgb = load_image(nxt.path).rgb
@@ -263,9 +283,8 @@ class Studio:
             except StorageError as e:
                 problems.append(str(e))
         msg = f"Added {added} image(s)." + ("".join(f"\n\n**Skipped:** {p}" for p in problems))
-        ids = [i.id for i in self.queue(fresh=True)]
         if first_new is not None:
-            self.open_index(sid, ids.index(first_new))
+            self.open_index(sid, self.store.position_of(self.project, first_new))
         return self.view(sid, msg)
 
     # -- prompts ----------------------------------------------------------------------------------------
@@ -304,6 +323,22 @@ class Studio:
             return self.view(sid, f"**Not added:** a contour needs a list of [x, y] points ({e})")
         return self._add(sid, prompt)
 
+    def add_stroke(self, sid: str, points: Sequence[Sequence[float]], radius: float, erase: bool = False) -> View:
+        """A brush (or eraser) stroke in image pixels: pixels within ``radius`` of the path are forced into (out
+        of) the current object, whatever the model answers now or after later prompts."""
+        try:
+            stroke = Stroke([(float(x), float(y)) for x, y in points], float(radius), bool(erase))
+        except (TypeError, ValueError, IsegError) as e:
+            return self.view(sid, f"**Not painted:** a stroke needs [x, y] points and a radius ({e})")
+        s = self._session(sid)
+        if s.image is None:
+            return self.view(sid, "Open an image first.")
+        with s.lock:
+            s.add(stroke)
+            area = int(s.mask.sum())
+        what = "Erased" if stroke.erase else "Painted"
+        return self.view(sid, f"{len(s.steps)} prompt(s) · {what} a {stroke.radius:.0f} px stroke · mask {area} px")
+
     def _to_image(self, sid: str, x: float, y: float) -> Tuple[float, float]:
         """Display pixels of the tab's image -> image pixels."""
         frame = self._session(sid).display
@@ -340,6 +375,12 @@ class Studio:
                 (x0, y0), (x1, y1) = self._to_image(sid, bx0, by0), self._to_image(sid, bx1, by1)
                 t.pending, t.pending_kind = [], ""
                 return self.add_box(sid, x0, y0, x1, y1)
+            if kind == "stroke":  # brush / eraser: radius in display pixels
+                pts = [self._to_image(sid, x, y) for x, y in g["points"]]
+                frame = self._session(sid).display
+                scale = (sum(frame.scale_xy) / 2) if frame is not None else 1.0
+                t.pending, t.pending_kind = [], ""
+                return self.add_stroke(sid, pts, float(g["radius"]) / scale, bool(g.get("erase")))
             if kind == "scribble":
                 pts = [self._to_image(sid, x, y) for x, y in g["points"]]
                 t.pending, t.pending_kind = [], ""
@@ -408,7 +449,59 @@ class Studio:
                 return self.view(sid, f"**Not saved** (the object is kept here, try again): {e}")
             obj.stored_id = rec.id
             n = len(s.objects)
+        self.labels(fresh=True)  # a new name is a new label
         return self.view(sid, f"Saved object {n} ({obj.category}).")
+
+    def label_key(self, sid: str, key: int) -> View:
+        """Key 1-9: finish the object being drawn as the label with that key. With no object in progress it
+        says so and changes nothing."""
+        label = next((c for c in self.labels(fresh=True) if c.key == int(key)), None)
+        if label is None:
+            return self.view(sid, f"No label has key {int(key)}; give one that key under Labels.")
+        s = self._session(sid)
+        with s.lock:
+            drawing = s.mask is not None and s.mask.any()
+        if not drawing:
+            return self.view(sid, f"No object to label {label.name!r}: draw one first (click on it), then press "
+                                  f"{int(key)}.")
+        return self.finish_object(sid, label.name)
+
+    def set_object_label(self, sid: str, number: int, name: str) -> View:
+        """Give finished object ``number`` (1-based) another label; a saved object is changed in the store."""
+        name = (name or "").strip()
+        if not name:
+            return self.view(sid, "Pick a label first.")
+        s = self._session(sid)
+        with s.lock:
+            k = int(number) - 1
+            if not 0 <= k < len(s.objects):
+                return self.view(sid, f"No object {int(number)}; this image has {len(s.objects)}.")
+            obj = s.objects[k]
+            if obj.stored_id is not None:
+                try:
+                    self.store.set_annotation_category(obj.stored_id, name)
+                except StorageError as e:
+                    return self.view(sid, f"**Not changed:** {e}")
+            old, obj.category = obj.category, name
+        self.labels(fresh=True)
+        return self.view(sid, f"Object {int(number)}: {old} -> {name}.")
+
+    def set_label(self, sid: str, name: str, color: Optional[str] = None, key: Optional[int] = None,
+                  rename: Optional[str] = None) -> View:
+        """Add a label to the project's label set, or change its colour, key (0 = none) or name."""
+        try:
+            rec = self.store.set_label(self.project, name or "", color or None, key, rename or None)
+        except StorageError as e:
+            return self.view(sid, f"**Label not saved:** {e}")
+        self.labels(fresh=True)
+        s = self._session(sid)
+        if rename and rename.strip() != name.strip():
+            with s.lock:  # objects on screen follow the new name
+                for o in s.objects:
+                    if o.category == name.strip():
+                        o.category = rec.name
+        key_text = f"key {rec.key}" if rec.key else "no key"
+        return self.view(sid, f"Label {rec.name!r}: {rec.color}, {key_text}.")
 
     def delete_object(self, sid: str, number: int) -> View:
         s = self._session(sid)
@@ -456,19 +549,61 @@ class Studio:
                 o.stored_id = r.id
             n = len(s.objects)
         index = t.index
-        if len(self.queue(fresh=True)) > 1:
+        t.record = self.store.image(t.image_id)
+        if self.counts(fresh=True)[0] > 1:
             self.open_index(sid, index + 1)
         return self.view(sid, f"Saved image {index + 1} with {n} object(s).")
 
-    def export(self, sid: str, polygons: bool = False) -> Tuple[View, Optional[str]]:
-        res = export_coco(self.store, self.project, polygons=polygons)
-        path = self.export_dir / f"{self.project.name}-{time.strftime('%Y%m%d-%H%M%S')}{'-polygons' if polygons else ''}.json"
+    def export(self, sid: str, polygons: bool = False, fmt: Optional[str] = None,
+               progress: Optional[Callable[[int, int], None]] = None) -> Tuple[View, Optional[str]]:
+        """Export the project as ``fmt`` (``storage.exports.FORMATS``; default COCO, RLE or ``polygons``) to one
+        file under the export folder: a .json for COCO, a .zip for the others."""
+        fmt = fmt or ("coco-polygons" if polygons else "coco")
+        if fmt not in FORMATS:
+            return self.view(sid, f"Unknown export format {fmt!r}; one of {', '.join(FORMATS)}."), None
+        stamp = time.strftime('%Y%m%d-%H%M%S')
+        suffix = ".json" if fmt.startswith("coco") else ".zip"
+        path = self.export_dir / f"{self.project.name}-{stamp}-{fmt}{suffix}"
         try:
-            write_json_atomic(path, res.coco)
+            path, warnings = export(self.store, self.project, fmt, path, progress)
         except StorageError as e:
             return self.view(sid, f"**Export failed:** {e}"), None
-        warn = "".join(f"\n\n{w}" for w in res.warnings[:5])
-        return self.view(sid, f"Exported {len(res.coco['annotations'])} annotation(s) to `{path}`.{warn}"), str(path)
+        n = self.store.stats(self.project).annotations
+        warn = "".join(f"\n\n{w}" for w in warnings[:5])
+        more = f"\n\n... and {len(warnings) - 5} more warning(s)" if len(warnings) > 5 else ""
+        return self.view(sid, f"Exported {n} annotation(s) as {FORMATS[fmt]} to `{path}`.{warn}{more}"), str(path)
+
+    def import_coco(self, sid: str, path: str, on_clash: str = "map",
+                    progress: Optional[Callable[[int, int], None]] = None) -> View:
+        """COCO pre-annotations of this project's images (matched by file name): all of them arrive as
+        finished, editable objects, or (a bad file, or label clashes with ``on_clash="refuse"``) none."""
+        try:
+            r = import_coco(self.store, self.project, path, author=self.author, on_clash=on_clash, progress=progress)
+        except StorageError as e:
+            return self.view(sid, f"**Not imported:** {e}")
+        self.labels(fresh=True)
+        self.counts(fresh=True)
+        t = self.tab(sid)
+        if t.index >= 0:  # the open image may have received objects
+            self.open_index(sid, t.index)
+        notes = "".join(f"\n\n{n}" for n in r.notes[:5])
+        return self.view(sid, f"Imported {r.annotations_added} object(s) on {r.images_existing} image(s) "
+                              f"({r.annotations_existing} were already here); {r.categories_added} new label(s)."
+                              + notes)
+
+    # -- the image browser ------------------------------------------------------------------------------
+    def browse(self, state: str = "all", name: str = "", page: int = 1, per_page: int = 48) -> BrowsePage:
+        """One page (1-based) of the project's images, filtered by state and file name."""
+        if state not in IMAGE_STATES:
+            state = None
+        return self.store.browse(self.project, state, name or "", (max(1, int(page)) - 1) * per_page, per_page)
+
+    def thumbnail(self, image: ImageRecord) -> Optional[str]:
+        try:
+            return str(self.store.thumbnail(image))
+        except StorageError as e:
+            log.warning("%s", e)
+            return None
 
     # -- settings ---------------------------------------------------------------------------------------
     def set_options(self, sid: str, opacity: float, contours: bool) -> View:
