@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import serve_studio
-from tests.test_ui_browser import (ARGS, ARTIFACTS, CHROMIUM, _click_image, _drag, _shot, _shown, _status,
+from tests.test_ui_browser import (ARGS, ARTIFACTS, CHROMIUM, _click_image, _drag, _shot, _shown,
                                    _wait_status, playwright_api)
 
 
