@@ -34,16 +34,21 @@ def app(tmp_path_factory):
     store.close()
 
 
-@pytest.fixture(scope="module")
-def page(app):
+def open_page(url):
+    """A chromium page on the studio at ``url``, its first image shown (a generator for module fixtures)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with playwright_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
         pg = browser.new_page(viewport={"width": 1400, "height": 1000})
-        pg.goto(app[0], wait_until="load")
+        pg.goto(url, wait_until="load")
         pg.wait_for_selector("#canvas img", timeout=60000)
         yield pg
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(app):
+    yield from open_page(app[0])
 
 
 def _status(page) -> str:

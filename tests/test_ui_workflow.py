@@ -10,8 +10,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import serve_studio
-from tests.test_ui_browser import (ARGS, ARTIFACTS, CHROMIUM, _click_image, _drag, _shot, _shown,
-                                   _wait_status, playwright_api)
+from tests.test_ui_browser import _click_image, _drag, _shot, _shown, _wait_status, open_page
 
 
 @pytest.fixture(scope="module")
@@ -31,14 +30,7 @@ def app(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def page(app):
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        pg = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
-        pg.goto(app[0], wait_until="load")
-        pg.wait_for_selector("#canvas img", timeout=60000)
-        yield pg
-        browser.close()
+    yield from open_page(app[0])
 
 
 def _objects(store, file_name):
