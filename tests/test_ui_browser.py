@@ -63,14 +63,18 @@ def _wait_status(page, pattern: str, timeout: float = 60000):
 
 def _to_page(page):
     """A function from natural pixels of the displayed image to page coordinates."""
-    page.wait_for_function("() => { const e = document.querySelector('#canvas img'); "
-                           "return e && e.complete && e.naturalWidth > 0; }", timeout=30000)
-    img = page.locator("#canvas img")
-    img.scroll_into_view_if_needed()  # buttons further down (Export) scroll the page
-    box = img.bounding_box()
-    nw, nh = img.evaluate("e => [e.naturalWidth, e.naturalHeight]")
-    scale = min(box["width"] / nw, box["height"] / nh, 1.0)  # object-fit: scale-down never enlarges
-    ox, oy = box["x"] + (box["width"] - nw * scale) / 2, box["y"] + (box["height"] - nh * scale) / 2
+    # a new frame re-renders the canvas: wait for an image that is loaded *and* laid out, then read its box and
+    # natural size in one step (a frame swapped between two reads once gave a 0-wide box)
+    ready = ("() => { const e = document.querySelector('#canvas img'); "
+             "return e && e.complete && e.naturalWidth > 0 && e.getBoundingClientRect().width > 0; }")
+    page.wait_for_function(ready, timeout=30000)
+    page.locator("#canvas img").scroll_into_view_if_needed()  # buttons further down (Export) scroll the page
+    page.wait_for_function(ready, timeout=30000)
+    x, y, w, h, nw, nh = page.evaluate("() => { const e = document.querySelector('#canvas img'); "
+                                       "const r = e.getBoundingClientRect(); "
+                                       "return [r.x, r.y, r.width, r.height, e.naturalWidth, e.naturalHeight]; }")
+    scale = min(w / nw, h / nh, 1.0)  # object-fit: scale-down never enlarges
+    ox, oy = x + (w - nw * scale) / 2, y + (h - nh * scale) / 2
     return lambda x, y: (ox + x * scale, oy + y * scale)
 
 
