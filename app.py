@@ -25,8 +25,22 @@ from iseg_core.runtime import bf16_is_fast, tune_allocator  # noqa: E402
 from iseg_core.zerogpu import maybe_offload  # noqa: E402
 from storage import StorageError, Store, default_url  # noqa: E402
 from storage.database import sqlite_file  # noqa: E402
-from storage.snapshot import Snapshotter, restore_latest  # noqa: E402
+from storage.errors import DatabaseUnusable  # noqa: E402
+from storage.snapshot import Snapshotter, restore_latest, snapshots  # noqa: E402
 from ui import HEAD, Studio, build_app, model_loader  # noqa: E402
+
+
+def _restore_hint(db_file, snapshot_dir) -> str:
+    """What to restore a damaged database from: the newest snapshot, when snapshots are kept."""
+    if db_file is None:
+        return "Restore the database from your backup."
+    if not snapshot_dir:
+        return (f"No snapshot folder is set (ISEG_SNAPSHOT_DIR), so there is no snapshot to restore from: restore "
+                f"{db_file} from your backup, or move it away to start with an empty database.")
+    found = snapshots(Path(snapshot_dir))
+    if not found:
+        return f"There is no snapshot in {snapshot_dir} yet: restore {db_file} from your backup, or move it away."
+    return f"The newest snapshot is {found[-1]}: move {db_file} away and copy that snapshot in its place."
 
 
 def main() -> None:
@@ -70,6 +84,8 @@ def main() -> None:
         store = Store(args.database)
         studio = Studio(store, args.project, args.model, loader=loader, author=os.environ.get("USER", ""),
                         notice=notice)
+    except DatabaseUnusable as e:
+        sys.exit(f"iseg cannot start: {e} {_restore_hint(e.path, snapshot_dir)}")
     except (IsegError, StorageError) as e:
         sys.exit(f"iseg cannot start: {e}")
     added = studio.ensure_samples()

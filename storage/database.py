@@ -15,10 +15,10 @@ from typing import Iterator, Optional
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
+from sqlalchemy.exc import ArgumentError, DatabaseError, DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from .errors import StorageBusy, StorageError
+from .errors import DatabaseUnusable, StorageBusy, StorageError
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -43,6 +43,36 @@ def sqlite_file(url: str) -> Optional[Path]:
     return Path(parsed.database).expanduser()
 
 
+SQLITE_HEADER = b"SQLite format 3\x00"
+UNCHANGED = "Nothing was changed in it"
+
+
+def check_sqlite_file(path: Path) -> None:
+    """Refuse, before SQLite touches it, a file that is not a whole SQLite database: raise DatabaseUnusable
+    saying what is wrong. An empty or missing file is fine (it becomes a new database)."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return
+    if size == 0:
+        return
+    with open(path, "rb") as fh:
+        head = fh.read(100)
+    if not head.startswith(SQLITE_HEADER):
+        raise DatabaseUnusable(f"{path} is not a SQLite database (its first bytes are not SQLite's header): the "
+                               f"file is damaged or is some other file. {UNCHANGED}.", path)
+    if len(head) < 100:
+        raise DatabaseUnusable(f"{path} is truncated: {size} bytes, shorter than SQLite's 100-byte header. "
+                               f"{UNCHANGED}.", path)
+    page_size = int.from_bytes(head[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(head[28:32], "big")
+    # the page count in the header is valid when its "version valid for" equals the change counter
+    if head[92:96] == head[24:28] and pages and size < pages * page_size:
+        raise DatabaseUnusable(f"{path} is truncated: the database says it holds {pages} pages of {page_size} "
+                               f"bytes ({pages * page_size} bytes) but the file has {size}. {UNCHANGED}.", path)
+
+
 def _is_busy(exc: DBAPIError) -> bool:
     msg = str(exc.orig).lower() if exc.orig is not None else str(exc).lower()
     code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
@@ -63,9 +93,12 @@ class Database:
         if parsed.drivername == "postgresql":  # the driver iseg installs
             parsed = parsed.set(drivername="postgresql+psycopg")
         kwargs = {}
+        self.file: Optional[Path] = None
         if self.dialect == "sqlite":
             if parsed.database and parsed.database != ":memory:":
-                Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+                self.file = Path(parsed.database).expanduser()
+                check_sqlite_file(self.file)
+                self.file.parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"timeout": busy_timeout, "check_same_thread": False}
         elif self.dialect == "postgresql":
             kwargs["pool_pre_ping"] = True
@@ -77,7 +110,11 @@ class Database:
             self._sqlite_setup(busy_timeout)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         if migrate:
-            self.migrate()
+            try:
+                self.migrate()
+            except BaseException:
+                self.engine.dispose()  # let go of the file before the caller reports it
+                raise
 
     def _sqlite_setup(self, busy_timeout: float) -> None:
         @event.listens_for(self.engine, "connect")
@@ -101,9 +138,24 @@ class Database:
         from alembic import command
         from alembic.config import Config
 
+        from alembic.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS))
+        scripts = ScriptDirectory.from_config(cfg)
+        known = {rev.revision for rev in scripts.walk_revisions()}
+        where = str(self.file) if self.file is not None else self.safe_url
         try:
+            with self.engine.connect() as conn:  # read the schema's revision before anything is written
+                current = MigrationContext.configure(conn).get_current_heads()
+                conn.rollback()
+            newer = [r for r in current if r not in known]
+            if newer:
+                raise DatabaseUnusable(
+                    f"{where} was written by a newer iseg: its schema is revision {', '.join(newer)}, this code "
+                    f"knows revisions up to {scripts.get_current_head()}. {UNCHANGED}; run the newer iseg on it, "
+                    "or restore an older copy.", self.file)
             with self.engine.begin() as conn:
                 if self.dialect == "postgresql":
                     conn.execute(text("SELECT pg_advisory_xact_lock(7345001)"))  # one migrator at a time
@@ -113,6 +165,9 @@ class Database:
             if _is_busy(e):
                 raise StorageBusy(f"database {self.safe_url} is locked by another process; try again") from e
             raise StorageError(f"cannot open database {self.safe_url}: {e.orig}") from e
+        except DatabaseError as e:  # e.g. "database disk image is malformed": damage the header check misses
+            raise DatabaseUnusable(f"{where} is damaged: SQLite says {str(e.orig).strip()!r}. {UNCHANGED}.",
+                                   self.file) from e
 
     @property
     def safe_url(self) -> str:

@@ -14,6 +14,15 @@ class StorageBusy(StorageError):
     retryable = True
 
 
+class DatabaseUnusable(StorageError):
+    """The database file cannot be used as it is (not a database, truncated, damaged, or written by a newer
+    iseg). Nothing was changed in it; ``path`` names it (None for a server database)."""
+
+    def __init__(self, message: str, path=None):
+        super().__init__(message)
+        self.path = path
+
+
 class CocoFormatError(StorageError):
     """A COCO file that cannot be imported. ``problems`` names every bad record; nothing was imported."""
 
