@@ -28,6 +28,7 @@ from storage.database import sqlite_file  # noqa: E402
 from storage.errors import DatabaseUnusable  # noqa: E402
 from storage.snapshot import Snapshotter, restore_latest, snapshots  # noqa: E402
 from ui import HEAD, Studio, build_app, model_loader  # noqa: E402
+from ui.studio import MAX_UPLOAD_MB  # noqa: E402
 
 
 def _restore_hint(db_file, snapshot_dir) -> str:
@@ -57,6 +58,12 @@ def main() -> None:
     host = (os.environ.get("ISEG_HOST") or os.environ.get("GRADIO_SERVER_NAME")
             or ("0.0.0.0" if os.environ.get("SPACE_ID") else "127.0.0.1"))
     port = os.environ.get("PORT") or os.environ.get("ISEG_PORT") or os.environ.get("GRADIO_SERVER_PORT") or "7860"
+    ap.add_argument("--import-dir", action="append", default=[d for d in os.environ.get("ISEG_IMPORT_DIRS", "")
+                                                                .split(os.pathsep) if d],
+                    help="a folder the API may import images from by path (repeatable; default: none, the API "
+                         "takes uploads only)")
+    ap.add_argument("--max-upload-mb", type=float, default=float(os.environ.get("ISEG_MAX_UPLOAD_MB", MAX_UPLOAD_MB)),
+                    help=f"size limit of one uploaded image file in MB (default {MAX_UPLOAD_MB})")
     ap.add_argument("--host", default=host)
     ap.add_argument("--port", type=int, default=int(port))
     args = ap.parse_args()
@@ -83,7 +90,7 @@ def main() -> None:
     try:
         store = Store(args.database)
         studio = Studio(store, args.project, args.model, loader=loader, author=os.environ.get("USER", ""),
-                        notice=notice)
+                        notice=notice, import_dirs=args.import_dir, max_upload_mb=args.max_upload_mb)
     except DatabaseUnusable as e:
         sys.exit(f"iseg cannot start: {e} {_restore_hint(e.path, snapshot_dir)}")
     except (IsegError, StorageError) as e:
@@ -96,7 +103,7 @@ def main() -> None:
         print(f"snapshots of {db_file} go to {snapshot_dir}")
     demo = build_app(studio)
     demo.queue(default_concurrency_limit=4).launch(server_name=args.host, server_port=args.port, head=HEAD,
-                                                   share=False, max_file_size="200mb")
+                                                   share=False, max_file_size=f"{args.max_upload_mb:g}mb")
 
 
 if __name__ == "__main__":

@@ -128,15 +128,17 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(_PG_SKIPPED[0], red=True)
 
 
-def serve_studio(tmp: Path, project: str, model: str = "classical", store=None):
+def serve_studio(tmp: Path, project: str, model: str = "classical", store=None, **studio_args):
     """The studio on a fresh SQLite store with the bundled samples (or on ``store`` as it is), served in this
-    process on a free port. Returns (url, studio, store, demo); the caller closes demo and store."""
+    process on a free port (``studio_args``: more Studio settings). Returns (url, studio, store, demo); the caller
+    closes demo and store."""
     from storage import Store
     from ui import HEAD, Studio, build_app
 
     if store is None:
         store = Store(f"sqlite:///{tmp / 'iseg.db'}", tmp / "images")
-    studio = Studio(store, project, model, "random", export_dir=tmp / "exports")  # random weights: no downloads
+    studio = Studio(store, project, model, "random", export_dir=tmp / "exports",  # random weights: no downloads
+                    **studio_args)
     if not store.images_of(studio.project):
         assert studio.ensure_samples() == 4
     demo = build_app(studio)

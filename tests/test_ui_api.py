@@ -19,7 +19,9 @@ INSIDE, OUTSIDE = (250, 250), (30, 30)
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    url, studio, store, demo = serve_studio(tmp_path_factory.mktemp("studio"), "test")
+    tmp = tmp_path_factory.mktemp("studio")
+    (tmp / "imports").mkdir()
+    url, studio, store, demo = serve_studio(tmp, "test", import_dirs=[tmp / "imports"])
     yield url, studio, store
     demo.close()
     store.close()
@@ -129,8 +131,9 @@ def _claimed_png(w: int, h: int) -> bytes:
     return bytes(data)
 
 
-def test_bad_input_gets_a_message_and_the_app_keeps_working(served, tmp_path):
-    url, _, store = served
+def test_bad_input_gets_a_message_and_the_app_keeps_working(served):
+    url, studio, store = served
+    tmp_path = studio.import_dirs[0]  # the API imports by path only from there
     c = Client(url, verbose=False)
     before = len(store.images_of(store.project("test")))
     (tmp_path / "corrupt.jpg").write_bytes((ROOT / "ui" / "samples" / "coffee.jpg").read_bytes()[:500])

@@ -390,8 +390,12 @@ def build_app(studio: Studio) -> gr.Blocks:
                   [hpoints, hx, hpos], outs, api_name="add_stroke", **edit)
         api.click(_handler(studio.open_index, 1, lambda i: (int(i),)), [hx], outs, api_name="open_image",
                   **edit)
-        api.click(_handler(studio.upload, 1, lambda paths: (_points(paths),)), [hpoints], outs,
+        # images by path only from the operator's --import-dir folders; otherwise as uploads (upload_images)
+        api.click(_handler(studio.import_paths, 1, lambda paths: (_points(paths),)), [hpoints], outs,
                   api_name="add_images", **edit)
+        hfiles = gr.File(file_count="multiple", visible=False)
+        api.click(_handler(studio.upload, 1, lambda files: ([getattr(f, "name", f) for f in files or []],)),
+                  [hfiles], outs, api_name="upload_images", **edit)
         api.click(_handler(studio.view, 0), [], outs, api_name="get_state", **edit)
 
         def on_load(request: gr.Request):

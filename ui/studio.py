@@ -20,7 +20,7 @@ import torch
 
 from iseg_core.errors import IsegError
 from iseg_core.geometry import DisplayFrame
-from iseg_core.image import load_image
+from iseg_core.image import IMAGE_SUFFIXES, load_image
 from iseg_core.models import Segmenter, list_models, load_model, takes_weights, trainable_models
 from iseg_core.prompts import Box, Click, Contour, Scribble, Stroke, prompt_to_dict
 from iseg_core.session import FinishedObject, SessionManager
@@ -33,6 +33,21 @@ from storage.store import IMAGE_STATES, BrowsePage, CategoryRecord, ImageRecord
 from .render import DISPLAY_LONG_SIDE, PALETTE, ViewOptions, display_copy, render, to_display
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
+MAX_UPLOAD_MB = 50  # default size limit of one uploaded or imported image file
+
+
+def allowed_path(path: str, folders: Sequence[Path]) -> Optional[Path]:
+    """``path`` resolved (``..`` and every symlink followed) when the result lies inside one of ``folders``
+    (themselves resolved), else None. Says nothing about whether the file exists, so a refusal reveals nothing."""
+    try:
+        target = Path(os.path.expanduser(str(path))).resolve(strict=False)
+    except (OSError, RuntimeError, ValueError):  # a symlink loop, a NUL byte
+        return None
+    for folder in folders:
+        root = Path(folder).resolve(strict=False)
+        if target == root or root in target.parents:
+            return target
+    return None
 log = logging.getLogger(__name__)
 
 
@@ -94,10 +109,15 @@ class TabState:
 class Studio:
     def __init__(self, store: Store, project: str = "default", model: str = "classical",
                  checkpoint: Optional[str] = None, loader: Optional[Callable[[str], Segmenter]] = None,
-                 export_dir: Optional[Path] = None, author: str = "", notice: Optional[str] = None):
+                 export_dir: Optional[Path] = None, author: str = "", notice: Optional[str] = None,
+                 import_dirs: Sequence[Path] = (), max_upload_mb: float = MAX_UPLOAD_MB):
         """``loader`` loads a model by name (default: :func:`model_loader` for ``model`` and ``checkpoint``);
-        ``notice``: one line shown under the status while a tab uses the default model (how to get a better one)."""
+        ``notice``: one line shown under the status while a tab uses the default model (how to get a better one);
+        ``import_dirs``: the only folders the API may import image files from by path (``--import-dir``);
+        ``max_upload_mb``: the size limit of one image file, uploaded or imported."""
         self.notice = notice
+        self.import_dirs = [Path(d).resolve() for d in import_dirs]
+        self.max_upload_bytes = int(max_upload_mb * 1024 * 1024)
         self.store = store
         self.project = store.project(project)
         self.export_dir = Path(export_dir or Path(os.environ.get("ISEG_HOME", "data")) / "exports")
@@ -272,9 +292,41 @@ class Studio:
     def next_image(self, sid: str, step: int = 1) -> View:
         return self.open_index(sid, self.tab(sid).index + step)
 
-    def upload(self, sid: str, paths: Sequence[str]) -> View:
-        added, problems, first_new = 0, [], None
+    def import_paths(self, sid: str, paths: Sequence[str]) -> View:
+        """Image files named by path (the API's ``add_images``): each must resolve (symlinks and ``..`` followed)
+        into a folder the operator named with ``--import-dir``; anything else gets one message, whether or not
+        it exists. A folder inside one adds its image files."""
+        files, problems = [], []
+        if not isinstance(paths, (list, tuple)):
+            return self.view(sid, "**Not added:** give a list of file paths.")
+        for p in paths:
+            target = allowed_path(p, self.import_dirs) if isinstance(p, str) else None
+            if target is None:
+                problems.append(f"{p}: not allowed (the API imports files only from the folders the operator "
+                                "named with --import-dir; upload files instead)")
+            elif target.is_dir():
+                files += sorted(str(f) for f in target.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES
+                                and allowed_path(str(f), self.import_dirs))
+            elif not target.is_file():
+                problems.append(f"{p}: no such file in the import folders")
+            else:
+                files.append(str(target))
+        return self.upload(sid, files, problems)
+
+    def upload(self, sid: str, paths: Sequence[str], problems: Optional[List[str]] = None) -> View:
+        """Files the page (or an API client) uploaded through Gradio: added to the project, each up to the size
+        limit."""
+        added, problems, first_new = 0, list(problems or []), None
         for p in paths or []:
+            try:
+                size = os.path.getsize(p)
+            except OSError as e:
+                problems.append(f"{Path(p).name}: cannot read it ({e.strerror or e})")
+                continue
+            if size > self.max_upload_bytes:
+                problems.append(f"{Path(p).name} is {size / 2**20:.1f} MB, over the {self.max_upload_bytes / 2**20:.0f} "
+                                "MB limit of one image file; nothing was added for it")
+                continue
             try:
                 rec = self.store.add_image(self.project, p, file_name=Path(p).name)
                 added += rec.added
