@@ -26,9 +26,13 @@ from iseg_core.zerogpu import maybe_offload  # noqa: E402
 from storage import StorageError, Store, default_url  # noqa: E402
 from storage.database import sqlite_file  # noqa: E402
 from storage.errors import DatabaseUnusable  # noqa: E402
+from storage.users import UsersFile  # noqa: E402
 from storage.snapshot import Snapshotter, restore_latest, snapshots  # noqa: E402
 from ui import HEAD, Studio, build_app, model_loader  # noqa: E402
 from ui.studio import MAX_UPLOAD_MB  # noqa: E402
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def _restore_hint(db_file, snapshot_dir) -> str:
@@ -64,6 +68,8 @@ def main() -> None:
                          "takes uploads only)")
     ap.add_argument("--max-upload-mb", type=float, default=float(os.environ.get("ISEG_MAX_UPLOAD_MB", MAX_UPLOAD_MB)),
                     help=f"size limit of one uploaded image file in MB (default {MAX_UPLOAD_MB})")
+    ap.add_argument("--users", default=os.environ.get("ISEG_USERS_FILE"),
+                    help="sign-in on, with this users file (python -m storage users add NAME); default: off")
     ap.add_argument("--host", default=host)
     ap.add_argument("--port", type=int, default=int(port))
     args = ap.parse_args()
@@ -101,9 +107,22 @@ def main() -> None:
     if snapshot_dir and db_file is not None:
         Snapshotter(db_file, Path(snapshot_dir), float(os.environ.get("ISEG_SNAPSHOT_MINUTES", "10"))).start()
         print(f"snapshots of {db_file} go to {snapshot_dir}")
+    auth = None
+    if args.users:
+        users = UsersFile(args.users)
+        if not users.names():
+            sys.exit(f"iseg cannot start: the users file {args.users} has no users; add one with "
+                     f"`python -m storage users add NAME --file {args.users}`")
+        auth = users.verify
+        print(f"sign-in on: {len(users.names())} user(s) in {args.users}")
+    elif args.host not in LOOPBACK:
+        print(f"WARNING: iseg listens on {args.host} without sign-in: anyone who reaches this port can read and "
+              "change every annotation. Start with --users FILE (python -m storage users add NAME) to require "
+              "sign-in.", file=sys.stderr)
     demo = build_app(studio)
     demo.queue(default_concurrency_limit=4).launch(server_name=args.host, server_port=args.port, head=HEAD,
-                                                   share=False, max_file_size=f"{args.max_upload_mb:g}mb")
+                                                   share=False, max_file_size=f"{args.max_upload_mb:g}mb", auth=auth,
+                                                   auth_message="iseg: sign in with your name and password")
 
 
 if __name__ == "__main__":

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import sys
 from pathlib import Path
 
 from .coco import export_coco, export_png, import_coco, write_json_atomic
+from .database import data_home
 from .errors import StorageError
+from .users import ROLES, UsersFile
 from .exports import FORMATS, export, export_folder
 from iseg_core.image import IMAGE_SUFFIXES
 from .store import Store
@@ -46,15 +49,46 @@ def main(argv=None) -> int:
     p = sub.add_parser("import-images", help="add image files (or every image in folders) to a project")
     p.add_argument("--project", required=True)
     p.add_argument("paths", nargs="+")
+    p = sub.add_parser("users", help="the sign-in users file: add (or change) / remove / list users")
+    p.add_argument("action", choices=["add", "remove", "list"])
+    p.add_argument("name", nargs="?")
+    p.add_argument("--role", choices=list(ROLES), default="annotator")
+    p.add_argument("--file", default=None, help="default $ISEG_HOME/users.json")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from stdin (scripts)")
     p = sub.add_parser("stats", help="counts of projects, images and annotations")
     p.add_argument("--project")
     args = ap.parse_args(argv)
     try:
+        if args.cmd == "users":  # a file of its own: no database needed
+            return _users(args)
         store = Store(args.database, args.images_dir)
         return _run(store, args)
     except StorageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+
+
+def _users(args) -> int:
+    users = UsersFile(args.file or data_home() / "users.json")
+    if args.action == "list":
+        for name in users.names():
+            print(f"{name}\t{users.role(name)}")
+        return 0
+    if not args.name:
+        raise StorageError(f"users {args.action} needs a NAME")
+    if args.action == "remove":
+        users.remove(args.name)
+        print(f"removed {args.name} from {users.path}")
+        return 0
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass(f"password for {args.name}: ")
+        if getpass.getpass("again: ") != password:
+            raise StorageError("the two passwords differ; nothing was changed")
+    users.add(args.name, password, args.role)
+    print(f"{args.name} ({args.role}) can sign in; users file {users.path}")
+    return 0
 
 
 def _run(store: Store, args) -> int:

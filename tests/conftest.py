@@ -128,9 +128,9 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(_PG_SKIPPED[0], red=True)
 
 
-def serve_studio(tmp: Path, project: str, model: str = "classical", store=None, **studio_args):
+def serve_studio(tmp: Path, project: str, model: str = "classical", store=None, auth=None, **studio_args):
     """The studio on a fresh SQLite store with the bundled samples (or on ``store`` as it is), served in this
-    process on a free port (``studio_args``: more Studio settings). Returns (url, studio, store, demo); the caller
+    process on a free port (``auth``: Gradio's sign-in check; ``studio_args``: more Studio settings). Returns (url, studio, store, demo); the caller
     closes demo and store."""
     from storage import Store
     from ui import HEAD, Studio, build_app
@@ -143,5 +143,5 @@ def serve_studio(tmp: Path, project: str, model: str = "classical", store=None, 
         assert studio.ensure_samples() == 4
     demo = build_app(studio)
     _, url, _ = demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(),
-                                    quiet=True, head=HEAD)
+                                    quiet=True, head=HEAD, auth=auth)
     return url, studio, store, demo

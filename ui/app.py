@@ -7,6 +7,7 @@ their turn in order instead of being dropped.
 """
 from __future__ import annotations
 
+import functools
 import html
 import inspect
 import json
@@ -97,7 +98,7 @@ def _out(v: View):
     return frame_value(v.image), v.status, v.objects, v.info
 
 
-def _handler(action, n_inputs: int, convert=None):
+def _handler(action, n_inputs: int, convert=None, sid_of=_sid):
     """A Gradio handler for ``action(session_id, *inputs)``. Gradio passes the request to a parameter annotated
     ``gr.Request``; the signature is written out so that it finds it after the ``n_inputs`` values."""
 
@@ -105,7 +106,7 @@ def _handler(action, n_inputs: int, convert=None):
         *values, request = args
         if convert is not None:
             values = convert(*values)
-        return _out(action(_sid(request), *values))
+        return _out(action(sid_of(request), *values))
 
     params = [inspect.Parameter(f"v{i}", inspect.Parameter.POSITIONAL_OR_KEYWORD) for i in range(n_inputs)]
     params.append(inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=gr.Request))
@@ -124,6 +125,16 @@ def _points(text: str):
 
 def build_app(studio: Studio) -> gr.Blocks:
     keys = " · ".join(f"**{k}** {v}" for k, v in SHORTCUTS)
+
+    def sid_of(request: Optional[gr.Request]) -> str:
+        """The tab's session id; with sign-in on, the tab is also tied to the signed-in user (its author)."""
+        sid = _sid(request)
+        name = getattr(request, "username", None) if request is not None else None
+        if name:
+            studio.sign_in(sid, name)
+        return sid
+
+    handler = functools.partial(_handler, sid_of=sid_of)
     thumbs = studio.store.images.root / "thumbs"
     thumbs.mkdir(parents=True, exist_ok=True)
     gr.set_static_paths([thumbs])  # the browser's thumbnails are served as they are (named by content)
@@ -221,7 +232,7 @@ def build_app(studio: Studio) -> gr.Blocks:
         edit = dict(concurrency_id="edit", concurrency_limit=1, trigger_mode="multiple")
 
         def on_select(tool_name, evt: gr.SelectData, request: gr.Request):
-            v = studio.gesture(_sid(request), tool_name, evt.value if isinstance(evt.value, dict) else
+            v = studio.gesture(sid_of(request), tool_name, evt.value if isinstance(evt.value, dict) else
                                {"kind": "click", "point": evt.index, "negative": False})
             # a gesture never changes the object table: skipping it (and the hidden state) saves Gradio's
             # DataFrame round trip on every click
@@ -239,35 +250,35 @@ def build_app(studio: Studio) -> gr.Blocks:
         def bind(button, fn, inputs, api_name):
             button.click(fn, inputs, outs, api_name=api_name, **edit)
 
-        bind(undo_btn, _handler(studio.undo, 0), [], "undo")
-        bind(redo_btn, _handler(studio.redo, 0), [], "redo")
-        bind(clear_btn, _handler(studio.clear, 0), [], "clear")
-        bind(close_btn, _handler(studio.close_contour, 0), [], "close_contour")
-        bind(zoom_btn, _handler(studio.zoom, 0), [], "zoom_in")
-        bind(unzoom_btn, _handler(lambda sid: studio.zoom(sid, False), 0), [], "zoom_out")
-        finish_btn.click(_handler(studio.finish_object, 1), [category], outs, api_name="finish_object", **edit
+        bind(undo_btn, handler(studio.undo, 0), [], "undo")
+        bind(redo_btn, handler(studio.redo, 0), [], "redo")
+        bind(clear_btn, handler(studio.clear, 0), [], "clear")
+        bind(close_btn, handler(studio.close_contour, 0), [], "close_contour")
+        bind(zoom_btn, handler(studio.zoom, 0), [], "zoom_in")
+        bind(unzoom_btn, handler(lambda sid: studio.zoom(sid, False), 0), [], "zoom_out")
+        finish_btn.click(handler(studio.finish_object, 1), [category], outs, api_name="finish_object", **edit
                          ).then(label_widgets, [], label_outs, api_visibility="private")
-        bind(accept_btn, _handler(studio.accept_image, 1), [category], "accept_image")
-        bind(prev_btn, _handler(lambda sid: studio.next_image(sid, -1), 0), [], "previous_image")
-        bind(next_btn, _handler(studio.next_image, 0), [], "next_image")
-        bind(edit_btn, _handler(studio.edit_object, 1), [obj_num], "edit_object")
-        bind(delete_btn, _handler(studio.delete_object, 1), [obj_num], "delete_object")
+        bind(accept_btn, handler(studio.accept_image, 1), [category], "accept_image")
+        bind(prev_btn, handler(lambda sid: studio.next_image(sid, -1), 0), [], "previous_image")
+        bind(next_btn, handler(studio.next_image, 0), [], "next_image")
+        bind(edit_btn, handler(studio.edit_object, 1), [obj_num], "edit_object")
+        bind(delete_btn, handler(studio.delete_object, 1), [obj_num], "delete_object")
 
         for k, button in enumerate(label_keys, start=1):
-            button.click(_handler(lambda sid, k=k: studio.label_key(sid, k), 0), [], outs,
+            button.click(handler(lambda sid, k=k: studio.label_key(sid, k), 0), [], outs,
                          api_name=f"label_key_{k}", api_visibility="private", **edit
                          ).then(label_widgets, [], label_outs, api_visibility="private")
-        relabel_btn.click(_handler(studio.set_object_label, 2), [obj_num, category], outs,
+        relabel_btn.click(handler(studio.set_object_label, 2), [obj_num, category], outs,
                           api_name="set_object_label", **edit).then(label_widgets, [], label_outs,
                                                                      api_visibility="private")
-        label_save.click(_handler(studio.set_label, 4, lambda n, c, k, r: (n, c, None if k is None else int(k), r)),
+        label_save.click(handler(studio.set_label, 4, lambda n, c, k, r: (n, c, None if k is None else int(k), r)),
                          [label_name, label_colour, label_key, label_rename], outs, api_name="set_label", **edit
                          ).then(label_widgets, [], label_outs, api_visibility="private")
-        opacity.release(_handler(studio.set_options, 2), [opacity, contours], outs,
+        opacity.release(handler(studio.set_options, 2), [opacity, contours], outs,
                         api_visibility="private", **edit)
-        contours.change(_handler(studio.set_options, 2), [opacity, contours], outs,
+        contours.change(handler(studio.set_options, 2), [opacity, contours], outs,
                         api_visibility="private", **edit)
-        threshold.release(_handler(studio.set_threshold, 1), [threshold], outs, api_name="set_threshold", **edit)
+        threshold.release(handler(studio.set_threshold, 1), [threshold], outs, api_name="set_threshold", **edit)
         def on_model(name, request: gr.Request, progress=gr.Progress()):
             # a model whose weights are not here yet downloads now: the bar shows MB done, total and time left
             text = ProgressText(f"Downloading {name} weights")
@@ -275,32 +286,32 @@ def build_app(studio: Studio) -> gr.Blocks:
             def report(done, total):
                 progress(done / total if total else None, desc=text(done, total))
 
-            return _out(studio.set_model(_sid(request), name, progress=report))
+            return _out(studio.set_model(sid_of(request), name, progress=report))
 
         model.change(on_model, [model], outs, api_name="set_model", **edit)
-        upload.upload(_handler(studio.upload, 1, lambda files: ([getattr(f, "name", f) for f in files or []],)),
+        upload.upload(handler(studio.upload, 1, lambda files: ([getattr(f, "name", f) for f in files or []],)),
                       [upload], outs, api_visibility="private", **edit)
         # a folder: only its image files (the rest of a folder is not worth a "skipped" line each)
-        upload_dir.upload(_handler(studio.upload, 1, lambda files: ([
+        upload_dir.upload(handler(studio.upload, 1, lambda files: ([
             getattr(f, "name", f) for f in files or [] if Path(getattr(f, "name", f)).suffix.lower() in IMAGE_SUFFIXES],)),
             [upload_dir], outs, api_visibility="private", **edit)
 
         def on_export(fmt, request: gr.Request, progress=gr.Progress()):
-            v, path = studio.export(_sid(request), fmt=fmt, progress=lambda d, t: progress(d / t, desc="Exporting"))
+            v, path = studio.export(sid_of(request), fmt=fmt, progress=lambda d, t: progress(d / t, desc="Exporting"))
             return (*_out(v), path)
 
         export_btn.click(on_export, [export_fmt], outs + [export_file], api_name="export", **edit)
 
         def on_export_coco(poly, request: gr.Request):  # the API twin of earlier versions: COCO, RLE or polygons
-            v, path = studio.export(_sid(request), bool(poly))
+            v, path = studio.export(sid_of(request), bool(poly))
             return (*_out(v), path)
 
         gr.Button(visible=False).click(on_export_coco, [hpos], outs + [export_file], api_name="export_coco", **edit)
 
         def on_import(file, clash, request: gr.Request, progress=gr.Progress()):
             if file is None:
-                return _out(studio.view(_sid(request), "Choose a COCO .json file to import first."))
-            return _out(studio.import_coco(_sid(request), getattr(file, "name", file), clash,
+                return _out(studio.view(sid_of(request), "Choose a COCO .json file to import first."))
+            return _out(studio.import_coco(sid_of(request), getattr(file, "name", file), clash,
                                            progress=lambda d, t: progress(d / t, desc=f"Importing: {d} of {t} steps")))
 
         import_btn.click(on_import, [import_file, on_clash], outs, api_name="import_coco", **edit
@@ -339,31 +350,31 @@ def build_app(studio: Studio) -> gr.Blocks:
 
         def open_from_browser(positions, evt: gr.SelectData, request: gr.Request):
             pos = positions[evt.index] if 0 <= evt.index < len(positions) else 0
-            return (*_out(studio.open_index(_sid(request), pos)), gr.Tabs(selected="annotate"))
+            return (*_out(studio.open_index(sid_of(request), pos)), gr.Tabs(selected="annotate"))
 
         gallery.select(open_from_browser, [b_positions], outs + [tabs], api_visibility="private", **edit)
 
         def goto_image(n, request: gr.Request):
             if n is None or int(n) < 1:
-                return (*_out(studio.view(_sid(request), "Type an image number first.")), gr.skip())
+                return (*_out(studio.view(sid_of(request), "Type an image number first.")), gr.skip())
             total = studio.counts(fresh=True)[0]
             if int(n) > total:
-                return (*_out(studio.view(_sid(request), f"There are {total} images; no image {int(n)}.")), gr.skip())
-            return (*_out(studio.open_index(_sid(request), int(n) - 1)), gr.Tabs(selected="annotate"))
+                return (*_out(studio.view(sid_of(request), f"There are {total} images; no image {int(n)}.")), gr.skip())
+            return (*_out(studio.open_index(sid_of(request), int(n) - 1)), gr.Tabs(selected="annotate"))
 
         goto_btn.click(goto_image, [goto], outs + [tabs], api_visibility="private", **edit)
         goto.submit(goto_image, [goto], outs + [tabs], api_visibility="private", **edit)
 
         # fine-tuning runs in a background thread; the page polls its progress every 2 s while it runs
         def on_finetune(request: gr.Request):
-            v = studio.start_finetune(_sid(request))
+            v = studio.start_finetune(sid_of(request))
             return (*_out(v), studio.finetune_status(), gr.Timer(active=True))
 
         finetune_btn.click(on_finetune, [], outs + [train_status, train_timer], api_name="finetune",
                            concurrency_id="train", concurrency_limit=1)
 
         def on_cancel(request: gr.Request):
-            return (*_out(studio.cancel_finetune(_sid(request))), studio.finetune_status())
+            return (*_out(studio.cancel_finetune(sid_of(request))), studio.finetune_status())
 
         cancel_ft_btn.click(on_cancel, [], outs + [train_status], api_name="cancel_finetune",
                             concurrency_id="train_status", concurrency_limit=None)
@@ -378,28 +389,28 @@ def build_app(studio: Studio) -> gr.Blocks:
 
         # API twins: image coordinates in original pixels, called by name from gradio_client
         api = gr.Button(visible=False)
-        api.click(_handler(studio.add_click, 3), [hx, hy, hpos], outs,
+        api.click(handler(studio.add_click, 3), [hx, hy, hpos], outs,
                   api_name="add_click", **edit)
-        api.click(_handler(studio.add_box, 4),
+        api.click(handler(studio.add_box, 4),
                   [hx, hy, hx1, hy1], outs, api_name="add_box", **edit)
-        api.click(_handler(studio.add_scribble, 2, lambda pts, p: (_points(pts), p)), [hpoints, hpos],
+        api.click(handler(studio.add_scribble, 2, lambda pts, p: (_points(pts), p)), [hpoints, hpos],
                   outs, api_name="add_scribble", **edit)
-        api.click(_handler(studio.add_contour, 1, lambda pts: (_points(pts),)), [hpoints], outs,
+        api.click(handler(studio.add_contour, 1, lambda pts: (_points(pts),)), [hpoints], outs,
                   api_name="add_contour", **edit)
-        api.click(_handler(studio.add_stroke, 3, lambda pts, r, erase: (_points(pts), r, erase)),
+        api.click(handler(studio.add_stroke, 3, lambda pts, r, erase: (_points(pts), r, erase)),
                   [hpoints, hx, hpos], outs, api_name="add_stroke", **edit)
-        api.click(_handler(studio.open_index, 1, lambda i: (int(i),)), [hx], outs, api_name="open_image",
+        api.click(handler(studio.open_index, 1, lambda i: (int(i),)), [hx], outs, api_name="open_image",
                   **edit)
         # images by path only from the operator's --import-dir folders; otherwise as uploads (upload_images)
-        api.click(_handler(studio.import_paths, 1, lambda paths: (_points(paths),)), [hpoints], outs,
+        api.click(handler(studio.import_paths, 1, lambda paths: (_points(paths),)), [hpoints], outs,
                   api_name="add_images", **edit)
         hfiles = gr.File(file_count="multiple", visible=False)
-        api.click(_handler(studio.upload, 1, lambda files: ([getattr(f, "name", f) for f in files or []],)),
+        api.click(handler(studio.upload, 1, lambda files: ([getattr(f, "name", f) for f in files or []],)),
                   [hfiles], outs, api_name="upload_images", **edit)
-        api.click(_handler(studio.view, 0), [], outs, api_name="get_state", **edit)
+        api.click(handler(studio.view, 0), [], outs, api_name="get_state", **edit)
 
         def on_load(request: gr.Request):
-            sid = _sid(request)
+            sid = sid_of(request)
             if studio.tab(sid).index < 0:
                 return _out(studio.open_index(sid, 0))
             return _out(studio.view(sid))
@@ -407,7 +418,7 @@ def build_app(studio: Studio) -> gr.Blocks:
         demo.load(on_load, [], outs, api_visibility="private").then(label_widgets, [], label_outs,
                                                                     api_visibility="private")
         def on_unload(request: gr.Request):  # a closed tab: its unsaved drawing and undo history go
-            studio.drop(_sid(request))
+            studio.drop(sid_of(request))
 
         demo.unload(on_unload)
     return demo

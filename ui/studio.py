@@ -104,6 +104,7 @@ class TabState:
     options: ViewOptions = field(default_factory=ViewOptions)
     model: str = ""
     message: str = ""
+    user: str = ""  # the signed-in name (sign-in on), the author of what this tab saves
 
 
 class Studio:
@@ -150,6 +151,13 @@ class Studio:
             if t is None:
                 t = self._tabs[sid] = TabState(model=self.default_model)
             return t
+
+    def sign_in(self, sid: str, name: str) -> None:
+        """The tab ``sid`` belongs to the signed-in user ``name``: the author of everything it saves."""
+        self.tab(sid).user = name
+
+    def _author(self, sid: str) -> str:
+        return self.tab(sid).user or self.author
 
     def _session(self, sid: str):
         return self.manager(self.tab(sid).model).session(sid)
@@ -494,7 +502,7 @@ class Studio:
             except IsegError as e:
                 return self.view(sid, str(e))
             try:
-                rec = self.store.save_annotation(s.image_ref, obj.mask, obj.category, author=self.author,
+                rec = self.store.save_annotation(s.image_ref, obj.mask, obj.category, author=self._author(sid),
                                                  model=self._model_version(sid), interactions=obj.prompts,
                                                  seconds=obj.seconds, replace_id=obj.stored_id)
             except StorageError as e:
@@ -593,7 +601,7 @@ class Studio:
             version = self._model_version(sid)
             try:
                 recs = self.store.save_annotations(s.image_ref, [
-                    dict(mask=o.mask, category=o.category, author=self.author, model=version,
+                    dict(mask=o.mask, category=o.category, author=self._author(sid), model=version,
                          interactions=o.prompts, seconds=o.seconds) for o in unsaved], done=True)
             except StorageError as e:
                 return self.view(sid, f"**Not saved** (nothing was lost here, try again): {e}")
@@ -630,7 +638,7 @@ class Studio:
         """COCO pre-annotations of this project's images (matched by file name): all of them arrive as
         finished, editable objects, or (a bad file, or label clashes with ``on_clash="refuse"``) none."""
         try:
-            r = import_coco(self.store, self.project, path, author=self.author, on_clash=on_clash, progress=progress)
+            r = import_coco(self.store, self.project, path, author=self._author(sid), on_clash=on_clash, progress=progress)
         except StorageError as e:
             return self.view(sid, f"**Not imported:** {e}")
         self.labels(fresh=True)
