@@ -70,6 +70,8 @@ def main() -> None:
                     help=f"size limit of one uploaded image file in MB (default {MAX_UPLOAD_MB})")
     ap.add_argument("--users", default=os.environ.get("ISEG_USERS_FILE"),
                     help="sign-in on, with this users file (python -m storage users add NAME); default: off")
+    ap.add_argument("--lock-minutes", type=float, default=float(os.environ.get("ISEG_LOCK_MINUTES", "15")),
+                    help="with sign-in: an image stays locked to a user idle for this long (default 15)")
     ap.add_argument("--host", default=host)
     ap.add_argument("--port", type=int, default=int(port))
     args = ap.parse_args()
@@ -96,7 +98,8 @@ def main() -> None:
     try:
         store = Store(args.database)
         studio = Studio(store, args.project, args.model, loader=loader, author=os.environ.get("USER", ""),
-                        notice=notice, import_dirs=args.import_dir, max_upload_mb=args.max_upload_mb)
+                        notice=notice, import_dirs=args.import_dir, max_upload_mb=args.max_upload_mb,
+                        roles=UsersFile(args.users).role if args.users else None, lock_minutes=args.lock_minutes)
     except DatabaseUnusable as e:
         sys.exit(f"iseg cannot start: {e} {_restore_hint(e.path, snapshot_dir)}")
     except (IsegError, StorageError) as e:

@@ -63,6 +63,13 @@ class Image(Base):
     width: Mapped[int] = mapped_column(Integer)
     height: Mapped[int] = mapped_column(Integer)
     done: Mapped[bool] = mapped_column(default=False)  # accepted in the app (all its objects annotated)
+    # team work: who has the image open (a lock that expires after an idle time) and the reviewer's verdict
+    locked_by: Mapped[Optional[str]] = mapped_column(String(200), nullable=True)
+    locked_at: Mapped[Optional[datetime]] = mapped_column(DateTime, nullable=True)
+    review_state: Mapped[str] = mapped_column(String(20), default="", server_default="")  # "" | approved | returned
+    review_comment: Mapped[str] = mapped_column(Text, default="", server_default="")
+    reviewed_by: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    reviewed_at: Mapped[Optional[datetime]] = mapped_column(DateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
     project: Mapped[Project] = relationship(back_populates="images")

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -81,6 +82,10 @@ class ImageRecord:
     height: int
     done: bool
     added: bool = False  # True when this call stored it (False: the same content was already there)
+    locked_by: Optional[str] = None  # who has it open (team work; the lock may have expired)
+    review_state: str = ""  # "", "approved" or "returned"
+    review_comment: str = ""
+    reviewed_by: str = ""
 
 
 @dataclass(frozen=True)
@@ -281,7 +286,51 @@ class Store:
 
     def _image_record(self, img: m.Image, added: bool = False) -> ImageRecord:
         return ImageRecord(img.id, img.project_id, img.coco_id, img.sha256, img.file_name,
-                           self.images.path(img.stored_path), img.width, img.height, img.done, added)
+                           self.images.path(img.stored_path), img.width, img.height, img.done, added,
+                           img.locked_by, img.review_state or "", img.review_comment or "", img.reviewed_by or "")
+
+    # -- team work: image locks and review ----------------------------------------------------------------
+    def lock_image(self, image_id: int, user: str, idle_seconds: float) -> Optional[str]:
+        """Give image ``image_id`` to ``user`` unless someone else holds it and was active within
+        ``idle_seconds``. One conditional UPDATE, so two users racing for it cannot both win. Returns None when
+        ``user`` holds it now, else the holder's name."""
+        now = utcnow()
+        cutoff = now - timedelta(seconds=idle_seconds)
+        with self.db.transaction() as s:
+            won = s.execute(update(m.Image).where(
+                m.Image.id == image_id,
+                or_(m.Image.locked_by.is_(None), m.Image.locked_by == user, m.Image.locked_at < cutoff))
+                .values(locked_by=user, locked_at=now)).rowcount
+            if won:
+                return None
+            holder = s.scalar(select(m.Image.locked_by).where(m.Image.id == image_id))
+            if holder is None and s.get(m.Image, image_id) is None:
+                raise StorageError(f"no image with id {image_id}")
+            return holder
+
+    def release_image(self, image_id: int, user: str) -> None:
+        """Let go of ``user``'s lock on the image (nothing happens when someone else holds it)."""
+        with self.db.transaction() as s:
+            s.execute(update(m.Image).where(m.Image.id == image_id, m.Image.locked_by == user)
+                      .values(locked_by=None, locked_at=None))
+
+    def review_image(self, image_id: int, reviewer: str, approve: bool, comment: str = "") -> ImageRecord:
+        """A reviewer's verdict on an accepted image: approved, or sent back (no longer done) with a comment."""
+        comment = (comment or "").strip()
+        if not approve and not comment:
+            raise StorageError("say what to fix: sending an image back needs a comment")
+        with self.db.transaction() as s:
+            img = s.get(m.Image, image_id)
+            if img is None:
+                raise StorageError(f"no image with id {image_id}")
+            if not img.done:
+                raise StorageError(f"{img.file_name} is not accepted yet: only accepted images are reviewed")
+            img.review_state = "approved" if approve else "returned"
+            img.review_comment, img.reviewed_by, img.reviewed_at = comment, reviewer, utcnow()
+            if not approve:
+                img.done = False
+            s.flush()
+            return self._image_record(img)
 
     # -- the project's images in order, a page at a time (a project may hold 10,000 or more) --------------------
     def image_count(self, project: ProjectRecord) -> Tuple[int, int]:
@@ -420,6 +469,8 @@ class Store:
                 s.flush()
                 out.append(self._annotation_record(ann, img))
             if done is not None:
+                if done and not img.done and img.review_state == "returned":
+                    img.review_state = ""  # accepted again after a send-back: waiting for review again
                 img.done = done
             return out
 

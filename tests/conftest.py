@@ -122,6 +122,16 @@ def db_url(request, tmp_path):
     return server.create_database(f"t_{os.getpid()}_{abs(hash(request.node.nodeid)) % 10**9}")
 
 
+@pytest.fixture
+def store(db_url, tmp_path):
+    """A store on each kind of database (``db_url``), images under ``tmp_path``."""
+    from storage import Store
+
+    s = Store(db_url, tmp_path / "images")
+    yield s
+    s.close()
+
+
 def pytest_terminal_summary(terminalreporter):
     if _PG_SKIPPED:
         terminalreporter.write_sep("!", "POSTGRESQL TESTS WERE SKIPPED", red=True, bold=True)

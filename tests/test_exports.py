@@ -21,13 +21,6 @@ from storage.masks import encode_mask
 from tests.conftest import ROOT
 
 
-@pytest.fixture
-def store(db_url, tmp_path):
-    s = Store(db_url, tmp_path / "images")
-    yield s
-    s.close()
-
-
 def _png(h, w, value=0) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.full((h, w, 3), value, np.uint8)).save(buf, "PNG")
@@ -35,8 +28,9 @@ def _png(h, w, value=0) -> bytes:
 
 
 def test_label_set_upgrade_of_a_database_in_use(db_url, tmp_path):
-    """A database made by the previous schema (revision 0001), with data in it, upgrades in place: its labels
-    get colours and keys 1-9 in COCO id order, every row is kept."""
+    """A database made by the first schema (revision 0001), with data in it, upgrades in place: its labels
+    get colours and keys 1-9 in COCO id order (0002), its images lock and review columns (0003), every row is
+    kept."""
     from alembic import command
     from alembic.config import Config
 
@@ -70,6 +64,8 @@ def test_label_set_upgrade_of_a_database_in_use(db_url, tmp_path):
     assert [(c.name, c.key) for c in store.categories(store.project("q"))] == [("car", 1)]  # per project
     [ann] = store.annotations(1)
     assert ann.category.name == "dog" and ann.author == "ann" and ann.seconds == 1.5 and ann.area == 8
+    img = store.image(1)  # revision 0003: images start unlocked and unreviewed, still done
+    assert (img.done, img.locked_by, img.review_state, img.review_comment) == (True, None, "", "")
     with store.db.session() as s:
         assert s.scalar(select(func.count(m.Category.id))) == 12
     # the key index holds: a key moved to another label leaves the first without one

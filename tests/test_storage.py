@@ -30,13 +30,6 @@ def _holey_mask(h=60, w=80) -> np.ndarray:
     return m
 
 
-@pytest.fixture
-def store(db_url, tmp_path):
-    s = Store(db_url, tmp_path / "images")
-    yield s
-    s.close()
-
-
 def test_migrations_create_exactly_the_model_schema(db_url):
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext

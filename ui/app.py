@@ -168,6 +168,10 @@ def build_app(studio: Studio) -> gr.Blocks:
                 finish_btn = gr.Button("Finish object", variant="primary", elem_id="finish_btn")
                 accept_btn = gr.Button("Accept image", variant="primary", elem_id="accept_btn")
                 with gr.Row():
+                    review_comment = gr.Textbox(label="Review comment", elem_id="review_comment", scale=2)
+                    approve_btn = gr.Button("Approve", size="sm", elem_id="approve_btn")
+                    send_back_btn = gr.Button("Send back", size="sm", elem_id="send_back_btn")
+                with gr.Row():
                     prev_btn = gr.Button("← Previous", elem_id="prev_btn", size="sm")
                     next_btn = gr.Button("Next →", elem_id="next_btn", size="sm")
                 objects = gr.Dataframe(headers=["#", "category", "pixels", "prompts", "state"], interactive=False,
@@ -262,6 +266,9 @@ def build_app(studio: Studio) -> gr.Blocks:
         bind(prev_btn, handler(lambda sid: studio.next_image(sid, -1), 0), [], "previous_image")
         bind(next_btn, handler(studio.next_image, 0), [], "next_image")
         bind(edit_btn, handler(studio.edit_object, 1), [obj_num], "edit_object")
+        bind(approve_btn, handler(lambda sid, c: studio.review(sid, True, c), 1), [review_comment], "approve_image")
+        bind(send_back_btn, handler(lambda sid, c: studio.review(sid, False, c), 1), [review_comment],
+             "send_back_image")
         bind(delete_btn, handler(studio.delete_object, 1), [obj_num], "delete_object")
 
         for k, button in enumerate(label_keys, start=1):

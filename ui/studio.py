@@ -105,17 +105,23 @@ class TabState:
     model: str = ""
     message: str = ""
     user: str = ""  # the signed-in name (sign-in on), the author of what this tab saves
+    lock_refreshed: float = 0.0  # when the lock on the open image was last renewed (monotonic)
 
 
 class Studio:
     def __init__(self, store: Store, project: str = "default", model: str = "classical",
                  checkpoint: Optional[str] = None, loader: Optional[Callable[[str], Segmenter]] = None,
                  export_dir: Optional[Path] = None, author: str = "", notice: Optional[str] = None,
-                 import_dirs: Sequence[Path] = (), max_upload_mb: float = MAX_UPLOAD_MB):
+                 import_dirs: Sequence[Path] = (), max_upload_mb: float = MAX_UPLOAD_MB,
+                 roles: Optional[Callable[[str], Optional[str]]] = None, lock_minutes: float = 15.0):
         """``loader`` loads a model by name (default: :func:`model_loader` for ``model`` and ``checkpoint``);
         ``notice``: one line shown under the status while a tab uses the default model (how to get a better one);
         ``import_dirs``: the only folders the API may import image files from by path (``--import-dir``);
-        ``max_upload_mb``: the size limit of one image file, uploaded or imported."""
+        ``max_upload_mb``: the size limit of one image file, uploaded or imported; ``roles``: a signed-in user's
+        role ("annotator", "reviewer"; sign-in on); ``lock_minutes``: how long an image stays locked to a signed-in
+        user who does nothing with it."""
+        self.roles = roles
+        self.lock_seconds = float(lock_minutes) * 60
         self.notice = notice
         self.import_dirs = [Path(d).resolve() for d in import_dirs]
         self.max_upload_bytes = int(max_upload_mb * 1024 * 1024)
@@ -166,8 +172,10 @@ class Studio:
         """Forget a browser session (its tab closed): its half-drawn object and undo history go; saved work
         is in the store, and cached embeddings stay for everyone else."""
         with self._lock:
-            self._tabs.pop(sid, None)
+            t = self._tabs.pop(sid, None)
             managers = list(self._managers.values())
+        if t is not None and t.user and t.image_id is not None:
+            self._release(t)
         for mgr in managers:
             mgr.drop(sid)
 
@@ -243,9 +251,16 @@ class Studio:
                 "queue": {"done": done, "total": total},
             }
         head = f"**{done} / {total} images done**"
+        if t.user:
+            head = f"{t.user} · " + head
+            self._renew_lock(t)
         if current:
             head += f" · image {t.index + 1}: `{current.file_name}` ({current.width}x{current.height})"
             head += " · accepted" if current.done else ""
+            if current.review_state == "approved":
+                head += f" · approved by {current.reviewed_by}"
+            elif current.review_state == "returned":
+                head += f"\n\n**Sent back by {current.reviewed_by}:** {current.review_comment}"
         if self.notice and t.model == self.default_model:
             head += f"\n\n{self.notice}"
         status = head + (f"\n\n{t.message}" if t.message else "")
@@ -261,6 +276,11 @@ class Studio:
         if rec is None:  # images removed meanwhile
             return self.view(sid, f"There is no image {index + 1} any more.")
         t = self.tab(sid)
+        note = ""
+        if t.user:  # sign-in on: the image is this user's until accepted, left, or idle for lock_minutes
+            index, rec, note = self._claim(t, index, total, rec)
+            if rec is None:
+                return self.view(sid, note)
         s = self._session(sid)
         try:
             loaded = load_image(rec.path)
@@ -281,7 +301,62 @@ class Studio:
         enc = time.perf_counter() - t0
         self._precompute_next(sid, index, total)
         msg = f"Opened in {enc:.1f} s. Click on an object." if enc > 0.5 else "Click on an object."
-        return self.view(sid, msg)
+        return self.view(sid, (note + " " if note else "") + msg)
+
+    # -- team work: locks and review ----------------------------------------------------------------------
+    def _claim(self, t: TabState, index: int, total: int, rec: ImageRecord):
+        """Lock ``rec`` for the tab's user, else the next free image not yet done (a bounded search). Returns
+        (position, record or None, a note for the user); the tab's previous image is released on success."""
+        holder = self.store.lock_image(rec.id, t.user, self.lock_seconds)
+        note = ""
+        if holder is not None:
+            found = None
+            for k in range(1, min(total, 500)):
+                pos = (index + k) % total
+                other = self.store.image_at(self.project, pos)
+                if other is None or other.done or (other.locked_by and other.locked_by != t.user):
+                    continue
+                if self.store.lock_image(other.id, t.user, self.lock_seconds) is None:
+                    found = (pos, other)
+                    break
+            if found is None:
+                return index, None, f"`{rec.file_name}` is being annotated by {holder}, and no other image is free."
+            note = f"`{rec.file_name}` is being annotated by {holder}; opened the next free image."
+            index, rec = found
+        if t.image_id is not None and t.image_id != rec.id:
+            self._release(t)
+        t.lock_refreshed = time.monotonic()
+        return index, rec, note
+
+    def _release(self, t: TabState) -> None:
+        try:
+            self.store.release_image(t.image_id, t.user)
+        except StorageError as e:  # it expires on its own
+            log.warning("could not release the lock on image %s: %s", t.image_id, e)
+
+    def _renew_lock(self, t: TabState) -> None:
+        """Keep the open image locked while its user works (at most one write a minute)."""
+        if t.image_id is None or time.monotonic() - t.lock_refreshed < 60:
+            return
+        t.lock_refreshed = time.monotonic()
+        holder = self.store.lock_image(t.image_id, t.user, self.lock_seconds)
+        if holder is not None:
+            t.message = f"**{holder} has taken this image** (you were idle for over {self.lock_seconds / 60:g} min)."
+
+    def review(self, sid: str, approve: bool, comment: str = "") -> View:
+        """A reviewer approves the open (accepted) image or sends it back to the annotators with a comment."""
+        t = self.tab(sid)
+        if not t.user or self.roles is None or self.roles(t.user) != "reviewer":
+            return self.view(sid, "Only a signed-in reviewer can approve or send back images.")
+        if t.image_id is None:
+            return self.view(sid, "Open an image first.")
+        try:
+            t.record = self.store.review_image(t.image_id, t.user, bool(approve), comment)
+        except StorageError as e:
+            return self.view(sid, f"**Not reviewed:** {e}")
+        self.counts(fresh=True)
+        what = "Approved" if approve else "Sent back"
+        return self.view(sid, f"{what} `{t.record.file_name}`" + (f": {t.record.review_comment}" if not approve else "."))
 
     def _precompute_next(self, sid: str, index: int, total: int) -> None:
         if total < 2:
@@ -610,6 +685,8 @@ class Studio:
             n = len(s.objects)
         index = t.index
         t.record = self.store.image(t.image_id)
+        if t.user:
+            self._release(t)  # accepted: free for the reviewer
         if self.counts(fresh=True)[0] > 1:
             self.open_index(sid, index + 1)
         return self.view(sid, f"Saved image {index + 1} with {n} object(s).")
