@@ -72,6 +72,9 @@ def main() -> None:
                     help="sign-in on, with this users file (python -m storage users add NAME); default: off")
     ap.add_argument("--lock-minutes", type=float, default=float(os.environ.get("ISEG_LOCK_MINUTES", "15")),
                     help="with sign-in: an image stays locked to a user idle for this long (default 15)")
+    ap.add_argument("--workers", type=int, default=int(os.environ.get("ISEG_WORKERS", "0")) or None,
+                    help="edits of different users running at once (default: one per CPU core, 1 on a GPU); one "
+                         "user's edits always run one at a time, in order")
     ap.add_argument("--host", default=host)
     ap.add_argument("--port", type=int, default=int(port))
     args = ap.parse_args()
@@ -122,7 +125,7 @@ def main() -> None:
         print(f"WARNING: iseg listens on {args.host} without sign-in: anyone who reaches this port can read and "
               "change every annotation. Start with --users FILE (python -m storage users add NAME) to require "
               "sign-in.", file=sys.stderr)
-    demo = build_app(studio)
+    demo = build_app(studio, workers=args.workers)
     demo.queue(default_concurrency_limit=4).launch(server_name=args.host, server_port=args.port, head=HEAD,
                                                    share=False, max_file_size=f"{args.max_upload_mb:g}mb", auth=auth,
                                                    auth_message="iseg: sign in with your name and password")

@@ -385,6 +385,11 @@ class SessionManager:
             e = fut.exception()
             log.warning("background encoding of image %s failed: %s", key, e, exc_info=not isinstance(e, IsegError))
 
+    def precomputing(self) -> bool:
+        """Whether a background encoding is queued or running."""
+        with self._lock:
+            return any(not f.done() for f in self._pending.values())
+
     def cached_embedding(self, key: str) -> Optional[ImageEmbedding]:
         """The current model's embedding of image ``key`` when it is cached (e.g. for a decoder-only fine-tune)."""
         return self.cache.get((self.model.cache_key, key))

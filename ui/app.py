@@ -11,6 +11,7 @@ import functools
 import html
 import inspect
 import json
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Optional
 
@@ -22,6 +23,7 @@ from storage.exports import FORMATS
 from storage.store import IMAGE_STATES
 
 from .canvas import CSS, JS, TEMPLATE, frame_value
+from .gate import SessionGate, default_workers
 from .studio import Studio, View
 
 TOOLS = ["positive", "negative", "box", "contour", "scribble", "brush", "eraser"]
@@ -98,7 +100,7 @@ def _out(v: View):
     return frame_value(v.image), v.status, v.objects, v.info
 
 
-def _handler(action, n_inputs: int, convert=None, sid_of=_sid):
+def _handler(action, n_inputs: int, convert=None, sid_of=_sid, gate: Optional[SessionGate] = None):
     """A Gradio handler for ``action(session_id, *inputs)``. Gradio passes the request to a parameter annotated
     ``gr.Request``; the signature is written out so that it finds it after the ``n_inputs`` values."""
 
@@ -106,7 +108,9 @@ def _handler(action, n_inputs: int, convert=None, sid_of=_sid):
         *values, request = args
         if convert is not None:
             values = convert(*values)
-        return _out(action(sid_of(request), *values))
+        sid = sid_of(request)
+        with gate.turn(sid) if gate is not None else nullcontext():  # the session's edits, in order
+            return _out(action(sid, *values))
 
     params = [inspect.Parameter(f"v{i}", inspect.Parameter.POSITIONAL_OR_KEYWORD) for i in range(n_inputs)]
     params.append(inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=gr.Request))
@@ -123,7 +127,9 @@ def _points(text: str):
     return pts
 
 
-def build_app(studio: Studio) -> gr.Blocks:
+def build_app(studio: Studio, workers: Optional[int] = None) -> gr.Blocks:
+    """The page over ``studio``. ``workers``: edits running at once across sessions (default: one per CPU core,
+    1 on a GPU); a session's own edits always run one at a time, in order."""
     keys = " · ".join(f"**{k}** {v}" for k, v in SHORTCUTS)
 
     def sid_of(request: Optional[gr.Request]) -> str:
@@ -134,7 +140,8 @@ def build_app(studio: Studio) -> gr.Blocks:
             studio.sign_in(sid, name)
         return sid
 
-    handler = functools.partial(_handler, sid_of=sid_of)
+    gate = SessionGate()
+    handler = functools.partial(_handler, sid_of=sid_of, gate=gate)
     thumbs = studio.store.images.root / "thumbs"
     thumbs.mkdir(parents=True, exist_ok=True)
     gr.set_static_paths([thumbs])  # the browser's thumbnails are served as they are (named by content)
@@ -233,11 +240,13 @@ def build_app(studio: Studio) -> gr.Blocks:
         hpos = gr.Checkbox(True, visible=False)
         hpoints = gr.Textbox("[]", visible=False)
         outs = [view, status, objects, info]
-        edit = dict(concurrency_id="edit", concurrency_limit=1, trigger_mode="multiple")
+        edit = dict(concurrency_id="edit", concurrency_limit=workers or default_workers(), trigger_mode="multiple")
 
         def on_select(tool_name, evt: gr.SelectData, request: gr.Request):
-            v = studio.gesture(sid_of(request), tool_name, evt.value if isinstance(evt.value, dict) else
-                               {"kind": "click", "point": evt.index, "negative": False})
+            sid = sid_of(request)
+            with gate.turn(sid):
+                v = studio.gesture(sid, tool_name, evt.value if isinstance(evt.value, dict) else
+                                   {"kind": "click", "point": evt.index, "negative": False})
             # a gesture never changes the object table: skipping it (and the hidden state) saves Gradio's
             # DataFrame round trip on every click
             return frame_value(v.image), v.status, gr.skip(), gr.skip()
@@ -293,7 +302,9 @@ def build_app(studio: Studio) -> gr.Blocks:
             def report(done, total):
                 progress(done / total if total else None, desc=text(done, total))
 
-            return _out(studio.set_model(sid_of(request), name, progress=report))
+            sid = sid_of(request)
+            with gate.turn(sid):
+                return _out(studio.set_model(sid, name, progress=report))
 
         model.change(on_model, [model], outs, api_name="set_model", **edit)
         upload.upload(handler(studio.upload, 1, lambda files: ([getattr(f, "name", f) for f in files or []],)),
@@ -304,13 +315,17 @@ def build_app(studio: Studio) -> gr.Blocks:
             [upload_dir], outs, api_visibility="private", **edit)
 
         def on_export(fmt, request: gr.Request, progress=gr.Progress()):
-            v, path = studio.export(sid_of(request), fmt=fmt, progress=lambda d, t: progress(d / t, desc="Exporting"))
+            sid = sid_of(request)
+            with gate.turn(sid):
+                v, path = studio.export(sid, fmt=fmt, progress=lambda d, t: progress(d / t, desc="Exporting"))
             return (*_out(v), path)
 
         export_btn.click(on_export, [export_fmt], outs + [export_file], api_name="export", **edit)
 
         def on_export_coco(poly, request: gr.Request):  # the API twin of earlier versions: COCO, RLE or polygons
-            v, path = studio.export(sid_of(request), bool(poly))
+            sid = sid_of(request)
+            with gate.turn(sid):
+                v, path = studio.export(sid, bool(poly))
             return (*_out(v), path)
 
         gr.Button(visible=False).click(on_export_coco, [hpos], outs + [export_file], api_name="export_coco", **edit)
@@ -318,8 +333,10 @@ def build_app(studio: Studio) -> gr.Blocks:
         def on_import(file, clash, request: gr.Request, progress=gr.Progress()):
             if file is None:
                 return _out(studio.view(sid_of(request), "Choose a COCO .json file to import first."))
-            return _out(studio.import_coco(sid_of(request), getattr(file, "name", file), clash,
-                                           progress=lambda d, t: progress(d / t, desc=f"Importing: {d} of {t} steps")))
+            sid = sid_of(request)
+            with gate.turn(sid):
+                return _out(studio.import_coco(sid, getattr(file, "name", file), clash,
+                                               progress=lambda d, t: progress(d / t, desc=f"Importing: {d} of {t} steps")))
 
         import_btn.click(on_import, [import_file, on_clash], outs, api_name="import_coco", **edit
                          ).then(label_widgets, [], label_outs, api_visibility="private")
@@ -357,7 +374,9 @@ def build_app(studio: Studio) -> gr.Blocks:
 
         def open_from_browser(positions, evt: gr.SelectData, request: gr.Request):
             pos = positions[evt.index] if 0 <= evt.index < len(positions) else 0
-            return (*_out(studio.open_index(sid_of(request), pos)), gr.Tabs(selected="annotate"))
+            sid = sid_of(request)
+            with gate.turn(sid):
+                return (*_out(studio.open_index(sid, pos)), gr.Tabs(selected="annotate"))
 
         gallery.select(open_from_browser, [b_positions], outs + [tabs], api_visibility="private", **edit)
 
@@ -367,7 +386,9 @@ def build_app(studio: Studio) -> gr.Blocks:
             total = studio.counts(fresh=True)[0]
             if int(n) > total:
                 return (*_out(studio.view(sid_of(request), f"There are {total} images; no image {int(n)}.")), gr.skip())
-            return (*_out(studio.open_index(sid_of(request), int(n) - 1)), gr.Tabs(selected="annotate"))
+            sid = sid_of(request)
+            with gate.turn(sid):
+                return (*_out(studio.open_index(sid, int(n) - 1)), gr.Tabs(selected="annotate"))
 
         goto_btn.click(goto_image, [goto], outs + [tabs], api_visibility="private", **edit)
         goto.submit(goto_image, [goto], outs + [tabs], api_visibility="private", **edit)
@@ -418,9 +439,10 @@ def build_app(studio: Studio) -> gr.Blocks:
 
         def on_load(request: gr.Request):
             sid = sid_of(request)
-            if studio.tab(sid).index < 0:
-                return _out(studio.open_index(sid, 0))
-            return _out(studio.view(sid))
+            with gate.turn(sid):
+                if studio.tab(sid).index < 0:
+                    return _out(studio.open_index(sid, 0))
+                return _out(studio.view(sid))
 
         demo.load(on_load, [], outs, api_visibility="private").then(label_widgets, [], label_outs,
                                                                     api_visibility="private")
