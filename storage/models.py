@@ -125,6 +125,7 @@ class TrainingRun(Base):
     result_version_id: Mapped[Optional[int]] = mapped_column(ForeignKey("model_versions.id", ondelete="SET NULL"),
                                                              nullable=True)
     status: Mapped[str] = mapped_column(String(20), default="queued")  # queued | running | done | failed
+    author: Mapped[str] = mapped_column(String(200), default="", server_default="")  # who started it
     params: Mapped[Optional[dict]] = mapped_column(JSON, nullable=True)
     metrics: Mapped[Optional[dict]] = mapped_column(JSON, nullable=True)
     message: Mapped[str] = mapped_column(Text, default="")

@@ -493,15 +493,17 @@ class Store:
 
     def record_training_run(self, base: Tuple[str, str], status: str = "running", params: Optional[dict] = None,
                             metrics: Optional[dict] = None, message: str = "", result_version_id: Optional[int] = None,
-                            run_id: Optional[int] = None) -> int:
+                            run_id: Optional[int] = None, author: str = "") -> int:
         """Create (``run_id=None``) or update a training run: its base model ``(name, version)``, status
-        (running, done, kept, failed), parameters, metrics and the model version it produced."""
+        (running, done, kept, failed), parameters, metrics, the model version it produced and (on creation)
+        who started it."""
         with self.db.transaction() as s:
             run = s.get(m.TrainingRun, run_id) if run_id is not None else None
             if run is None:
                 if run_id is not None:
                     raise StorageError(f"no training run with id {run_id}")
-                run = m.TrainingRun(base_version_id=self._model_version(s, *base).id, started_at=utcnow())
+                run = m.TrainingRun(base_version_id=self._model_version(s, *base).id, started_at=utcnow(),
+                                    author=author)
                 s.add(run)
             run.status = status
             run.params = params if params is not None else run.params
@@ -518,7 +520,7 @@ class Store:
         with self.db.session() as s:
             runs = s.scalars(select(m.TrainingRun).order_by(m.TrainingRun.id.desc())).all()
             names = {v.id: f"{v.name}@{v.version}" for v in s.scalars(select(m.ModelVersion)).all()}
-            return [{"id": r.id, "status": r.status, "base": names.get(r.base_version_id),
+            return [{"id": r.id, "status": r.status, "author": r.author or "", "base": names.get(r.base_version_id),
                      "result": names.get(r.result_version_id), "params": r.params, "metrics": r.metrics,
                      "message": r.message, "started_at": r.started_at, "finished_at": r.finished_at} for r in runs]
 

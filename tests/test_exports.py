@@ -52,6 +52,9 @@ def test_label_set_upgrade_of_a_database_in_use(db_url, tmp_path):
         conn.execute(text("INSERT INTO images (id, project_id, coco_id, sha256, file_name, stored_path, width, height, "
                           "done, created_at) VALUES (1, 1, 1, 'ab', 'a.png', 'a.png', 8, 8, :t, '2026-01-01')"),
                      dict(t=True))
+        conn.execute(text("INSERT INTO model_versions (id, name, version, created_at) VALUES (1, 'classical', 'v1', "
+                          "'2026-01-01')"))
+        conn.execute(text("INSERT INTO training_runs (base_version_id, status, message) VALUES (1, 'done', 'ok')"))
         conn.execute(text("INSERT INTO annotations (image_id, category_id, rle, area, bbox_x, bbox_y, bbox_w, bbox_h, "
                           "iscrowd, author, n_interactions, seconds, created_at) VALUES (1, 1, :r, 8, 0, 0, 8, 8, 0, "
                           "'ann', 0, 1.5, '2026-01-01')"), dict(r=rle.counts))
@@ -66,6 +69,8 @@ def test_label_set_upgrade_of_a_database_in_use(db_url, tmp_path):
     assert ann.category.name == "dog" and ann.author == "ann" and ann.seconds == 1.5 and ann.area == 8
     img = store.image(1)  # revision 0003: images start unlocked and unreviewed, still done
     assert (img.done, img.locked_by, img.review_state, img.review_comment) == (True, None, "", "")
+    [run] = store.training_runs()  # revision 0004: runs recorded before it have no author
+    assert (run["status"], run["base"], run["author"], run["message"]) == ("done", "classical@v1", "", "ok")
     with store.db.session() as s:
         assert s.scalar(select(func.count(m.Category.id))) == 12
     # the key index holds: a key moved to another label leaves the first without one

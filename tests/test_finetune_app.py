@@ -45,6 +45,7 @@ def test_job_swaps_in_the_better_model_and_sessions_keep_their_work(tmp_path, fi
     base = studio.manager("sam_mini").model
     base_weights = base.network.mask_decoder.iou_token.weight.detach().clone()
 
+    studio.sign_in(sid, "ann")  # the signed-in user is recorded as the one who started the run
     studio.start_finetune(sid)
     again = studio.start_finetune(sid)  # a second press while it runs says so and starts nothing
     assert "already running" in again.status
@@ -61,7 +62,7 @@ def test_job_swaps_in_the_better_model_and_sessions_keep_their_work(tmp_path, fi
     view = studio.add_click(sid, 30, 30, True)
     assert view.info["mask_area"] > 0
     runs = store.training_runs()
-    assert runs[0]["status"] == "done" and runs[0]["result"] == f"sam_mini@{st.version}"
+    assert runs[0]["status"] == "done" and runs[0]["result"] == f"sam_mini@{st.version}" and runs[0]["author"] == "ann"
     assert runs[0]["base"] == f"sam_mini@{base.version}"
     # the next start of the app loads the swapped-in checkpoint
     active = Studio.active_checkpoint(studio.models_dir, "sam_mini")

@@ -51,7 +51,7 @@ class JobState:
 class FinetuneJob:
     def __init__(self, store, project, model: Segmenter, out_dir: Path, config: FinetuneConfig,
                  on_better: Callable[[TrainableSegmenter, str], None], held_out: float = DEFAULT_HELD_OUT,
-                 max_clicks: int = 10, embedding_source: Optional[EmbeddingSource] = None):
+                 max_clicks: int = 10, embedding_source: Optional[EmbeddingSource] = None, author: str = ""):
         if not supports_training(model):
             weighted = model.name in list_models() and takes_weights(model.name)
             why = "cannot be fine-tuned in iseg yet" if weighted else "has no weights to fine-tune"
@@ -60,6 +60,7 @@ class FinetuneJob:
         self.out_dir, self.config, self.on_better = Path(out_dir), config, on_better
         self.held_out, self.max_clicks = held_out, max_clicks
         self.embedding_source = embedding_source
+        self.author = author  # who started it (the signed-in user), recorded with the run
         self.state = JobState(steps=config.steps)
         self._cancel = threading.Event()
         self._thread = threading.Thread(target=self._run, name="iseg-finetune", daemon=True)
@@ -95,7 +96,7 @@ class FinetuneJob:
             mode = default_mode(self.model, from_weights=True)
             st.run_id = self.store.record_training_run(base, "running", params={
                 "mode": mode, "steps": self.config.steps, "batch_size": self.config.batch_size,
-                "lr": self.config.lr, "train_objects": len(train), "held_out_objects": len(held)})
+                "lr": self.config.lr, "train_objects": len(train), "held_out_objects": len(held)}, author=self.author)
             twin = self.model.twin()
             st.before = evaluate(twin, held, self.max_clicks, progress=self._progress, label="base model")
             trainer = Trainer(twin, train, replace(self.config, mode=mode), starting_from=f"{base[0]}@{base[1]}",

@@ -812,7 +812,7 @@ class Studio:
             job = FinetuneJob(self.store, self.project, mgr.model, self.models_dir, config,
                               on_better=lambda model, ckpt, name=t.model: self._swap(name, model, ckpt),
                               embedding_source=mgr.cached_embedding,
-                              max_clicks=int(env("ISEG_FINETUNE_EVAL_CLICKS", "10")))
+                              max_clicks=int(env("ISEG_FINETUNE_EVAL_CLICKS", "10")), author=self._author(sid))
         except IsegError as e:
             return self.view(sid, f"**Cannot fine-tune:** {e}")
         self._job = job.start()
