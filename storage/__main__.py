@@ -7,11 +7,11 @@ import getpass
 import sys
 from pathlib import Path
 
-from .coco import export_coco, export_png, import_coco, write_json_atomic
+from .coco import export_coco, import_coco, write_json_atomic
 from .database import data_home
 from .errors import StorageError
 from .users import ROLES, UsersFile
-from .exports import FORMATS, export, export_folder
+from .exports import FORMATS, export, export_folder, export_png
 from iseg_core.image import IMAGE_SUFFIXES
 from .store import Store
 
@@ -43,7 +43,8 @@ def main(argv=None) -> int:
     p.add_argument("--project", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--polygons", action="store_true", help="polygons instead of RLE (warns where lossy)")
-    p = sub.add_parser("export-png", help="0/255 PNG per object and an indexed PNG per image")
+    p = sub.add_parser("export-png", help="0/255 PNG per object and an indexed PNG per image (export --format "
+                                          "objects into a folder)")
     p.add_argument("--project", required=True)
     p.add_argument("--out", required=True)
     p = sub.add_parser("import-images", help="add image files (or every image in folders) to a project")

@@ -1,4 +1,4 @@
-"""COCO JSON import / export and PNG mask export for a project.
+"""COCO JSON import / export for a project (the PNG, YOLO and VOC exports are in :mod:`storage.exports`).
 
 Export writes RLE by default (pixel-exact; holes and several parts kept); ``polygons=True`` writes polygons
 and warns for every object whose holes or tiny parts polygons cannot keep. Import reads polygons, compressed
@@ -12,9 +12,9 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from contextlib import contextmanager
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
-import numpy as np
 from PIL import Image as PILImage
 from pycocotools import mask as mask_utils
 from sqlalchemy import select
@@ -100,19 +100,28 @@ def export_coco(store: Store, project: ProjectRecord, polygons: bool = False) ->
     return ExportResult(coco, warnings)
 
 
-def write_json_atomic(path: Union[str, os.PathLike], obj: Any) -> None:
+@contextmanager
+def replacing(path: Union[str, os.PathLike], what: str = "") -> Iterator[Path]:
+    """A temporary name beside ``path`` to write to; renamed to ``path`` when the block ends without an error,
+    removed when it fails (StorageError naming the file): nothing half-written ever stands under the real name."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with open(tmp, "w") as fh:
-            json.dump(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        yield tmp
         os.replace(tmp, path)
-    except OSError as e:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
-        raise StorageError(f"cannot write {path}: {e.strerror or e}") from None
+        if isinstance(e, OSError):
+            raise StorageError(f"cannot write {path}: {e.strerror or e}{what}") from None
+        raise
+
+
+def write_json_atomic(path: Union[str, os.PathLike], obj: Any) -> None:
+    with replacing(path) as tmp, open(tmp, "w") as fh:
+        json.dump(obj, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 # -- import ----------------------------------------------------------------------------------------------
@@ -339,43 +348,3 @@ def import_coco(store: Store, project: ProjectRecord, source: Union[str, os.Path
                                seconds=float(extra.get("seconds") or 0.0)))
             report.annotations_added += 1
     return report
-
-
-# -- PNG masks ---------------------------------------------------------------------------------------------
-def export_png(store: Store, project: ProjectRecord, out_dir: Union[str, os.PathLike]) -> int:
-    """One 0/255 PNG per object (``objects/<image stem>_<annotation id>.png``) and one indexed PNG per image
-    (``indexed/<image stem>.png``: 0 = background, k = k-th object, later objects drawn over earlier ones).
-    Returns the number of files written."""
-    out = Path(out_dir)
-    (out / "objects").mkdir(parents=True, exist_ok=True)
-    (out / "indexed").mkdir(parents=True, exist_ok=True)
-    written = 0
-    palette = _palette()
-    for img in store.images_of(project):
-        stem = f"{img.coco_id:06d}_{Path(img.file_name).stem}"
-        index = np.zeros((img.height, img.width), np.uint8)
-        for k, ann in enumerate(store.annotations(img.id), start=1):
-            mask = ann.mask()
-            PILImage.fromarray(mask.astype(np.uint8) * 255).save(out / "objects" / f"{stem}_{ann.id}.png")
-            index[mask] = min(k, 255)
-            written += 1
-        pim = PILImage.fromarray(index, mode="P")
-        pim.putpalette(palette)
-        pim.save(out / "indexed" / f"{stem}.png")
-        written += 1
-    return written
-
-
-def _palette() -> List[int]:
-    """The PASCAL VOC colour map (bit-interleaved), so indexed PNGs look as users expect."""
-    pal = []
-    for i in range(256):
-        r = g = b = 0
-        c = i
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        pal += [r, g, b]
-    return pal

@@ -7,7 +7,8 @@
   label in the label set, 0 = background; the palette holds the labels' colours), ``SegmentationObject/
   <stem>.png`` (pixel = 1-based object number, the VOC colour map), ``labelmap.txt`` and
   ``ImageSets/Segmentation/default.txt``
-- ``objects``: one 0/255 PNG per object, ``objects/<stem>_<object>_<label>.png``, and ``objects.csv``
+- ``objects``: one 0/255 PNG per object, ``objects/<stem>_<object>_<label>.png``, ``objects.csv``, and one
+  indexed PNG per image, ``indexed/<stem>.png`` (pixel = object number, the VOC colour map)
 
 Class indices follow the label set's order (COCO ids ascending): YOLO's are 0-based, VOC's 1-based. Where
 objects overlap, later objects are drawn over earlier ones. Several files leave as one zip, written to a
@@ -28,7 +29,7 @@ from typing import Callable, Iterator, List, Optional, Tuple, Union
 import numpy as np
 from PIL import Image as PILImage
 
-from .coco import _palette, export_coco
+from .coco import export_coco, replacing, write_json_atomic
 from .errors import StorageError
 from .masks import mask_to_polygons
 from .store import AnnotationRecord, CategoryRecord, ImageRecord, ProjectRecord, Store
@@ -58,6 +59,38 @@ def _check_not_empty(store: Store, project: ProjectRecord) -> None:
     if stats.annotations == 0:
         raise StorageError(f"nothing to export: project {project.name!r} has {stats.images} image(s) and no saved "
                            "object yet")
+
+
+def _palette() -> List[int]:
+    """The PASCAL VOC colour map (bit-interleaved), so indexed PNGs look as users expect."""
+    pal = []
+    for i in range(256):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        pal += [r, g, b]
+    return pal
+
+
+def _save_indexed(values: np.ndarray, palette: List[int], path: Path) -> None:
+    pim = PILImage.fromarray(values, mode="P")
+    pim.putpalette(palette)
+    pim.save(path)
+
+
+def _instances(img: ImageRecord, masks: List[np.ndarray], warnings: List[str]) -> np.ndarray:
+    """Object numbers 1, 2, ... per pixel (0 = background; later objects over earlier ones; 254 at most, 255
+    being VOC's "void")."""
+    out = np.zeros((img.height, img.width), np.uint8)
+    if len(masks) > 254:
+        warnings.append(f"{img.file_name}: {len(masks)} objects; an instance PNG holds 254, the rest share 254")
+    for k, m in enumerate(masks, start=1):
+        out[m] = min(k, 254)
+    return out
 
 
 def _yaml_str(text: str) -> str:
@@ -109,19 +142,13 @@ def write_voc(store: Store, project: ProjectRecord, out: Path, progress: Progres
     class_pal, object_pal = _label_palette(labels), _palette()
     warnings, stems = [], []
     for img, anns in _annotated(store, project, progress):
+        masks = [ann.mask() for ann in anns]
         cls = np.zeros((img.height, img.width), np.uint8)
-        obj = np.zeros((img.height, img.width), np.uint8)
-        if len(anns) > 254:
-            warnings.append(f"{img.file_name}: {len(anns)} objects; the instance PNG holds 254, the rest share 254")
-        for k, ann in enumerate(anns, start=1):
-            m = ann.mask()
+        for ann, m in zip(anns, masks):
             cls[m] = index[ann.category.id]
-            obj[m] = min(k, 254)
         stem = _stem(img)
-        for arr, pal, sub in ((cls, class_pal, "SegmentationClass"), (obj, object_pal, "SegmentationObject")):
-            pim = PILImage.fromarray(arr, mode="P")
-            pim.putpalette(pal)
-            pim.save(out / sub / f"{stem}.png")
+        _save_indexed(cls, class_pal, out / "SegmentationClass" / f"{stem}.png")
+        _save_indexed(_instances(img, masks, warnings), object_pal, out / "SegmentationObject" / f"{stem}.png")
         stems.append(stem)
     (out / "ImageSets" / "Segmentation" / "default.txt").write_text("".join(s + "\n" for s in stems))
     lines = ["# label:color_rgb:parts:actions", "background:0,0,0::"]
@@ -132,17 +159,30 @@ def write_voc(store: Store, project: ProjectRecord, out: Path, progress: Progres
 
 def write_objects(store: Store, project: ProjectRecord, out: Path, progress: Progress = None) -> List[str]:
     (out / "objects").mkdir(parents=True, exist_ok=True)
+    (out / "indexed").mkdir(parents=True, exist_ok=True)
     rows = [["file", "image", "object", "annotation_id", "label", "area"]]
+    warnings: List[str] = []
+    palette = _palette()
     for img, anns in _annotated(store, project, progress):
-        for k, ann in enumerate(anns, start=1):
+        masks = [ann.mask() for ann in anns]
+        for k, (ann, m) in enumerate(zip(anns, masks), start=1):
             label = re.sub(r"[^A-Za-z0-9._-]+", "_", ann.category.name)
             name = f"objects/{_stem(img)}_{k:03d}_{label}.png"
-            PILImage.fromarray(ann.mask().astype(np.uint8) * 255).save(out / name)
+            PILImage.fromarray(m.astype(np.uint8) * 255).save(out / name)
             rows.append([name, img.file_name, k, ann.id, ann.category.name, ann.area])
+        _save_indexed(_instances(img, masks, warnings), palette, out / "indexed" / f"{_stem(img)}.png")
     buf = io.StringIO()
     csv.writer(buf).writerows(rows)
     (out / "objects.csv").write_text(buf.getvalue())
-    return []
+    return warnings
+
+
+def export_png(store: Store, project: ProjectRecord, out_dir: Union[str, os.PathLike]) -> int:
+    """The ``objects`` export into the folder ``out_dir`` (``python -m storage export-png``). Returns the number
+    of PNG files written (one per object, one indexed per image)."""
+    out = Path(out_dir)
+    write_objects(store, project, out)
+    return sum(1 for _ in out.glob("objects/*.png")) + sum(1 for _ in out.glob("indexed/*.png"))
 
 
 WRITERS = {"yolo": write_yolo, "voc": write_voc, "objects": write_objects}
@@ -152,8 +192,6 @@ def export(store: Store, project: ProjectRecord, fmt: str, dest: Union[str, os.P
            progress: Progress = None) -> Tuple[Path, List[str]]:
     """Export the project as ``fmt`` (a key of ``FORMATS``) to the file ``dest`` (a .json for COCO, a .zip for
     the others). Returns (the file, warnings). An empty project is refused with a message; nothing is written."""
-    from .coco import write_json_atomic
-
     if fmt not in FORMATS:
         raise StorageError(f"unknown export format {fmt!r}; one of {', '.join(FORMATS)}")
     _check_not_empty(store, project)
@@ -162,19 +200,13 @@ def export(store: Store, project: ProjectRecord, fmt: str, dest: Union[str, os.P
         res = export_coco(store, project, polygons=fmt == "coco-polygons")
         write_json_atomic(dest, res.coco)
         return dest, res.warnings
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp_zip = dest.with_name(f".{dest.name}.tmp")
-    try:
-        with tempfile.TemporaryDirectory(prefix="iseg-export-") as work:
-            warnings = WRITERS[fmt](store, project, Path(work), progress)
-            with zipfile.ZipFile(tmp_zip, "w", zipfile.ZIP_DEFLATED) as z:
-                for f in sorted(Path(work).rglob("*")):
-                    if f.is_file():
-                        z.write(f, f.relative_to(work).as_posix())
-        os.replace(tmp_zip, dest)
-    except OSError as e:
-        tmp_zip.unlink(missing_ok=True)
-        raise StorageError(f"cannot write {dest}: {e.strerror or e}; nothing was exported") from None
+    with replacing(dest, "; nothing was exported") as tmp_zip, \
+            tempfile.TemporaryDirectory(prefix="iseg-export-") as work:
+        warnings = WRITERS[fmt](store, project, Path(work), progress)
+        with zipfile.ZipFile(tmp_zip, "w", zipfile.ZIP_DEFLATED) as z:
+            for f in sorted(Path(work).rglob("*")):
+                if f.is_file():
+                    z.write(f, f.relative_to(work).as_posix())
     return dest, warnings
 
 
