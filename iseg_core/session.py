@@ -171,7 +171,9 @@ class AnnotationSession:
                         prev.model_mask if prev else None)
         step = self._predict(model_prompts(self.prompts) + [prompt], prev.logits if prev else None)
         step.model_mask = step.mask
-        step.mask = self._paint(step.mask.copy(), [p for p in self.prompts if isinstance(p, Stroke)])
+        strokes = [p for p in self.prompts if isinstance(p, Stroke)]
+        if strokes:  # (without strokes the two are one array: no copy on the per-click path)
+            step.mask = self._paint(step.mask.copy(), strokes)
         return step
 
     def _recompose(self) -> None:
@@ -230,18 +232,14 @@ class AnnotationSession:
         paint one brush / eraser stroke over the mask. A prompt outside the image raises PromptError and
         changes nothing."""
         self._need_image()
-        if isinstance(prompt, Stroke):
-            step = self._next_step(prompt)
-            self.steps.append(step)
-            self.redo_stack.clear()
-            return step
-        validate_prompts([prompt], self.image.shape[:2])
-        if self.zoom is not None:
-            x0, y0, x1, y1 = self.zoom
-            try:
-                validate_prompts([to_crop(prompt, x0, y0)], (y1 - y0, x1 - x0))
-            except PromptError:  # outside the zoomed crop: back to the whole image first
-                self.zoom_out()
+        if not isinstance(prompt, Stroke):  # strokes are painted on the whole image, zoomed or not
+            validate_prompts([prompt], self.image.shape[:2])
+            if self.zoom is not None:
+                x0, y0, x1, y1 = self.zoom
+                try:
+                    validate_prompts([to_crop(prompt, x0, y0)], (y1 - y0, x1 - x0))
+                except PromptError:  # outside the zoomed crop: back to the whole image first
+                    self.zoom_out()
         step = self._next_step(prompt)
         self.steps.append(step)
         self.redo_stack.clear()
