@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
 
 import numpy as np
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -295,18 +295,27 @@ class Store:
         ``idle_seconds``. One conditional UPDATE, so two users racing for it cannot both win. Returns None when
         ``user`` holds it now, else the holder's name."""
         now = utcnow()
-        cutoff = now - timedelta(seconds=idle_seconds)
         with self.db.transaction() as s:
-            won = s.execute(update(m.Image).where(
-                m.Image.id == image_id,
-                or_(m.Image.locked_by.is_(None), m.Image.locked_by == user, m.Image.locked_at < cutoff))
-                .values(locked_by=user, locked_at=now)).rowcount
+            won = s.execute(update(m.Image).where(m.Image.id == image_id, _lockable_by(user, now, idle_seconds))
+                            .values(locked_by=user, locked_at=now)).rowcount
             if won:
                 return None
             holder = s.scalar(select(m.Image.locked_by).where(m.Image.id == image_id))
             if holder is None and s.get(m.Image, image_id) is None:
                 raise StorageError(f"no image with id {image_id}")
             return holder
+
+    def next_free_image(self, project: ProjectRecord, user: str, idle_seconds: float,
+                        start: int) -> Optional[Tuple[int, ImageRecord]]:
+        """(position, image) of the first image at or after position ``start`` (going round to the beginning)
+        that is not done and that ``user`` may lock (the rule of :meth:`lock_image`), or None. One query."""
+        ranked = _ranked(project)
+        later_first = case((ranked.c.position < start, 1), else_=0)
+        with self.db.session() as s:
+            row = s.execute(select(m.Image, ranked.c.position).join(ranked, ranked.c.id == m.Image.id)
+                            .where(m.Image.done.is_(False), _lockable_by(user, utcnow(), idle_seconds))
+                            .order_by(later_first, ranked.c.position).limit(1)).first()
+            return (int(row[1]), self._image_record(row[0])) if row is not None else None
 
     def release_image(self, image_id: int, user: str) -> None:
         """Let go of ``user``'s lock on the image (nothing happens when someone else holds it)."""
@@ -364,17 +373,15 @@ class Store:
         counts = (select(m.Annotation.image_id, func.count(m.Annotation.id).label("n"))
                   .group_by(m.Annotation.image_id).subquery())
         n = func.coalesce(counts.c.n, 0)
-        position = func.row_number().over(order_by=m.Image.id) - 1
-        base = (select(m.Image.id, position.label("position"), n.label("n"))
-                .outerjoin(counts, counts.c.image_id == m.Image.id).where(m.Image.project_id == project.id))
-        ranked = base.subquery()
-        q = select(ranked.c.id, ranked.c.position, ranked.c.n).join(m.Image, m.Image.id == ranked.c.id)
+        ranked = _ranked(project)
+        q = (select(ranked.c.id, ranked.c.position, n).join(m.Image, m.Image.id == ranked.c.id)
+             .outerjoin(counts, counts.c.image_id == ranked.c.id))
         if state == "done":
             q = q.where(m.Image.done.is_(True))
         elif state == "in progress":
-            q = q.where(m.Image.done.is_(False), ranked.c.n > 0)
+            q = q.where(m.Image.done.is_(False), n > 0)
         elif state == "to do":
-            q = q.where(m.Image.done.is_(False), ranked.c.n == 0)
+            q = q.where(m.Image.done.is_(False), n == 0)
         if name.strip():
             pattern = "%" + name.strip().lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             q = q.where(func.lower(m.Image.file_name).like(pattern, escape="\\"))
@@ -565,6 +572,18 @@ class Store:
 
 def _record(c: m.Category) -> CategoryRecord:
     return CategoryRecord(c.id, c.coco_id, c.name, c.supercategory, c.color or "", c.hotkey)
+
+
+def _ranked(project: ProjectRecord):
+    """The project's image ids with their 0-based position in the project's order (ids ascending)."""
+    position = func.row_number().over(order_by=m.Image.id) - 1
+    return select(m.Image.id, position.label("position")).where(m.Image.project_id == project.id).subquery()
+
+
+def _lockable_by(user: str, now, idle_seconds: float):
+    """The images ``user`` may lock now: free, already theirs, or held by someone idle for ``idle_seconds``."""
+    return or_(m.Image.locked_by.is_(None), m.Image.locked_by == user,
+               m.Image.locked_at < now - timedelta(seconds=idle_seconds))
 
 
 def _is_colour(text: str) -> bool:

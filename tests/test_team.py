@@ -31,7 +31,9 @@ def test_a_lock_has_one_winner_expires_and_is_released(store):
     other = "user0" if winners[0] != "user0" else "user1"
     store.release_image(img.id, other)  # not theirs: nothing happens
     assert store.lock_image(img.id, other, idle_seconds=600) == winners[0]
+    assert store.next_free_image(p, other, idle_seconds=600, start=0) is None  # the only image is taken
     time.sleep(0.05)
+    assert store.next_free_image(p, other, idle_seconds=0.01, start=0)[0] == 0  # the same rule as lock_image
     assert store.lock_image(img.id, other, idle_seconds=0.01) is None  # the holder was idle too long
     store.release_image(img.id, other)
     assert store.image(img.id).locked_by is None

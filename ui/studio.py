@@ -36,19 +36,17 @@ SAMPLES = Path(__file__).resolve().parent / "samples"
 MAX_UPLOAD_MB = 50  # default size limit of one uploaded or imported image file
 
 
+log = logging.getLogger(__name__)
+
+
 def allowed_path(path: str, folders: Sequence[Path]) -> Optional[Path]:
-    """``path`` resolved (``..`` and every symlink followed) when the result lies inside one of ``folders``
-    (themselves resolved), else None. Says nothing about whether the file exists, so a refusal reveals nothing."""
+    """``path`` resolved (``..`` and every symlink followed) when the result lies inside one of the (resolved)
+    ``folders``, else None. Says nothing about whether the file exists, so a refusal reveals nothing."""
     try:
         target = Path(os.path.expanduser(str(path))).resolve(strict=False)
     except (OSError, RuntimeError, ValueError):  # a symlink loop, a NUL byte
         return None
-    for folder in folders:
-        root = Path(folder).resolve(strict=False)
-        if target == root or root in target.parents:
-            return target
-    return None
-log = logging.getLogger(__name__)
+    return target if any(target.is_relative_to(folder) for folder in folders) else None
 
 
 def active_checkpoint(models_dir: Path, name: str) -> Optional[str]:
@@ -95,7 +93,6 @@ class TabState:
     """What the page needs beyond the annotation session: queue position, display copy, half-drawn shapes."""
 
     index: int = -1
-    image_id: Optional[int] = None
     record: Optional[ImageRecord] = None  # the open image
     display: Optional[np.ndarray] = None  # the downscaled copy shown (its frame: the session's ``display``)
     pending: List[Tuple[float, float]] = field(default_factory=list)  # box corner / contour vertices
@@ -106,6 +103,10 @@ class TabState:
     message: str = ""
     user: str = ""  # the signed-in name (sign-in on), the author of what this tab saves
     lock_refreshed: float = 0.0  # when the lock on the open image was last renewed (monotonic)
+
+    @property
+    def image_id(self) -> Optional[int]:
+        return self.record.id if self.record is not None else None
 
 
 class Studio:
@@ -296,7 +297,7 @@ class Studio:
         with s.lock:
             t.display = display_copy(loaded.rgb, frame)
             s.open_image(loaded.rgb, rec.sha256, rec.id, stored, display=frame)
-            t.index, t.image_id, t.record = index, rec.id, rec
+            t.index, t.record = index, rec
             t.pending, t.pending_kind = [], ""
         enc = time.perf_counter() - t0
         self._precompute_next(sid, index, total)
@@ -310,15 +311,12 @@ class Studio:
         holder = self.store.lock_image(rec.id, t.user, self.lock_seconds)
         note = ""
         if holder is not None:
-            found = None
-            for k in range(1, min(total, 500)):
-                pos = (index + k) % total
-                other = self.store.image_at(self.project, pos)
-                if other is None or other.done or (other.locked_by and other.locked_by != t.user):
-                    continue
-                if self.store.lock_image(other.id, t.user, self.lock_seconds) is None:
-                    found = (pos, other)
+            for _ in range(5):  # someone else may lock the candidate between the query and our lock
+                found = self.store.next_free_image(self.project, t.user, self.lock_seconds, (index + 1) % total)
+                if found is None or self.store.lock_image(found[1].id, t.user, self.lock_seconds) is None:
                     break
+            else:
+                found = None
             if found is None:
                 return index, None, f"`{rec.file_name}` is being annotated by {holder}, and no other image is free."
             note = f"`{rec.file_name}` is being annotated by {holder}; opened the next free image."
