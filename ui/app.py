@@ -11,9 +11,9 @@ import functools
 import html
 import inspect
 import json
-from contextlib import nullcontext
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import gradio as gr
 
@@ -100,16 +100,16 @@ def _out(v: View):
     return frame_value(v.image), v.status, v.objects, v.info
 
 
-def _handler(action, n_inputs: int, convert=None, sid_of=_sid, gate: Optional[SessionGate] = None):
-    """A Gradio handler for ``action(session_id, *inputs)``. Gradio passes the request to a parameter annotated
-    ``gr.Request``; the signature is written out so that it finds it after the ``n_inputs`` values."""
+def _handler(turn, action, n_inputs: int, convert=None):
+    """A Gradio handler for ``action(session_id, *inputs)`` run in its session's turn (``turn(request)``: a
+    context manager giving the session id). Gradio passes the request to a parameter annotated ``gr.Request``;
+    the signature is written out so that it finds it after the ``n_inputs`` values."""
 
     def handler(*args):
         *values, request = args
         if convert is not None:
             values = convert(*values)
-        sid = sid_of(request)
-        with gate.turn(sid) if gate is not None else nullcontext():  # the session's edits, in order
+        with turn(request) as sid:
             return _out(action(sid, *values))
 
     params = [inspect.Parameter(f"v{i}", inspect.Parameter.POSITIONAL_OR_KEYWORD) for i in range(n_inputs)]
@@ -117,6 +117,12 @@ def _handler(action, n_inputs: int, convert=None, sid_of=_sid, gate: Optional[Se
     handler.__signature__ = inspect.Signature(params)
     handler.__annotations__ = {"request": gr.Request}
     return handler
+
+
+def _file_paths(files, images_only: bool = False) -> tuple:
+    """The local paths of Gradio's uploaded files (only image files with ``images_only``: a folder upload)."""
+    paths = [getattr(f, "name", f) for f in files or []]
+    return ([p for p in paths if Path(p).suffix.lower() in IMAGE_SUFFIXES] if images_only else paths),
 
 
 def _points(text: str):
@@ -141,7 +147,15 @@ def build_app(studio: Studio, workers: Optional[int] = None) -> gr.Blocks:
         return sid
 
     gate = SessionGate()
-    handler = functools.partial(_handler, sid_of=sid_of, gate=gate)
+
+    @contextmanager
+    def turn(request: Optional[gr.Request]) -> Iterator[str]:
+        """The session's id, with its turn held: a session's edits run one at a time, in order."""
+        sid = sid_of(request)
+        with gate.turn(sid):
+            yield sid
+
+    handler = functools.partial(_handler, turn)
     thumbs = studio.store.images.root / "thumbs"
     thumbs.mkdir(parents=True, exist_ok=True)
     gr.set_static_paths([thumbs])  # the browser's thumbnails are served as they are (named by content)
@@ -243,8 +257,7 @@ def build_app(studio: Studio, workers: Optional[int] = None) -> gr.Blocks:
         edit = dict(concurrency_id="edit", concurrency_limit=workers or default_workers(), trigger_mode="multiple")
 
         def on_select(tool_name, evt: gr.SelectData, request: gr.Request):
-            sid = sid_of(request)
-            with gate.turn(sid):
+            with turn(request) as sid:
                 v = studio.gesture(sid, tool_name, evt.value if isinstance(evt.value, dict) else
                                    {"kind": "click", "point": evt.index, "negative": False})
             # a gesture never changes the object table: skipping it (and the hidden state) saves Gradio's
@@ -302,39 +315,33 @@ def build_app(studio: Studio, workers: Optional[int] = None) -> gr.Blocks:
             def report(done, total):
                 progress(done / total if total else None, desc=text(done, total))
 
-            sid = sid_of(request)
-            with gate.turn(sid):
+            with turn(request) as sid:
                 return _out(studio.set_model(sid, name, progress=report))
 
         model.change(on_model, [model], outs, api_name="set_model", **edit)
-        upload.upload(handler(studio.upload, 1, lambda files: ([getattr(f, "name", f) for f in files or []],)),
-                      [upload], outs, api_visibility="private", **edit)
+        upload.upload(handler(studio.upload, 1, _file_paths), [upload], outs, api_visibility="private", **edit)
         # a folder: only its image files (the rest of a folder is not worth a "skipped" line each)
-        upload_dir.upload(handler(studio.upload, 1, lambda files: ([
-            getattr(f, "name", f) for f in files or [] if Path(getattr(f, "name", f)).suffix.lower() in IMAGE_SUFFIXES],)),
-            [upload_dir], outs, api_visibility="private", **edit)
+        upload_dir.upload(handler(studio.upload, 1, lambda files: _file_paths(files, images_only=True)),
+                          [upload_dir], outs, api_visibility="private", **edit)
 
         def on_export(fmt, request: gr.Request, progress=gr.Progress()):
-            sid = sid_of(request)
-            with gate.turn(sid):
+            with turn(request) as sid:
                 v, path = studio.export(sid, fmt=fmt, progress=lambda d, t: progress(d / t, desc="Exporting"))
             return (*_out(v), path)
 
         export_btn.click(on_export, [export_fmt], outs + [export_file], api_name="export", **edit)
 
         def on_export_coco(poly, request: gr.Request):  # the API twin of earlier versions: COCO, RLE or polygons
-            sid = sid_of(request)
-            with gate.turn(sid):
+            with turn(request) as sid:
                 v, path = studio.export(sid, bool(poly))
             return (*_out(v), path)
 
         gr.Button(visible=False).click(on_export_coco, [hpos], outs + [export_file], api_name="export_coco", **edit)
 
         def on_import(file, clash, request: gr.Request, progress=gr.Progress()):
-            if file is None:
-                return _out(studio.view(sid_of(request), "Choose a COCO .json file to import first."))
-            sid = sid_of(request)
-            with gate.turn(sid):
+            with turn(request) as sid:
+                if file is None:
+                    return _out(studio.view(sid, "Choose a COCO .json file to import first."))
                 return _out(studio.import_coco(sid, getattr(file, "name", file), clash,
                                                progress=lambda d, t: progress(d / t, desc=f"Importing: {d} of {t} steps")))
 
@@ -374,20 +381,18 @@ def build_app(studio: Studio, workers: Optional[int] = None) -> gr.Blocks:
 
         def open_from_browser(positions, evt: gr.SelectData, request: gr.Request):
             pos = positions[evt.index] if 0 <= evt.index < len(positions) else 0
-            sid = sid_of(request)
-            with gate.turn(sid):
+            with turn(request) as sid:
                 return (*_out(studio.open_index(sid, pos)), gr.Tabs(selected="annotate"))
 
         gallery.select(open_from_browser, [b_positions], outs + [tabs], api_visibility="private", **edit)
 
         def goto_image(n, request: gr.Request):
-            if n is None or int(n) < 1:
-                return (*_out(studio.view(sid_of(request), "Type an image number first.")), gr.skip())
-            total = studio.counts(fresh=True)[0]
-            if int(n) > total:
-                return (*_out(studio.view(sid_of(request), f"There are {total} images; no image {int(n)}.")), gr.skip())
-            sid = sid_of(request)
-            with gate.turn(sid):
+            with turn(request) as sid:
+                if n is None or int(n) < 1:
+                    return (*_out(studio.view(sid, "Type an image number first.")), gr.skip())
+                total = studio.counts(fresh=True)[0]
+                if int(n) > total:
+                    return (*_out(studio.view(sid, f"There are {total} images; no image {int(n)}.")), gr.skip())
                 return (*_out(studio.open_index(sid, int(n) - 1)), gr.Tabs(selected="annotate"))
 
         goto_btn.click(goto_image, [goto], outs + [tabs], api_visibility="private", **edit)
@@ -433,13 +438,11 @@ def build_app(studio: Studio, workers: Optional[int] = None) -> gr.Blocks:
         api.click(handler(studio.import_paths, 1, lambda paths: (_points(paths),)), [hpoints], outs,
                   api_name="add_images", **edit)
         hfiles = gr.File(file_count="multiple", visible=False)
-        api.click(handler(studio.upload, 1, lambda files: ([getattr(f, "name", f) for f in files or []],)),
-                  [hfiles], outs, api_name="upload_images", **edit)
+        api.click(handler(studio.upload, 1, _file_paths), [hfiles], outs, api_name="upload_images", **edit)
         api.click(handler(studio.view, 0), [], outs, api_name="get_state", **edit)
 
         def on_load(request: gr.Request):
-            sid = sid_of(request)
-            with gate.turn(sid):
+            with turn(request) as sid:
                 if studio.tab(sid).index < 0:
                     return _out(studio.open_index(sid, 0))
                 return _out(studio.view(sid))
