@@ -28,20 +28,6 @@ sys.path.insert(0, str(ROOT))
 from bench.common import print_table, summary  # noqa: E402
 
 
-def serve(tmp: Path, model: str, workers: int):
-    from storage import Store
-    from tests.conftest import free_port
-    from ui import HEAD, Studio, build_app
-
-    store = Store(f"sqlite:///{tmp / 'iseg.db'}", tmp / "images")
-    studio = Studio(store, "load", model, "random", export_dir=tmp / "exports")
-    studio.ensure_samples()
-    demo = build_app(studio, workers=workers)
-    _, url, _ = demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(),
-                                    quiet=True, head=HEAD)
-    return url, studio, store, demo
-
-
 def run_users(url: str, studio, n: int, clicks: int):
     from gradio_client import Client
 
@@ -93,6 +79,7 @@ def main() -> None:
     import torch
 
     from iseg_core.runtime import tune_allocator
+    from tests.conftest import serve_studio
     from ui.gate import default_workers
 
     tune_allocator()
@@ -101,7 +88,7 @@ def main() -> None:
     results = {}
     for label, workers in [("before (one queue)", 1), (f"after ({default_workers()} workers)", default_workers())]:
         with tempfile.TemporaryDirectory(prefix="iseg-bench-load-") as tmp:
-            url, studio, store, demo = serve(Path(tmp), args.model, workers)
+            url, studio, store, demo = serve_studio(Path(tmp), "load", args.model, workers=workers)
             try:
                 run_users(url, studio, 1, 2)  # warm-up
                 for n in users:

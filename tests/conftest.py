@@ -138,9 +138,11 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(_PG_SKIPPED[0], red=True)
 
 
-def serve_studio(tmp: Path, project: str, model: str = "classical", store=None, auth=None, **studio_args):
+def serve_studio(tmp: Path, project: str, model: str = "classical", store=None, auth=None, workers=None,
+                 **studio_args):
     """The studio on a fresh SQLite store with the bundled samples (or on ``store`` as it is), served in this
-    process on a free port (``auth``: Gradio's sign-in check; ``studio_args``: more Studio settings). Returns (url, studio, store, demo); the caller
+    process on a free port (``auth``: Gradio's sign-in check; ``workers``: build_app's; ``studio_args``: more
+    Studio settings). Returns (url, studio, store, demo); the caller
     closes demo and store."""
     from storage import Store
     from ui import HEAD, Studio, build_app
@@ -151,7 +153,7 @@ def serve_studio(tmp: Path, project: str, model: str = "classical", store=None, 
                     **studio_args)
     if not store.images_of(studio.project):
         assert studio.ensure_samples() == 4
-    demo = build_app(studio)
+    demo = build_app(studio, workers=workers)
     _, url, _ = demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(),
                                     quiet=True, head=HEAD, auth=auth)
     return url, studio, store, demo

@@ -39,16 +39,9 @@ def test_a_slow_encode_does_not_hold_up_another_users_clicks(tmp_path):
     """SAM ViT-B (random weights): opening an image runs its encoder for seconds on a CPU. With two workers, a
     click of another user on an image already encoded is answered while that encode is still running; with one
     queue for everything it would wait for it."""
-    from storage import Store
-    from ui import HEAD, Studio, build_app
-    from tests.conftest import free_port
+    from tests.conftest import serve_studio
 
-    store = Store(f"sqlite:///{tmp_path / 'iseg.db'}", tmp_path / "images")
-    studio = Studio(store, "two", "sam_vit_b", checkpoint="random")
-    studio.ensure_samples()
-    demo = build_app(studio, workers=2)
-    _, url, _ = demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(),
-                                    quiet=True, head=HEAD)
+    url, studio, store, demo = serve_studio(tmp_path, "two", "sam_vit_b", workers=2)  # random weights
     try:
         a, b = Client(url, verbose=False), Client(url, verbose=False)
         b.predict(0, api_name="/open_image")  # b's image is encoded (the next one goes on in the background)
