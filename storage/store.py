@@ -66,8 +66,7 @@ class CategoryRecord:
 
     @property
     def rgb(self) -> Tuple[int, int, int]:
-        c = self.color if len(self.color) == 7 else "#808080"
-        return int(c[1:3], 16), int(c[3:5], 16), int(c[5:7], 16)
+        return hex_rgb(self.color if _is_colour(self.color) else "#808080")
 
 
 @dataclass(frozen=True)
@@ -584,6 +583,11 @@ def _lockable_by(user: str, now, idle_seconds: float):
     """The images ``user`` may lock now: free, already theirs, or held by someone idle for ``idle_seconds``."""
     return or_(m.Image.locked_by.is_(None), m.Image.locked_by == user,
                m.Image.locked_at < now - timedelta(seconds=idle_seconds))
+
+
+def hex_rgb(colour: str) -> Tuple[int, int, int]:
+    """``"#rrggbb"`` -> (r, g, b)."""
+    return int(colour[1:3], 16), int(colour[3:5], 16), int(colour[5:7], 16)
 
 
 def _is_colour(text: str) -> bool:

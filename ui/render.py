@@ -11,11 +11,11 @@ import numpy as np
 
 from iseg_core.geometry import DisplayFrame
 from iseg_core.prompts import Box, Click, Contour, Prompt, Scribble, Stroke
+from storage.store import LABEL_COLOURS, hex_rgb
 
 DISPLAY_LONG_SIDE = 1024
 CURRENT = (30, 144, 255)
-PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (245, 130, 48), (145, 30, 180), (70, 240, 240),
-           (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255), (170, 110, 40)]
+PALETTE = [hex_rgb(c) for c in LABEL_COLOURS]  # objects whose name is not (yet) a label: the labels' colours
 
 
 def display_copy(image: np.ndarray, frame: DisplayFrame) -> np.ndarray:

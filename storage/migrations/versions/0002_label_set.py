@@ -16,7 +16,7 @@ down_revision = '0001'
 branch_labels = None
 depends_on = None
 
-# the label palette (storage.labels.PALETTE) as it was when this revision was written
+# the label colours (storage.store.LABEL_COLOURS) as they were when this revision was written
 PALETTE = ["#e6194b", "#3cb44b", "#ffe119", "#f58231", "#911eb4", "#46f0f0", "#f032e6", "#bcf60c", "#fabebe",
            "#008080", "#e6beff", "#9a6324"]
 
