@@ -99,10 +99,14 @@ def main() -> None:
         if restored:
             print(f"restored the database from snapshot {restored}")
     try:
+        users = UsersFile(args.users) if args.users else None
+        if users is not None and not users.names():  # before anything is created
+            sys.exit(f"iseg cannot start: the users file {args.users} has no users; add one with "
+                     f"`python -m storage users add NAME --file {args.users}`")
         store = Store(args.database)
         studio = Studio(store, args.project, args.model, loader=loader, author=os.environ.get("USER", ""),
                         notice=notice, import_dirs=args.import_dir, max_upload_mb=args.max_upload_mb,
-                        roles=UsersFile(args.users).role if args.users else None, lock_minutes=args.lock_minutes)
+                        roles=users.role if users else None, lock_minutes=args.lock_minutes)
     except DatabaseUnusable as e:
         sys.exit(f"iseg cannot start: {e} {_restore_hint(e.path, snapshot_dir)}")
     except (IsegError, StorageError) as e:
@@ -113,13 +117,7 @@ def main() -> None:
     if snapshot_dir and db_file is not None:
         Snapshotter(db_file, Path(snapshot_dir), float(os.environ.get("ISEG_SNAPSHOT_MINUTES", "10"))).start()
         print(f"snapshots of {db_file} go to {snapshot_dir}")
-    auth = None
-    if args.users:
-        users = UsersFile(args.users)
-        if not users.names():
-            sys.exit(f"iseg cannot start: the users file {args.users} has no users; add one with "
-                     f"`python -m storage users add NAME --file {args.users}`")
-        auth = users.verify
+    if users is not None:
         print(f"sign-in on: {len(users.names())} user(s) in {args.users}")
     elif args.host not in LOOPBACK:
         print(f"WARNING: iseg listens on {args.host} without sign-in: anyone who reaches this port can read and "
@@ -127,7 +125,8 @@ def main() -> None:
               "sign-in.", file=sys.stderr)
     demo = build_app(studio, workers=args.workers)
     demo.queue(default_concurrency_limit=4).launch(server_name=args.host, server_port=args.port, head=HEAD,
-                                                   share=False, max_file_size=f"{args.max_upload_mb:g}mb", auth=auth,
+                                                   share=False, max_file_size=f"{args.max_upload_mb:g}mb",
+                                                   auth=users.verify if users else None,
                                                    auth_message="iseg: sign in with your name and password")
 
 

@@ -78,6 +78,7 @@ def test_the_app_warns_when_it_listens_beyond_loopback_without_sign_in(tmp_path)
     r = subprocess.run([sys.executable, "app.py", "--port", str(free_port()), "--users", str(tmp_path / "empty.json")],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 1 and "has no users; add one with `python -m storage users add NAME" in r.stderr
+    assert not (tmp_path / "home" / "iseg.db").exists()  # refused before anything was created
     proc = subprocess.Popen([sys.executable, "app.py", "--host", "0.0.0.0", "--port", str(free_port())], cwd=ROOT,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
