@@ -137,8 +137,7 @@ class Studio:
         self._lock = threading.Lock()
         self.author = author
         self._job = None  # the latest training.job.FinetuneJob
-        self._count_cache = None
-        self._labels_cache = None
+        self._cached: Dict[str, tuple] = {}  # key -> (when, value): see _for_a_second
         self.manager(model)  # fail early (and clearly) when the default model cannot load
 
     # -- plumbing ---------------------------------------------------------------------------------------
@@ -198,22 +197,22 @@ class Studio:
             n += self.store.add_image(self.project, f).added
         return n
 
-    def counts(self, fresh: bool = False) -> Tuple[int, int]:
-        """(images, images done) of the project: one aggregate query, cached for a second (every click shows
-        the progress; a project of 10,000 images is never listed to answer it)."""
+    def _for_a_second(self, key: str, load: Callable[[], object], fresh: bool):
+        """``load()``, kept for a second: what every click shows should not cost a query per click."""
         now = time.monotonic()
-        cached = self._count_cache
-        if fresh or cached is None or now - cached[0] > 1.0:
-            cached = self._count_cache = (now, self.store.image_count(self.project))
-        return cached[1]
+        hit = self._cached.get(key)
+        if fresh or hit is None or now - hit[0] > 1.0:
+            hit = self._cached[key] = (now, load())
+        return hit[1]
+
+    def counts(self, fresh: bool = False) -> Tuple[int, int]:
+        """(images, images done) of the project: one aggregate query (a project of 10,000 images is never
+        listed to answer it)."""
+        return self._for_a_second("counts", lambda: self.store.image_count(self.project), fresh)
 
     def labels(self, fresh: bool = False) -> List[CategoryRecord]:
-        """The project's label set (cached for a second; every change here refreshes it)."""
-        now = time.monotonic()
-        cached = self._labels_cache
-        if fresh or cached is None or now - cached[0] > 1.0:
-            cached = self._labels_cache = (now, self.store.categories(self.project))
-        return cached[1]
+        """The project's label set (every change made here refreshes it)."""
+        return self._for_a_second("labels", lambda: self.store.categories(self.project), fresh)
 
     def _colour(self, category: str, k: int) -> Tuple[int, int, int]:
         for c in self.labels():
