@@ -313,20 +313,20 @@ def import_coco(store: Store, project: ProjectRecord, source: Union[str, os.Path
             else:
                 report.images_existing += 1
         ids = [i.id for i in img_map.values()]
-        before: Dict[Tuple[int, int], str] = {}
+        by_coco_id: Dict[Tuple[int, int], str] = {}
         masks_there = set()  # (image, category, rle) of every object there: an identical object is not added twice
         for chunk in range(0, len(ids), 500):  # what an earlier import (or the app) left, read once
             for image_id, coco_id, category_id, rle in s.execute(
                     select(m.Annotation.image_id, m.Annotation.coco_id, m.Annotation.category_id, m.Annotation.rle)
                     .where(m.Annotation.image_id.in_(ids[chunk:chunk + 500]))):
                 if coco_id is not None:
-                    before[(image_id, coco_id)] = rle
+                    by_coco_id[(image_id, coco_id)] = rle
                 masks_there.add((image_id, category_id, rle))
         for k, a in enumerate(coco["annotations"]):
             if progress is not None and k % 500 == 499:
                 progress(total + k + 1, 2 * total)
             img = img_map[a["image_id"]]
-            old = before.get((img.id, a["id"]))
+            old = by_coco_id.get((img.id, a["id"]))
             rle = counts[a["id"]]
             if old is None and (img.id, cat_map[a["category_id"]].id, rle) in masks_there:
                 old = rle  # e.g. an export of this project imported back: the object made here is already there
