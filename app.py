@@ -28,7 +28,7 @@ from storage.database import sqlite_file  # noqa: E402
 from storage.errors import DatabaseUnusable  # noqa: E402
 from storage.users import UsersFile  # noqa: E402
 from storage.snapshot import Snapshotter, restore_latest, snapshots  # noqa: E402
-from ui import HEAD, Studio, build_app, model_loader  # noqa: E402
+from ui import Studio, build_app, launch_options, model_loader  # noqa: E402
 from ui.studio import MAX_UPLOAD_MB  # noqa: E402
 
 
@@ -124,8 +124,8 @@ def main() -> None:
               "change every annotation. Start with --users FILE (python -m storage users add NAME) to require "
               "sign-in.", file=sys.stderr)
     demo = build_app(studio, workers=args.workers)
-    demo.queue(default_concurrency_limit=4).launch(server_name=args.host, server_port=args.port, head=HEAD,
-                                                   share=False, max_file_size=f"{args.max_upload_mb:g}mb",
+    demo.queue(default_concurrency_limit=4).launch(server_name=args.host, server_port=args.port, share=False,
+                                                   **launch_options(), max_file_size=f"{args.max_upload_mb:g}mb",
                                                    auth=users.verify if users else None,
                                                    auth_message="iseg: sign in with your name and password")
 

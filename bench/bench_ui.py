@@ -30,7 +30,7 @@ from bench.common import data_dir, print_table, summary  # noqa: E402
 from iseg_core.runtime import tune_allocator  # noqa: E402
 from storage import Store  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
-from ui import HEAD, Studio, build_app  # noqa: E402
+from ui import Studio, build_app, launch_options  # noqa: E402
 
 ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -71,7 +71,7 @@ def main() -> None:
             store.add_image(studio.project, p)
         demo = build_app(studio)
         _, url, _ = demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(),
-                                        quiet=True, head=HEAD)
+                                        quiet=True, **launch_options())
         try:
             with sync_playwright() as pw:
                 browser = pw.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=ARGS)

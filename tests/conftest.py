@@ -145,7 +145,7 @@ def serve_studio(tmp: Path, project: str, model: str = "classical", store=None, 
     Studio settings). Returns (url, studio, store, demo); the caller
     closes demo and store."""
     from storage import Store
-    from ui import HEAD, Studio, build_app
+    from ui import Studio, build_app, launch_options
 
     if store is None:
         store = Store(f"sqlite:///{tmp / 'iseg.db'}", tmp / "images")
@@ -155,5 +155,5 @@ def serve_studio(tmp: Path, project: str, model: str = "classical", store=None, 
         assert studio.ensure_samples() == 4
     demo = build_app(studio, workers=workers)
     _, url, _ = demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(),
-                                    quiet=True, head=HEAD, auth=auth)
+                                    quiet=True, auth=auth, **launch_options())
     return url, studio, store, demo

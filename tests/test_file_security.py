@@ -1,9 +1,13 @@
 """The API cannot read the server's files: images by path come only from the operator's --import-dir folders
 (absolute paths, ../ and symlinks out are refused with one message whether the file exists or not, and nothing
-is imported); uploads have a size limit."""
+is imported); uploads have a size limit; frames, exports and uploads are served to the client that made them
+only, and no client can hand the server another's file as an input."""
 import json
 import os
+import re
+from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from gradio_client import Client, handle_file
@@ -78,3 +82,71 @@ def test_inside_the_folder_works_and_size_limits_hold(served):
     status = c.predict([handle_file(str(imports / "big.jpg"))], api_name="/upload_images")[1]
     assert "over the 1 MB limit" in status
     assert "Added 0 image(s)" in status
+
+
+def _call(url, api, data, cookies):
+    """An API call in plain HTTP, as any client can make it (file inputs may name any path on the server):
+    the event's last message, as (event, data)."""
+    r = httpx.post(f"{url}gradio_api/call/{api}", json={"data": data}, cookies=cookies, timeout=60)
+    r.raise_for_status()
+    with httpx.stream("GET", f"{url}gradio_api/call/{api}/{r.json()['event_id']}", cookies=cookies,
+                      timeout=120) as s:
+        lines = [line for line in s.read().decode().splitlines() if line]
+    return lines[-2].removeprefix("event: "), json.loads(lines[-1].removeprefix("data: "))
+
+
+def _file(path):
+    return {"path": str(path), "meta": {"_type": "gradio.FileData"}}
+
+
+def test_frames_exports_and_uploads_reach_only_the_client_that_made_them(served):
+    url, studio, store, imports, _ = served
+    a, b = Client(url, verbose=False), Client(url, verbose=False)  # two users: each gets its own client cookie
+    assert a.cookies["iseg_client"] != b.cookies["iseg_client"]
+
+    def fetch(path, client):
+        return httpx.get(f"{url}gradio_api/file={path}", cookies=client.cookies if client else {}, timeout=60)
+
+    def refused_alike(path, client):
+        """Refused with the answer Gradio gives for a file that is not there: nothing is revealed."""
+        r = fetch(path, client)
+        assert (r.status_code, r.json()) == (403, {"detail": f"File not allowed: {path}."}), path
+        missing = Path(path).with_name("no-such-" + Path(path).name)
+        r = fetch(missing, client)
+        assert (r.status_code, r.json()) == (403, {"detail": f"File not allowed: {missing}."})
+
+    # a's overlay frame: a gets the JPEG, b and a client without the cookie get "not allowed"
+    a.predict(0, api_name="/open_image")
+    frame = a.predict(120, 100, True, api_name="/add_click")[0]["src"].split("file=", 1)[1]
+    r = fetch(frame, a)
+    assert r.status_code == 200 and r.content[:3] == b"\xff\xd8\xff"  # a JPEG
+    refused_alike(frame, b)
+    refused_alike(frame, None)
+
+    # a's export: gradio_client downloads it for a; b cannot fetch it
+    a.predict("thing", api_name="/finish_object")
+    out = a.predict("coco", api_name="/export")
+    export = re.search(r"to `([^`]+)`", out[1]).group(1)
+    assert json.loads(Path(out[-1]).read_text())["annotations"], "a downloaded its own export"
+    assert fetch(export, a).status_code == 200
+    refused_alike(export, b)
+
+    # a's upload (Gradio's upload route): served to a only
+    Image.new("RGB", (40, 30), (10, 200, 10)).save(imports.parent / "mine.png")
+    with open(imports.parent / "mine.png", "rb") as f:
+        r = httpx.post(f"{url}gradio_api/upload", files={"files": ("mine.png", f.read())}, cookies=a.cookies)
+    upload = r.json()[0]
+    assert fetch(upload, a).status_code == 200
+    refused_alike(upload, b)
+
+    # b hands the server a's files, or files that are not there, as its own inputs: each fails with the one
+    # answer Gradio gives for a path outside its folders, and nothing is imported; a may use its own upload
+    before = store.image_count(studio.project)[0]
+    for path in (upload, Path(upload).with_name("gone.png"), frame, Path(frame).with_name("gone.jpg")):
+        assert _call(url, "upload_images", [[_file(path)]], b.cookies) == ("error", {"error": None}), path
+    for path in (export, Path(export).with_name("gone.json")):
+        assert _call(url, "import_coco", [_file(path), "map"], b.cookies) == ("error", {"error": None}), path
+    assert store.image_count(studio.project)[0] == before
+    event, out = _call(url, "upload_images", [[_file(upload)]], a.cookies)
+    assert event == "complete" and "Added 1 image(s)" in out[1] and "Skipped" not in out[1]
+    assert store.image_count(studio.project)[0] == before + 1

@@ -173,7 +173,7 @@ def test_a_click_made_while_the_image_encodes_is_applied_after_it(tmp_path):
     """A real (randomly initialised) SAM ViT-B: opening an image runs its encoder for seconds on a CPU. A click
     sent right behind the open request waits in the queue and is applied to that image, not lost."""
     from storage import Store
-    from ui import HEAD, Studio, build_app
+    from ui import Studio, build_app, launch_options
     from tests.conftest import free_port
 
     store = Store(f"sqlite:///{tmp_path / 'iseg.db'}", tmp_path / "images")
@@ -181,7 +181,7 @@ def test_a_click_made_while_the_image_encodes_is_applied_after_it(tmp_path):
     studio.ensure_samples()
     demo = build_app(studio)
     _, url, _ = demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(),
-                                    quiet=True, head=HEAD)
+                                    quiet=True, **launch_options())
     try:
         c = Client(url, verbose=False)
         opening = c.submit(2, api_name="/open_image")

@@ -1,9 +1,10 @@
 """The Gradio Blocks page of the studio, and the named API endpoints (twins of every action).
 
 The page is a thin layer over :class:`ui.studio.Studio`: each event handler takes the browser session's id
-(``gr.Request.session_hash``) and returns the studio's ``View``. All editing events share one queue
-(``concurrency_id="edit"``, limit 1) with ``trigger_mode="multiple"``: clicks made while one is processed wait
-their turn in order instead of being dropped.
+(``gr.Request.session_hash``) and returns the studio's ``View``. Editing events share one queue
+(``concurrency_id="edit"``, ``workers`` at once) with ``trigger_mode="multiple"``: clicks made while one is
+processed wait their turn instead of being dropped, and one session's edits run one at a time, in order
+(``ui.gate``). Frames, exports and uploads are served to the client that made them only (``ui.owned``).
 """
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ import inspect
 import json
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator, List, Optional
 
 import gradio as gr
+from gradio.exceptions import InvalidPathError
 
 from iseg_core.image import IMAGE_SUFFIXES
 from iseg_core.weights import ProgressText
@@ -24,6 +26,7 @@ from storage.store import IMAGE_STATES
 
 from .canvas import CSS, JS, TEMPLATE, frame_value
 from .gate import SessionGate, default_workers
+from .owned import OWNED, ClientCookie, client_of
 from .studio import Studio, View
 
 TOOLS = ["positive", "negative", "box", "contour", "scribble", "brush", "eraser"]
@@ -83,6 +86,14 @@ LEGEND_CSS = """
 PER_PAGE = 48
 
 
+def launch_options() -> dict:
+    """The ``launch`` arguments every server of the page needs: the keyboard script, and the middleware that
+    gives each client its cookie and serves frames, exports and uploads to their owner only."""
+    from starlette.middleware import Middleware
+
+    return {"head": HEAD, "app_kwargs": {"middleware": [Middleware(ClientCookie)]}}
+
+
 def _legend(labels) -> str:
     """The label set as a line of colour swatches with their keys."""
     if not labels:
@@ -96,8 +107,9 @@ def _sid(request: Optional[gr.Request]) -> str:
     return (request.session_hash if request is not None and request.session_hash else "default")
 
 
-def _out(v: View):
-    return frame_value(v.image), v.status, v.objects, v.info
+def _out(v: View, request: Optional[gr.Request]):
+    """A view as the page's outputs; its frame is served to the requesting client only."""
+    return frame_value(v.image, client_of(request)), v.status, v.objects, v.info
 
 
 def _handler(turn, action, n_inputs: int, convert=None):
@@ -110,7 +122,7 @@ def _handler(turn, action, n_inputs: int, convert=None):
         if convert is not None:
             values = convert(*values)
         with turn(request) as sid:
-            return _out(action(sid, *values))
+            return _out(action(sid, *values), request)
 
     params = [inspect.Parameter(f"v{i}", inspect.Parameter.POSITIONAL_OR_KEYWORD) for i in range(n_inputs)]
     params.append(inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=gr.Request))
@@ -119,10 +131,17 @@ def _handler(turn, action, n_inputs: int, convert=None):
     return handler
 
 
-def _file_paths(files, images_only: bool = False) -> tuple:
-    """The local paths of Gradio's uploaded files (only image files with ``images_only``: a folder upload)."""
+def _file_paths(files, request: Optional[gr.Request], images_only: bool = False) -> List[str]:
+    """The local paths of Gradio's uploaded files (only image files with ``images_only``: a folder upload).
+    A file the requesting client did not upload itself (another client's upload, frame or export, or a path
+    that is not there) fails the whole event the way Gradio fails a path outside its folders: one answer for
+    all, nothing used."""
     paths = [getattr(f, "name", f) for f in files or []]
-    return ([p for p in paths if Path(p).suffix.lower() in IMAGE_SUFFIXES] if images_only else paths),
+    client = client_of(request)
+    for p in paths:
+        if not OWNED.owns(p, client):
+            raise InvalidPathError(f"Cannot use {p}: it was not uploaded by this client.")
+    return [p for p in paths if Path(p).suffix.lower() in IMAGE_SUFFIXES] if images_only else paths
 
 
 def _points(text: str):
@@ -262,7 +281,7 @@ def build_app(studio: Studio, workers: Optional[int] = None) -> gr.Blocks:
                                    {"kind": "click", "point": evt.index, "negative": False})
             # a gesture never changes the object table: skipping it (and the hidden state) saves Gradio's
             # DataFrame round trip on every click
-            return frame_value(v.image), v.status, gr.skip(), gr.skip()
+            return frame_value(v.image, client_of(request)), v.status, gr.skip(), gr.skip()
 
         view.select(on_select, [tool], outs, api_visibility="private", show_progress="hidden", **edit)
 
@@ -316,34 +335,50 @@ def build_app(studio: Studio, workers: Optional[int] = None) -> gr.Blocks:
                 progress(done / total if total else None, desc=text(done, total))
 
             with turn(request) as sid:
-                return _out(studio.set_model(sid, name, progress=report))
+                return _out(studio.set_model(sid, name, progress=report), request)
 
         model.change(on_model, [model], outs, api_name="set_model", **edit)
-        upload.upload(handler(studio.upload, 1, _file_paths), [upload], outs, api_visibility="private", **edit)
+        def on_files(images_only: bool):
+            def on_upload(files, request: gr.Request):
+                paths = _file_paths(files, request, images_only)
+                with turn(request) as sid:
+                    return _out(studio.upload(sid, paths), request)
+            return on_upload
+
+        upload.upload(on_files(False), [upload], outs, api_visibility="private", **edit)
         # a folder: only its image files (the rest of a folder is not worth a "skipped" line each)
-        upload_dir.upload(handler(studio.upload, 1, lambda files: _file_paths(files, images_only=True)),
-                          [upload_dir], outs, api_visibility="private", **edit)
+        upload_dir.upload(on_files(True), [upload_dir], outs, api_visibility="private", **edit)
+
+        # exports are written into one folder served to the client that asked for each file only
+        gr.set_static_paths([studio.export_dir])
+        OWNED.protect(studio.export_dir)
+
+        def exported(v_path, request):
+            v, path = v_path
+            if path is not None:
+                OWNED.give(path, client_of(request))
+            return (*_out(v, request), path)
 
         def on_export(fmt, request: gr.Request, progress=gr.Progress()):
             with turn(request) as sid:
-                v, path = studio.export(sid, fmt=fmt, progress=lambda d, t: progress(d / t, desc="Exporting"))
-            return (*_out(v), path)
+                return exported(studio.export(sid, fmt=fmt, progress=lambda d, t: progress(d / t, desc="Exporting")),
+                                request)
 
         export_btn.click(on_export, [export_fmt], outs + [export_file], api_name="export", **edit)
 
         def on_export_coco(poly, request: gr.Request):  # the API twin of earlier versions: COCO, RLE or polygons
             with turn(request) as sid:
-                v, path = studio.export(sid, bool(poly))
-            return (*_out(v), path)
+                return exported(studio.export(sid, bool(poly)), request)
 
         gr.Button(visible=False).click(on_export_coco, [hpos], outs + [export_file], api_name="export_coco", **edit)
 
         def on_import(file, clash, request: gr.Request, progress=gr.Progress()):
+            paths = _file_paths([file] if file is not None else [], request)
             with turn(request) as sid:
-                if file is None:
-                    return _out(studio.view(sid, "Choose a COCO .json file to import first."))
-                return _out(studio.import_coco(sid, getattr(file, "name", file), clash,
-                                               progress=lambda d, t: progress(d / t, desc=f"Importing: {d} of {t} steps")))
+                if not paths:
+                    return _out(studio.view(sid, "Choose a COCO .json file to import first."), request)
+                return _out(studio.import_coco(sid, paths[0], clash, progress=lambda d, t: progress(
+                    d / t, desc=f"Importing: {d} of {t} steps")), request)
 
         import_btn.click(on_import, [import_file, on_clash], outs, api_name="import_coco", **edit
                          ).then(label_widgets, [], label_outs, api_visibility="private")
@@ -382,18 +417,19 @@ def build_app(studio: Studio, workers: Optional[int] = None) -> gr.Blocks:
         def open_from_browser(positions, evt: gr.SelectData, request: gr.Request):
             pos = positions[evt.index] if 0 <= evt.index < len(positions) else 0
             with turn(request) as sid:
-                return (*_out(studio.open_index(sid, pos)), gr.Tabs(selected="annotate"))
+                return (*_out(studio.open_index(sid, pos), request), gr.Tabs(selected="annotate"))
 
         gallery.select(open_from_browser, [b_positions], outs + [tabs], api_visibility="private", **edit)
 
         def goto_image(n, request: gr.Request):
             with turn(request) as sid:
                 if n is None or int(n) < 1:
-                    return (*_out(studio.view(sid, "Type an image number first.")), gr.skip())
+                    return (*_out(studio.view(sid, "Type an image number first."), request), gr.skip())
                 total = studio.counts(fresh=True)[0]
                 if int(n) > total:
-                    return (*_out(studio.view(sid, f"There are {total} images; no image {int(n)}.")), gr.skip())
-                return (*_out(studio.open_index(sid, int(n) - 1)), gr.Tabs(selected="annotate"))
+                    return (*_out(studio.view(sid, f"There are {total} images; no image {int(n)}."), request),
+                            gr.skip())
+                return (*_out(studio.open_index(sid, int(n) - 1), request), gr.Tabs(selected="annotate"))
 
         goto_btn.click(goto_image, [goto], outs + [tabs], api_visibility="private", **edit)
         goto.submit(goto_image, [goto], outs + [tabs], api_visibility="private", **edit)
@@ -401,13 +437,13 @@ def build_app(studio: Studio, workers: Optional[int] = None) -> gr.Blocks:
         # fine-tuning runs in a background thread; the page polls its progress every 2 s while it runs
         def on_finetune(request: gr.Request):
             v = studio.start_finetune(sid_of(request))
-            return (*_out(v), studio.finetune_status(), gr.Timer(active=True))
+            return (*_out(v, request), studio.finetune_status(), gr.Timer(active=True))
 
         finetune_btn.click(on_finetune, [], outs + [train_status, train_timer], api_name="finetune",
                            concurrency_id="train", concurrency_limit=1)
 
         def on_cancel(request: gr.Request):
-            return (*_out(studio.cancel_finetune(sid_of(request))), studio.finetune_status())
+            return (*_out(studio.cancel_finetune(sid_of(request)), request), studio.finetune_status())
 
         cancel_ft_btn.click(on_cancel, [], outs + [train_status], api_name="cancel_finetune",
                             concurrency_id="train_status", concurrency_limit=None)
@@ -438,14 +474,14 @@ def build_app(studio: Studio, workers: Optional[int] = None) -> gr.Blocks:
         api.click(handler(studio.import_paths, 1, lambda paths: (_points(paths),)), [hpoints], outs,
                   api_name="add_images", **edit)
         hfiles = gr.File(file_count="multiple", visible=False)
-        api.click(handler(studio.upload, 1, _file_paths), [hfiles], outs, api_name="upload_images", **edit)
+        api.click(on_files(False), [hfiles], outs, api_name="upload_images", **edit)
         api.click(handler(studio.view, 0), [], outs, api_name="get_state", **edit)
 
         def on_load(request: gr.Request):
             with turn(request) as sid:
                 if studio.tab(sid).index < 0:
-                    return _out(studio.open_index(sid, 0))
-                return _out(studio.view(sid))
+                    return _out(studio.open_index(sid, 0), request)
+                return _out(studio.view(sid), request)
 
         demo.load(on_load, [], outs, api_visibility="private").then(label_widgets, [], label_outs,
                                                                     api_visibility="private")

@@ -8,7 +8,8 @@ the browser so that every prompt is drawn the way annotation tools draw it:
   that forces pixels into / out of the mask; the pointer shows the brush as a circle
 
 Each finished gesture reaches Python as one ``select`` event whose ``evt.value`` says what it is, in the
-frame's natural pixels. The frame is a JPEG file that Gradio serves as a static file.
+frame's natural pixels. The frame is a JPEG file that Gradio serves as a static file, to the browser whose
+request made it only (``ui.owned``).
 """
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ from typing import Optional
 import cv2
 import gradio as gr
 import numpy as np
+
+from .owned import OWNED
 
 TEMPLATE = """<div class="iseg-canvas">
   <img src="${value.src || ''}" draggable="false" alt="image" />
@@ -96,7 +99,7 @@ class FrameFiles:
     """Overlay frames as JPEG files under one folder that Gradio serves as static files (no copy into its
     cache, nothing inlined into the event's answer): the page gets a short URL and fetches the image. Names
     are unique and random (the browser caches by URL; nobody can list them); the oldest files beyond
-    ``keep`` are deleted."""
+    ``keep`` are deleted. Each is owned by the client it was made for: nobody else can fetch it."""
 
     def __init__(self, keep: int = 256):
         self.dir = Path(tempfile.mkdtemp(prefix="iseg-frames-"))
@@ -104,32 +107,36 @@ class FrameFiles:
         self._written: deque = deque()
         self._lock = threading.Lock()
         gr.set_static_paths([self.dir])
+        OWNED.protect(self.dir)
 
-    def write(self, image: np.ndarray) -> str:
+    def write(self, image: np.ndarray, owner: str) -> str:
         ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(image[:, :, ::-1]),
                                [cv2.IMWRITE_JPEG_QUALITY, 95, cv2.IMWRITE_JPEG_SAMPLING_FACTOR,
                                 cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444])
-        # random names: the folder is served to anyone who knows a name, so names must not be guessable
+        # random names: the browser caches by URL, and a name says nothing about anyone's work
         path = self.dir / f"frame-{secrets.token_urlsafe(12)}.jpg"
+        OWNED.give(path, owner)
         path.write_bytes(buf.tobytes())
         with self._lock:
             self._written.append(path)
             old = self._written.popleft() if len(self._written) > self.keep else None
         if old is not None:
             old.unlink(missing_ok=True)
+            OWNED.forget(old)
         return str(path)
 
 
 _FRAMES: Optional[FrameFiles] = None
 
 
-def frame_value(image: Optional[np.ndarray]) -> dict:
-    """The canvas value for an RGB frame: the URL of a JPEG (quality 95, 4:4:4 so contour lines stay crisp;
-    2-3 ms for a 1024-px frame, where PNG encoding takes ~250 ms)."""
+def frame_value(image: Optional[np.ndarray], owner: str) -> dict:
+    """The canvas value for an RGB frame: the URL of a JPEG that only ``owner`` (a client cookie) may fetch
+    (quality 95, 4:4:4 so contour lines stay crisp; 2-3 ms for a 1024-px frame, where PNG encoding takes
+    ~250 ms)."""
     global _FRAMES
     if image is None:
         return {"src": ""}
     if _FRAMES is None:
         _FRAMES = FrameFiles()
-    return {"src": "gradio_api/file=" + _FRAMES.write(image), "width": int(image.shape[1]),
+    return {"src": "gradio_api/file=" + _FRAMES.write(image, owner), "width": int(image.shape[1]),
             "height": int(image.shape[0])}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import threading
 import time
 from contextlib import nullcontext
@@ -697,7 +698,8 @@ class Studio:
             return self.view(sid, f"Unknown export format {fmt!r}; one of {', '.join(FORMATS)}."), None
         stamp = time.strftime('%Y%m%d-%H%M%S')
         suffix = ".json" if fmt.startswith("coco") else ".zip"
-        path = self.export_dir / f"{self.project.name}-{stamp}-{fmt}{suffix}"
+        # a random part: two people exporting in the same second get two files
+        path = self.export_dir / f"{self.project.name}-{stamp}-{secrets.token_hex(4)}-{fmt}{suffix}"
         try:
             path, warnings = export(self.store, self.project, fmt, path, progress)
         except StorageError as e:
