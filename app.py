@@ -70,6 +70,11 @@ def main() -> None:
                     help=f"size limit of one uploaded image file in MB (default {MAX_UPLOAD_MB})")
     ap.add_argument("--users", default=os.environ.get("ISEG_USERS_FILE"),
                     help="sign-in on, with this users file (python -m storage users add NAME); default: off")
+    on_space_oauth = "1" if os.environ.get("SPACE_ID") and os.environ.get("OAUTH_CLIENT_ID") else "0"
+    ap.add_argument("--hf-oauth", action=argparse.BooleanOptionalAction,
+                    default=os.environ.get("ISEG_HF_OAUTH", on_space_oauth) == "1",
+                    help="sign-in with Hugging Face (default: on in a Space with hf_oauth, else off); with --users "
+                         "only the accounts in that file, with their roles (python -m storage users add NAME --hf)")
     ap.add_argument("--lock-minutes", type=float, default=float(os.environ.get("ISEG_LOCK_MINUTES", "15")),
                     help="with sign-in: an image stays locked to a user idle for this long (default 15)")
     ap.add_argument("--workers", type=int, default=int(os.environ.get("ISEG_WORKERS", "0")) or None,
@@ -102,7 +107,15 @@ def main() -> None:
         users = UsersFile(args.users) if args.users else None
         if users is not None and not users.names():  # before anything is created
             sys.exit(f"iseg cannot start: the users file {args.users} has no users; add one with "
-                     f"`python -m storage users add NAME --file {args.users}`")
+                     f"`python -m storage users add NAME{' --hf' if args.hf_oauth else ''} --file {args.users}`")
+        if args.hf_oauth and not os.environ.get("SPACE_ID"):
+            from huggingface_hub import get_token
+
+            if get_token() is None:
+                sys.exit("iseg cannot start: Hugging Face sign-in outside a Space signs everyone in as the account "
+                         "of this machine's Hub token (Gradio's local stand-in), and there is none: run `hf auth "
+                         "login` or set HF_TOKEN, or start without --hf-oauth")
+            print("Hugging Face sign-in outside a Space: the Login button signs in as this machine's Hub account")
         store = Store(args.database)
         studio = Studio(store, args.project, args.model, loader=loader, author=os.environ.get("USER", ""),
                         notice=notice, import_dirs=args.import_dir, max_upload_mb=args.max_upload_mb,
@@ -117,16 +130,19 @@ def main() -> None:
     if snapshot_dir and db_file is not None:
         Snapshotter(db_file, Path(snapshot_dir), float(os.environ.get("ISEG_SNAPSHOT_MINUTES", "10"))).start()
         print(f"snapshots of {db_file} go to {snapshot_dir}")
-    if users is not None:
+    if args.hf_oauth:
+        print("sign-in with Hugging Face: " + (f"the {len(users.names())} account(s) in {args.users}" if users
+                                                else "any Hub account (as an annotator)"))
+    elif users is not None:
         print(f"sign-in on: {len(users.names())} user(s) in {args.users}")
     elif args.host not in LOOPBACK:
         print(f"WARNING: iseg listens on {args.host} without sign-in: anyone who reaches this port can read and "
               "change every annotation. Start with --users FILE (python -m storage users add NAME) to require "
               "sign-in.", file=sys.stderr)
-    demo = build_app(studio, workers=args.workers)
+    demo = build_app(studio, workers=args.workers, hf_oauth=args.hf_oauth)
     demo.queue(default_concurrency_limit=4).launch(server_name=args.host, server_port=args.port, share=False,
                                                    **launch_options(), max_file_size=f"{args.max_upload_mb:g}mb",
-                                                   auth=users.verify if users else None,
+                                                   auth=users.verify if users and not args.hf_oauth else None,
                                                    auth_message="iseg: sign in with your name and password")
 
 

@@ -56,6 +56,8 @@ def main(argv=None) -> int:
     p.add_argument("--role", choices=list(ROLES), default="annotator")
     p.add_argument("--file", default=None, help="default $ISEG_HOME/users.json")
     p.add_argument("--password-stdin", action="store_true", help="read the password from stdin (scripts)")
+    p.add_argument("--hf", action="store_true",
+                   help="a Hugging Face user name (app.py --hf-oauth): signs in with the Hub, no password")
     p = sub.add_parser("stats", help="counts of projects, images and annotations")
     p.add_argument("--project")
     args = ap.parse_args(argv)
@@ -80,6 +82,10 @@ def _users(args) -> int:
     if args.action == "remove":
         users.remove(args.name)
         print(f"removed {args.name} from {users.path}")
+        return 0
+    if args.hf:
+        users.add(args.name, None, args.role)
+        print(f"{args.name} ({args.role}) can sign in with Hugging Face; users file {users.path}")
         return 0
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\n")

@@ -2,7 +2,9 @@
 
 ``$ISEG_HOME/users.json`` by default, written atomically with owner-only permissions. ``python -m storage users
 add NAME`` adds or changes a user (the password is read from the terminal, or from stdin with
-``--password-stdin``); ``python app.py --users FILE`` turns sign-in on.
+``--password-stdin``); ``python app.py --users FILE`` turns sign-in on. With Hugging Face sign-in
+(``app.py --hf-oauth``) the file is the list of Hub user names allowed in, with their roles; such a user needs no
+password (``users add NAME --hf``).
 """
 from __future__ import annotations
 
@@ -62,16 +64,17 @@ class UsersFile:
         user = self._read().get(name)
         return user.get("role", "annotator") if user else None
 
-    def add(self, name: str, password: str, role: str = "annotator") -> None:
+    def add(self, name: str, password: Optional[str], role: str = "annotator") -> None:
+        """Add or change a user; ``password=None``: a Hugging Face user, who signs in with the Hub only."""
         name = name.strip()
         if not name or any(c.isspace() for c in name) or len(name) > 100:
             raise StorageError(f"a user name is 1-100 characters without spaces, got {name!r}")
-        if len(password) < 8:
+        if password is not None and len(password) < 8:
             raise StorageError("a password needs at least 8 characters")
         if role not in ROLES:
             raise StorageError(f"a role is one of {', '.join(ROLES)}, got {role!r}")
         users = self._read()
-        users[name] = {"hash": hash_password(password), "role": role}
+        users[name] = {"hash": hash_password(password) if password is not None else None, "role": role}
         self._write(users)
 
     def remove(self, name: str) -> None:
@@ -86,9 +89,9 @@ class UsersFile:
             user = self._read().get(name)
         except StorageError:
             return False
-        stored = user.get("hash", "") if isinstance(user, dict) else ""
+        stored = user.get("hash") if isinstance(user, dict) else None
         ok = check_password(password, stored or hash_password("", b"\0" * 16))
-        return bool(user) and ok
+        return bool(stored) and ok  # a Hugging Face user (no hash) never signs in with a password
 
     def _write(self, users: Dict[str, dict]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -139,11 +139,11 @@ def pytest_terminal_summary(terminalreporter):
 
 
 def serve_studio(tmp: Path, project: str, model: str = "classical", store=None, auth=None, workers=None,
-                 **studio_args):
+                 hf_oauth=False, **studio_args):
     """The studio on a fresh SQLite store with the bundled samples (or on ``store`` as it is), served in this
-    process on a free port (``auth``: Gradio's sign-in check; ``workers``: build_app's; ``studio_args``: more
-    Studio settings). Returns (url, studio, store, demo); the caller
-    closes demo and store."""
+    process on a free port (``auth``: Gradio's sign-in check; ``workers``, ``hf_oauth``: build_app's;
+    ``studio_args``: more Studio settings). Returns (url, studio, store, demo); the caller closes demo and
+    store."""
     from storage import Store
     from ui import Studio, build_app, launch_options
 
@@ -153,7 +153,7 @@ def serve_studio(tmp: Path, project: str, model: str = "classical", store=None, 
                     **studio_args)
     if not store.images_of(studio.project):
         assert studio.ensure_samples() == 4
-    demo = build_app(studio, workers=workers)
+    demo = build_app(studio, workers=workers, hf_oauth=hf_oauth)
     _, url, _ = demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(),
                                     quiet=True, auth=auth, **launch_options())
     return url, studio, store, demo

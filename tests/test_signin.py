@@ -30,6 +30,9 @@ def test_users_file_keeps_salted_hashes_only(tmp_path):
                        (("c", "long enough", "admin"), "role")]:
         with pytest.raises(StorageError, match=match):
             users.add(*bad)
+    users.add("hub-user", None)  # a Hugging Face account: no password, never signs in with one
+    assert users.role("hub-user") == "annotator"
+    assert not users.verify("hub-user", "") and not users.verify("hub-user", "correct horse")
     (tmp_path / "broken.json").write_text("{not json")
     assert not UsersFile(tmp_path / "broken.json").verify("ann", "x")
 
@@ -43,6 +46,9 @@ def test_cli_adds_users(tmp_path):
     r = run("add", "rev", "--role", "reviewer", "--password-stdin", input="another-pass\n")
     assert r.returncode == 0, r.stderr
     assert run("list").stdout.split() == ["ann", "annotator", "rev", "reviewer"]
+    r = run("add", "alice-hf", "--hf", "--role", "reviewer")
+    assert r.returncode == 0 and "alice-hf (reviewer) can sign in with Hugging Face" in r.stdout, r.stderr
+    assert run("list").stdout.split() == ["alice-hf", "reviewer", "ann", "annotator", "rev", "reviewer"]
     r = run("add", "x", "--password-stdin", input="short\n")
     assert r.returncode == 2 and "at least 8" in r.stderr
     assert UsersFile(f).verify("ann", "s3cret-pass")

@@ -12,6 +12,8 @@ import functools
 import html
 import inspect
 import json
+import math
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, List, Optional
@@ -107,6 +109,19 @@ def _sid(request: Optional[gr.Request]) -> str:
     return (request.session_hash if request is not None and request.session_hash else "default")
 
 
+def hf_user(request: Optional[gr.Request]) -> Optional[str]:
+    """The Hugging Face account signed in through the page's Login button (Gradio keeps it in its session
+    cookie), or None: nobody signed in, the sign-in expired, or Hugging Face sign-in is off."""
+    starlette = getattr(request, "request", None) if request is not None else None
+    try:
+        info = starlette.session.get("oauth_info") if starlette is not None else None
+    except AssertionError:  # no session middleware: the page has no Login button
+        return None
+    if not isinstance(info, dict) or info.get("expires_at", math.inf) < time.time():
+        return None
+    return (info.get("userinfo") or {}).get("preferred_username") or None
+
+
 def _out(v: View, request: Optional[gr.Request]):
     """A view as the page's outputs; its frame is served to the requesting client only."""
     return frame_value(v.image, client_of(request)), v.status, v.objects, v.info
@@ -152,15 +167,38 @@ def _points(text: str):
     return pts
 
 
-def build_app(studio: Studio, workers: Optional[int] = None) -> gr.Blocks:
+def build_app(studio: Studio, workers: Optional[int] = None, hf_oauth: bool = False) -> gr.Blocks:
     """The page over ``studio``. ``workers``: edits running at once across sessions (default: one per CPU core,
-    1 on a GPU); a session's own edits always run one at a time, in order."""
+    1 on a GPU); a session's own edits always run one at a time, in order. ``hf_oauth``: sign-in with Hugging
+    Face (a Login button; nothing can be seen or changed before it; ``studio.roles``, when set, is the list of
+    accounts allowed in)."""
     keys = " · ".join(f"**{k}** {v}" for k, v in SHORTCUTS)
 
-    def sid_of(request: Optional[gr.Request]) -> str:
-        """The tab's session id; with sign-in on, the tab is also tied to the signed-in user (its author)."""
-        sid = _sid(request)
+    def user_of(request: Optional[gr.Request]) -> Optional[str]:
+        """The signed-in name: Gradio's sign-in with the users file, or the Hugging Face account."""
         name = getattr(request, "username", None) if request is not None else None
+        return name or (hf_user(request) if hf_oauth else None)
+
+    def refusal(request: Optional[gr.Request]) -> Optional[str]:
+        """Why this request may not use the studio (Hugging Face sign-in missing or not allowed), or None."""
+        if not hf_oauth:
+            return None  # no sign-in, or Gradio's own, which lets nobody in unsigned
+        name = user_of(request)
+        if name is None:
+            return "Sign in with Hugging Face (the button at the top of the page) to annotate."
+        if studio.roles is not None and studio.roles(name) is None:
+            return (f"The Hugging Face account {name} is not on this studio's list of users; ask its operator to "
+                    f"add it (python -m storage users add {name} --hf).")
+        return None
+
+    def sid_of(request: Optional[gr.Request]) -> str:
+        """The tab's session id; with sign-in on, the tab is also tied to the signed-in user (its author).
+        Without a required sign-in, the event fails with what to do."""
+        why = refusal(request)
+        if why:
+            raise gr.Error(why)
+        sid = _sid(request)
+        name = user_of(request)
         if name:
             studio.sign_in(sid, name)
         return sid
@@ -180,6 +218,8 @@ def build_app(studio: Studio, workers: Optional[int] = None) -> gr.Blocks:
     gr.set_static_paths([thumbs])  # the browser's thumbnails are served as they are (named by content)
     with gr.Blocks(title="iseg", delete_cache=(3600, 3600)) as demo:
         gr.Markdown("# iseg: interactive segmentation studio\n" + keys)
+        if hf_oauth:
+            gr.LoginButton(elem_id="login")
         status = gr.Markdown(elem_id="status")
         with gr.Tabs(selected="annotate", elem_id="tabs") as tabs:
           with gr.Tab("Annotate", id="annotate", elem_id="annotate_tab"):
@@ -384,7 +424,10 @@ def build_app(studio: Studio, workers: Optional[int] = None) -> gr.Blocks:
                          ).then(label_widgets, [], label_outs, api_visibility="private")
 
         # the image browser: a page of thumbnails at a time; a click (or "go to") opens the image
-        def on_browse(state, name, page):
+        def on_browse(state, name, page, request: gr.Request):
+            why = refusal(request)
+            if why:
+                return [], f"**{why}**", [], 1
             page = max(1, int(page or 1))
             res = studio.browse(state, name, page, PER_PAGE)
             pages = max(1, -(-res.total // PER_PAGE))
@@ -405,13 +448,16 @@ def build_app(studio: Studio, workers: Optional[int] = None) -> gr.Blocks:
         browse_outs = [gallery, b_info, b_positions, b_page]
         browse = dict(api_visibility="private", show_progress="hidden", concurrency_id="browse",
                       concurrency_limit=None)
-        b_state.change(lambda st, n: on_browse(st, n, 1), [b_state, b_name], browse_outs, **browse)
-        b_name.submit(lambda st, n: on_browse(st, n, 1), [b_state, b_name], browse_outs, **browse)
+        def turn_page(by: Optional[int]):  # by: pages forward (None: the first page)
+            def on_page(st, n, p, request: gr.Request):
+                return on_browse(st, n, 1 if by is None else (p or 1) + by, request)
+            return on_page
+
+        b_state.change(turn_page(None), [b_state, b_name, b_page], browse_outs, **browse)
+        b_name.submit(turn_page(None), [b_state, b_name, b_page], browse_outs, **browse)
         b_page.submit(on_browse, [b_state, b_name, b_page], browse_outs, **browse)
-        b_prev.click(lambda st, n, p: on_browse(st, n, (p or 1) - 1), [b_state, b_name, b_page], browse_outs,
-                     **browse)
-        b_next.click(lambda st, n, p: on_browse(st, n, (p or 1) + 1), [b_state, b_name, b_page], browse_outs,
-                     **browse)
+        b_prev.click(turn_page(-1), [b_state, b_name, b_page], browse_outs, **browse)
+        b_next.click(turn_page(1), [b_state, b_name, b_page], browse_outs, **browse)
         gr.on([tabs.select], on_browse, [b_state, b_name, b_page], browse_outs, **browse)
 
         def open_from_browser(positions, evt: gr.SelectData, request: gr.Request):
@@ -478,6 +524,9 @@ def build_app(studio: Studio, workers: Optional[int] = None) -> gr.Blocks:
         api.click(handler(studio.view, 0), [], outs, api_name="get_state", **edit)
 
         def on_load(request: gr.Request):
+            why = refusal(request)
+            if why:  # the page says what to do; nothing is opened
+                return _out(View(None, f"**{why}**", [], {}), request)
             with turn(request) as sid:
                 if studio.tab(sid).index < 0:
                     return _out(studio.open_index(sid, 0), request)
@@ -486,7 +535,7 @@ def build_app(studio: Studio, workers: Optional[int] = None) -> gr.Blocks:
         demo.load(on_load, [], outs, api_visibility="private").then(label_widgets, [], label_outs,
                                                                     api_visibility="private")
         def on_unload(request: gr.Request):  # a closed tab: its unsaved drawing and undo history go
-            studio.drop(sid_of(request))
+            studio.drop(_sid(request))
 
         demo.unload(on_unload)
     return demo
