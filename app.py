@@ -141,7 +141,7 @@ def main() -> None:
               "sign-in.", file=sys.stderr)
     demo = build_app(studio, workers=args.workers, hf_oauth=args.hf_oauth)
     demo.queue(default_concurrency_limit=4).launch(server_name=args.host, server_port=args.port, share=False,
-                                                   **launch_options(), max_file_size=f"{args.max_upload_mb:g}mb",
+                                                   **launch_options(demo), max_file_size=f"{args.max_upload_mb:g}mb",
                                                    auth=users.verify if users and not args.hf_oauth else None,
                                                    auth_message="iseg: sign in with your name and password")
 

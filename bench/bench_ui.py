@@ -71,7 +71,7 @@ def main() -> None:
             store.add_image(studio.project, p)
         demo = build_app(studio)
         _, url, _ = demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(),
-                                        quiet=True, **launch_options())
+                                        quiet=True, **launch_options(demo))
         try:
             with sync_playwright() as pw:
                 browser = pw.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=ARGS)

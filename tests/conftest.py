@@ -155,5 +155,5 @@ def serve_studio(tmp: Path, project: str, model: str = "classical", store=None, 
         assert studio.ensure_samples() == 4
     demo = build_app(studio, workers=workers, hf_oauth=hf_oauth)
     _, url, _ = demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(),
-                                    quiet=True, auth=auth, **launch_options())
+                                    quiet=True, auth=auth, **launch_options(demo))
     return url, studio, store, demo

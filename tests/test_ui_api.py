@@ -181,7 +181,7 @@ def test_a_click_made_while_the_image_encodes_is_applied_after_it(tmp_path):
     studio.ensure_samples()
     demo = build_app(studio)
     _, url, _ = demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(),
-                                    quiet=True, **launch_options())
+                                    quiet=True, **launch_options(demo))
     try:
         c = Client(url, verbose=False)
         opening = c.submit(2, api_name="/open_image")

@@ -27,7 +27,7 @@ from storage.exports import FORMATS
 from storage.store import IMAGE_STATES
 
 from .canvas import CSS, JS, TEMPLATE, frame_value
-from .gate import SessionGate, default_workers
+from .gate import ArrivalOrder, SessionGate, default_workers, ticket_of
 from .owned import OWNED, ClientCookie, client_of
 from .studio import Studio, View
 
@@ -86,14 +86,18 @@ LEGEND_CSS = """
 .iseg-label b { min-width: 10px; }
 """
 PER_PAGE = 48
+EDIT = "edit"  # the concurrency group of every event that changes a session's state
 
 
-def launch_options() -> dict:
-    """The ``launch`` arguments every server of the page needs: the keyboard script, and the middleware that
-    gives each client its cookie and serves frames, exports and uploads to their owner only."""
+def launch_options(demo: gr.Blocks) -> dict:
+    """The ``launch`` arguments every server of ``demo`` (a :func:`build_app` page) needs: the keyboard script,
+    the middleware that gives each client its cookie and serves frames, exports and uploads to their owner
+    only, and the one that numbers each session's edits in the order they arrive."""
     from starlette.middleware import Middleware
 
-    return {"head": HEAD, "app_kwargs": {"middleware": [Middleware(ClientCookie)]}}
+    edits = {fn_id for fn_id, fn in demo.fns.items() if fn.concurrency_id == EDIT}
+    return {"head": HEAD, "app_kwargs": {"middleware": [
+        Middleware(ClientCookie), Middleware(ArrivalOrder, gate=demo.iseg_gate, gated=edits)]}}
 
 
 def _legend(labels) -> str:
@@ -209,7 +213,7 @@ def build_app(studio: Studio, workers: Optional[int] = None, hf_oauth: bool = Fa
     def turn(request: Optional[gr.Request]) -> Iterator[str]:
         """The session's id, with its turn held: a session's edits run one at a time, in order."""
         sid = sid_of(request)
-        with gate.turn(sid):
+        with gate.turn(sid, ticket_of(request)):
             yield sid
 
     handler = functools.partial(_handler, turn)
@@ -313,7 +317,7 @@ def build_app(studio: Studio, workers: Optional[int] = None, hf_oauth: bool = Fa
         hpos = gr.Checkbox(True, visible=False)
         hpoints = gr.Textbox("[]", visible=False)
         outs = [view, status, objects, info]
-        edit = dict(concurrency_id="edit", concurrency_limit=workers or default_workers(), trigger_mode="multiple")
+        edit = dict(concurrency_id=EDIT, concurrency_limit=workers or default_workers(), trigger_mode="multiple")
 
         def on_select(tool_name, evt: gr.SelectData, request: gr.Request):
             with turn(request) as sid:
@@ -536,8 +540,10 @@ def build_app(studio: Studio, workers: Optional[int] = None, hf_oauth: bool = Fa
                                                                     api_visibility="private")
         def on_unload(request: gr.Request):  # a closed tab: its unsaved drawing and undo history go
             studio.drop(_sid(request))
+            gate.forget(_sid(request))
 
         demo.unload(on_unload)
+    demo.iseg_gate = gate  # for launch_options: the door numbers each session's edits for this gate
     return demo
 
 
