@@ -95,6 +95,22 @@ def _call(url, api, data, cookies):
     return lines[-2].removeprefix("event: "), json.loads(lines[-1].removeprefix("data: "))
 
 
+def _join(url, fn_index, data, cookies):
+    """An event by Gradio's queue, as the page sends it (also for events without an API name): its outputs."""
+    sid = os.urandom(8).hex()
+    r = httpx.post(f"{url}gradio_api/queue/join", json={"data": data, "fn_index": fn_index, "session_hash": sid,
+                                                         "trigger_id": None}, cookies=cookies, timeout=60)
+    r.raise_for_status()
+    with httpx.stream("GET", f"{url}gradio_api/queue/data", params={"session_hash": sid}, cookies=cookies,
+                      timeout=120) as s:
+        for line in s.iter_lines():
+            msg = json.loads(line[len("data: "):]) if line.startswith("data: ") else {}
+            if msg.get("msg") == "process_completed":
+                assert msg["success"], msg
+                return msg["output"]["data"]
+    raise AssertionError("no answer")
+
+
 def _file(path):
     return {"path": str(path), "meta": {"_type": "gradio.FileData"}}
 
@@ -150,3 +166,25 @@ def test_frames_exports_and_uploads_reach_only_the_client_that_made_them(served)
     event, out = _call(url, "upload_images", [[_file(upload)]], a.cookies)
     assert event == "complete" and "Added 1 image(s)" in out[1] and "Skipped" not in out[1]
     assert store.image_count(studio.project)[0] == before + 1
+
+
+def test_thumbnails_reach_only_the_clients_the_image_browser_showed_them_to(served):
+    url, studio, store, _, _ = served
+    a, b = Client(url, verbose=False), Client(url, verbose=False)
+    config = httpx.get(f"{url}config").json()
+    gallery = next(c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == "browser")
+    page = next(d["id"] for d in config["dependencies"] if gallery in d["outputs"] and len(d["inputs"]) == 3)
+    items = _join(url, page, ["all", "", 1], a.cookies)[0]
+    thumbs = [item["image"]["path"] for item in items]
+    assert len(thumbs) == store.image_count(studio.project)[0] >= 4
+    for thumb in thumbs:
+        r = httpx.get(f"{url}gradio_api/file={thumb}", cookies=a.cookies)
+        assert r.status_code == 200 and r.content[:3] == b"\xff\xd8\xff"  # a's page showed it: a JPEG
+        r = httpx.get(f"{url}gradio_api/file={thumb}", cookies=b.cookies)
+        assert (r.status_code, r.json()) == (403, {"detail": f"File not allowed: {thumb}."})
+    stray = Path(thumbs[0]).with_name("made-by-an-earlier-run.jpg")  # nobody's page showed it: nobody gets it
+    stray.write_bytes(Path(thumbs[0]).read_bytes())
+    r = httpx.get(f"{url}gradio_api/file={stray}", cookies=a.cookies)
+    assert (r.status_code, r.json()) == (403, {"detail": f"File not allowed: {stray}."})
+    _join(url, page, ["all", "", 1], b.cookies)  # once b's page shows them, b may fetch them too
+    assert all(httpx.get(f"{url}gradio_api/file={t}", cookies=b.cookies).status_code == 200 for t in thumbs)

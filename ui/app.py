@@ -219,7 +219,9 @@ def build_app(studio: Studio, workers: Optional[int] = None, hf_oauth: bool = Fa
     handler = functools.partial(_handler, turn)
     thumbs = studio.store.images.root / "thumbs"
     thumbs.mkdir(parents=True, exist_ok=True)
-    gr.set_static_paths([thumbs])  # the browser's thumbnails are served as they are (named by content)
+    # the browser's thumbnails are served as they are (named by content), each to the clients it was shown to
+    gr.set_static_paths([thumbs])
+    OWNED.protect(thumbs)
     with gr.Blocks(title="iseg", delete_cache=(3600, 3600)) as demo:
         gr.Markdown("# iseg: interactive segmentation studio\n" + keys)
         if hf_oauth:
@@ -438,10 +440,11 @@ def build_app(studio: Studio, workers: Optional[int] = None, hf_oauth: bool = Fa
             if page > pages:
                 page = pages
                 res = studio.browse(state, name, page, PER_PAGE)
-            items, positions = [], []
+            items, positions, client = [], [], client_of(request)
             for row in res.rows:
                 thumb = studio.thumbnail(row.image)  # made once, then read from its cache file
                 if thumb is not None:
+                    OWNED.give(thumb, client)
                     items.append((thumb, f"#{row.position + 1} {row.image.file_name} · {row.state} · "
                                          f"{row.objects} object(s)"))
                     positions.append(row.position)

@@ -1,13 +1,14 @@
 """Files the server makes for one browser (overlay frames, exports) or receives from it (uploads) are served to
-that browser only.
+that browser only; the image browser's thumbnails to the browsers it showed them to.
 
 Every browser and API client gets a random client cookie (``iseg_client``, HttpOnly) on its first response;
 Gradio's ``gradio_client`` keeps it from the config request, a browser from the page. A file is *owned* by the
-client whose request made it: frames and exports live in folders where every file needs an owner (a file there
-without a recorded owner is refused too), and each upload's path is recorded as it is answered. A request for a
-file owned by another client gets exactly the answer Gradio gives for a file that does not exist (403 "File not
-allowed"), so nobody learns whether someone else's file is there; a handler given another client's file as an
-input refuses it the same way.
+client whose request made it (a thumbnail: by every client whose page of the browser showed it). Frames,
+exports and thumbnails live in folders where every file needs an owner (a file there without a recorded owner
+is refused too), and each upload's path is recorded as it is answered. A request for a file owned by another
+client gets exactly the answer Gradio gives for a file that does not exist (403 "File not allowed"), so nobody
+learns whether someone else's file is there; a handler given another client's file as an input refuses it the
+same way.
 
 The cookie is ``SameSite=Lax`` over plain HTTP and ``SameSite=None; Secure`` over HTTPS (a Space runs inside an
 iframe of huggingface.co): a browser that refuses cookies altogether sees no frames.
