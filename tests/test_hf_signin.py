@@ -106,3 +106,20 @@ def test_the_page_asks_for_hugging_face_sign_in_and_opens_after_it(hub_account, 
     finally:
         demo.close()
         store.close()
+
+
+def test_the_app_outside_a_space_needs_a_hub_token_for_hugging_face_sign_in(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, free_port
+
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "SPACE_ID", "ISEG_USERS_FILE")}
+    env.update(HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False", HF_HOME=str(tmp_path / "hf"),
+               ISEG_HOME=str(tmp_path / "home"), ISEG_WEIGHTS_DIR=str(tmp_path / "w"))
+    r = subprocess.run([sys.executable, "app.py", "--hf-oauth", "--port", str(free_port())], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "Hugging Face sign-in outside a Space" in r.stderr and "set HF_TOKEN" in r.stderr, r.stderr
+    assert not (tmp_path / "home" / "iseg.db").exists()  # refused before anything was created
