@@ -27,7 +27,7 @@ import numpy as np
 from .owned import OWNED
 
 TEMPLATE = """<div class="iseg-canvas">
-  <img src="${value.src || ''}" draggable="false" alt="image" />
+  <img src="${value.src || ''}" draggable="false" alt="image" ${value.src ? '' : 'hidden'} />
   <canvas class="iseg-draw"></canvas>
 </div>"""
 
