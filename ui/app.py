@@ -211,10 +211,11 @@ def build_app(studio: Studio, workers: Optional[int] = None, hf_oauth: bool = Fa
 
     @contextmanager
     def turn(request: Optional[gr.Request]) -> Iterator[str]:
-        """The session's id, with its turn held: a session's edits run one at a time, in order."""
-        sid = sid_of(request)
-        with gate.turn(sid, ticket_of(request)):
-            yield sid
+        """The session's id, with its turn held: a session's edits run one at a time, in order. The turn is
+        taken first, so that an event refused inside it (no sign-in, a file that is not the client's) still
+        uses up its number and the session's next edit does not wait for it."""
+        with gate.turn(_sid(request), ticket_of(request)):
+            yield sid_of(request)
 
     handler = functools.partial(_handler, turn)
     thumbs = studio.store.images.root / "thumbs"
@@ -386,9 +387,8 @@ def build_app(studio: Studio, workers: Optional[int] = None, hf_oauth: bool = Fa
         model.change(on_model, [model], outs, api_name="set_model", **edit)
         def on_files(images_only: bool):
             def on_upload(files, request: gr.Request):
-                paths = _file_paths(files, request, images_only)
                 with turn(request) as sid:
-                    return _out(studio.upload(sid, paths), request)
+                    return _out(studio.upload(sid, _file_paths(files, request, images_only)), request)
             return on_upload
 
         upload.upload(on_files(False), [upload], outs, api_visibility="private", **edit)
@@ -419,8 +419,8 @@ def build_app(studio: Studio, workers: Optional[int] = None, hf_oauth: bool = Fa
         gr.Button(visible=False).click(on_export_coco, [hpos], outs + [export_file], api_name="export_coco", **edit)
 
         def on_import(file, clash, request: gr.Request, progress=gr.Progress()):
-            paths = _file_paths([file] if file is not None else [], request)
             with turn(request) as sid:
+                paths = _file_paths([file] if file is not None else [], request)
                 if not paths:
                     return _out(studio.view(sid, "Choose a COCO .json file to import first."), request)
                 return _out(studio.import_coco(sid, paths[0], clash, progress=lambda d, t: progress(
