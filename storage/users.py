@@ -16,6 +16,7 @@ import secrets
 from pathlib import Path
 from typing import Dict, List, Optional, Union
 
+from .coco import replacing
 from .errors import StorageError
 
 ROLES = ("annotator", "reviewer")
@@ -94,15 +95,8 @@ class UsersFile:
         return bool(stored) and ok  # a Hugging Face user (no hash) never signs in with a password
 
     def _write(self, users: Dict[str, dict]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as fh:
+        with replacing(self.path, " (the users file)") as tmp:
+            with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:
                 json.dump({"users": users}, fh, indent=1, sort_keys=True)
                 fh.flush()
                 os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except OSError as e:
-            tmp.unlink(missing_ok=True)
-            raise StorageError(f"cannot write the users file {self.path}: {e.strerror or e}") from None
