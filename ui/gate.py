@@ -57,10 +57,13 @@ class SessionGate:
     def arrive(self, sid: str) -> int:
         """The next number of ``sid``'s edits (the order they reached the server)."""
         with self._lock:
-            t = self._entry(sid)
-            t.next += 1
-            t.outstanding += 1
-            return t.next - 1
+            return self._take(self._entry(sid))
+
+    @staticmethod
+    def _take(t: _Turns) -> int:
+        t.next += 1
+        t.outstanding += 1
+        return t.next - 1
 
     def drop(self, sid: str, ticket: int) -> None:
         """``ticket``'s event will never reach its handler (the queue refused it): nobody waits for it."""
@@ -105,10 +108,9 @@ class SessionGate:
                 t.depth += 1
                 ticket = None
             else:
-                if ticket is None:
-                    t = self._entry(sid)
-                    ticket, t.next, t.outstanding = t.next, t.next + 1, t.outstanding + 1
                 t = self._entry(sid)
+                if ticket is None:
+                    ticket = self._take(t)
                 # late: passed over already, or a number this entry never gave (the tab was forgotten since)
                 late = ticket in t.passed or ticket < t.serving or ticket >= t.next
                 t.passed.discard(ticket)
