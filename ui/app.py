@@ -183,11 +183,11 @@ def build_app(studio: Studio, workers: Optional[int] = None, hf_oauth: bool = Fa
         name = getattr(request, "username", None) if request is not None else None
         return name or (hf_user(request) if hf_oauth else None)
 
-    def refusal(request: Optional[gr.Request]) -> Optional[str]:
-        """Why this request may not use the studio (Hugging Face sign-in missing or not allowed), or None."""
+    def refusal(name: Optional[str]) -> Optional[str]:
+        """Why the signed-in ``name`` may not use the studio (Hugging Face sign-in missing or not allowed), or
+        None."""
         if not hf_oauth:
             return None  # no sign-in, or Gradio's own, which lets nobody in unsigned
-        name = user_of(request)
         if name is None:
             return "Sign in with Hugging Face (the button at the top of the page) to annotate."
         if studio.roles is not None and studio.roles(name) is None:
@@ -198,11 +198,11 @@ def build_app(studio: Studio, workers: Optional[int] = None, hf_oauth: bool = Fa
     def sid_of(request: Optional[gr.Request]) -> str:
         """The tab's session id; with sign-in on, the tab is also tied to the signed-in user (its author).
         Without a required sign-in, the event fails with what to do."""
-        why = refusal(request)
+        name = user_of(request)
+        why = refusal(name)
         if why:
             raise gr.Error(why)
         sid = _sid(request)
-        name = user_of(request)
         if name:
             studio.sign_in(sid, name)
         return sid
@@ -399,22 +399,21 @@ def build_app(studio: Studio, workers: Optional[int] = None, hf_oauth: bool = Fa
         gr.set_static_paths([studio.export_dir])
         OWNED.protect(studio.export_dir)
 
-        def exported(v_path, request):
-            v, path = v_path
+        def exported(request, v, path):
             if path is not None:
                 OWNED.give(path, client_of(request))
             return (*_out(v, request), path)
 
         def on_export(fmt, request: gr.Request, progress=gr.Progress()):
             with turn(request) as sid:
-                return exported(studio.export(sid, fmt=fmt, progress=lambda d, t: progress(d / t, desc="Exporting")),
-                                request)
+                return exported(request, *studio.export(sid, fmt=fmt,
+                                                         progress=lambda d, t: progress(d / t, desc="Exporting")))
 
         export_btn.click(on_export, [export_fmt], outs + [export_file], api_name="export", **edit)
 
         def on_export_coco(poly, request: gr.Request):  # the API twin of earlier versions: COCO, RLE or polygons
             with turn(request) as sid:
-                return exported(studio.export(sid, bool(poly)), request)
+                return exported(request, *studio.export(sid, bool(poly)))
 
         gr.Button(visible=False).click(on_export_coco, [hpos], outs + [export_file], api_name="export_coco", **edit)
 
@@ -431,7 +430,7 @@ def build_app(studio: Studio, workers: Optional[int] = None, hf_oauth: bool = Fa
 
         # the image browser: a page of thumbnails at a time; a click (or "go to") opens the image
         def on_browse(state, name, page, request: gr.Request):
-            why = refusal(request)
+            why = refusal(user_of(request))
             if why:
                 return [], f"**{why}**", [], 1
             page = max(1, int(page or 1))
@@ -531,7 +530,7 @@ def build_app(studio: Studio, workers: Optional[int] = None, hf_oauth: bool = Fa
         api.click(handler(studio.view, 0), [], outs, api_name="get_state", **edit)
 
         def on_load(request: gr.Request):
-            why = refusal(request)
+            why = refusal(user_of(request))
             if why:  # the page says what to do; nothing is opened
                 return _out(View(None, f"**{why}**", [], {}), request)
             with turn(request) as sid:
