@@ -201,8 +201,9 @@ class Trainer:
         t = self._features.get(s.key)
         if t is None and self.embedding_source is not None:
             found = self.embedding_source(s.key)  # e.g. the app's cache, made by the same encoder
-            if found is not None:
-                t = self._features[s.key] = self.model.features_of(found)[0].to(self.device, torch.float16)
+            feats = self.model.features_of(found) if found is not None else None  # None: another frame
+            if feats is not None:
+                t = self._features[s.key] = feats[0].to(self.device, torch.float16)
         if t is None:
             with self._autocast():
                 feats = self.model.encode_frames(self.model.frame_pixels(s.image))
@@ -234,6 +235,7 @@ class Trainer:
             out = self.model.forward_train(features, [s.prompts for s in samples], [s.size for s in samples], prev)
         out.logits = out.logits.float()
         out.scores = out.scores.float() if out.scores is not None else None
+        out.aux_logits = out.aux_logits.float() if out.aux_logits is not None else None
         return out
 
     def _correct(self, features: torch.Tensor, samples: List[TrainSample]) -> List[Optional[torch.Tensor]]:
@@ -300,8 +302,15 @@ class Trainer:
             sel = out.eligible.flatten()
             iou_loss = iou_head_loss(out.scores.flatten()[sel], flat[sel], gtk[sel], validk[sel])
             total = total + c["iou"] * iou_loss
+        extra = torch.zeros((), device=self.device)
+        if out.aux_logits is not None and out.aux_weight:  # an auxiliary head, trained on the same target
+            aux = F.interpolate(out.aux_logits, size, mode="bilinear", align_corners=False)[:, 0]
+            extra = extra + out.aux_weight * c["focal"] * normalized_focal_loss(aux, gt, valid)
+        if out.extra_loss is not None:  # the model's own losses (MST's token losses)
+            extra = extra + out.extra_loss(gt, valid)
+        total = total + extra
         chosen = pick + k * torch.arange(b, device=pick.device)
-        return total, {"loss": float(total.detach()), "mask": float(mask_loss.detach()), "iou": float(iou_loss.detach()),
+        return total, {"extra": float(extra.detach()), "loss": float(total.detach()), "mask": float(mask_loss.detach()), "iou": float(iou_loss.detach()),
                        "chosen_iou": float(hard_iou(flat[chosen], gtk[chosen], validk[chosen]).mean())}
 
     # -- the loop --------------------------------------------------------------------------------------

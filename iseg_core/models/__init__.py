@@ -166,6 +166,16 @@ def _build_segnext(name, weights: Optional[Weights], device, dtype):
 for _name in ("segnext_vit_b1024_sax1_cocolvis", "segnext_vit_b1024_sax2_cocolvis", "segnext_vit_b1024_sax2_hqseg44k"):
     register_model(_name)(_build_segnext)
 
+def _build_interformer(name, weights: Optional[Weights], device, dtype):
+    from .interformer import build_interformer
+
+    return build_interformer(name, weights, device)
+
+
+# InterFormer's released configurations ("light" is its ViT-B model, "tiny" its ViT-L one)
+for _name in ("interformer_light_vitb_cocolvis", "interformer_tiny_vitl_cocolvis"):
+    register_model(_name)(_build_interformer)
+
 # Which model ``python app.py`` starts with when none is named: the first of these whose published weights are
 # already on disk. On a CPU the light models lead (bench/bench_sam_family.py: MobileSAM encodes an image about 2x
 # faster than SAM 2.1 tiny and 8x faster than SAM ViT-B at about the same per-click cost); on a GPU the largest.

@@ -12,7 +12,7 @@ from __future__ import annotations
 import abc
 import copy
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -39,6 +39,13 @@ class Decoded:
 
     logits: torch.Tensor
     score: float
+
+    @classmethod
+    def scored_by_confidence(cls, logits: torch.Tensor) -> "Decoded":
+        """For networks without a quality head: the score is the mean probability inside the predicted object."""
+        probs = torch.sigmoid(logits)
+        inside = probs > 0.5
+        return cls(logits=logits, score=float(probs[inside].mean()) if inside.any() else 0.0)
 
 
 class Segmenter(abc.ABC):
@@ -104,11 +111,19 @@ class TrainOutput:
     candidates inference would pick from for that sample's prompts (by highest score); the trainer trains the
     best-fitting eligible one and the score of every eligible one (SAM: token 0 alone, or tokens 1-3 for a
     lone click without a previous mask).
+
+    What a model's own recipe adds: ``aux_logits`` ``(B, 1, h, w)``, an auxiliary head's logits over the same
+    canvas, trained with the same mask losses times ``aux_weight`` (InterFormer's FCN head, 0.4); and
+    ``extra_loss(target, valid)``, a scalar from the canvas' ground truth and valid pixels ``(B, H, W)``, added
+    as it is (MST's token losses).
     """
 
     logits: torch.Tensor
     scores: Optional[torch.Tensor]
     eligible: torch.Tensor
+    aux_logits: Optional[torch.Tensor] = None
+    aux_weight: float = 0.0
+    extra_loss: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None
 
     def chosen(self) -> torch.Tensor:
         """Index ``(B,)`` of the candidate inference would read: the best-scored eligible one."""
@@ -125,7 +140,8 @@ class TrainableSegmenter(Segmenter):
       gives that network input. Targets and prompts live in frame pixels (the resized image's pixels).
     - **Features.** :meth:`encode_frames` runs the once-per-image part on a batch of frames (differentiable;
       the trainer decides about gradients). :meth:`features_of` turns an inference embedding of the same
-      encoder into the same form, so embeddings the app has cached need no second encoder run.
+      encoder into the same form (where its frame is training's), so embeddings the app has cached need no
+      second encoder run.
     - **Forward.** :meth:`forward_train` decodes a batch: features, each sample's prompts, frame size and
       previous logits (one candidate's ``(h, w)`` logits from an earlier forward, or None) -> :class:`TrainOutput`.
     - **Parameters.** :meth:`parameters_for` freezes what a mode leaves alone and returns what it trains;
@@ -165,8 +181,9 @@ class TrainableSegmenter(Segmenter):
         """Features ``(B, ...)`` of frames ``(B, 3, H, W)``, float32, on the model's device."""
 
     @abc.abstractmethod
-    def features_of(self, embedding: ImageEmbedding) -> torch.Tensor:
-        """``(1, ...)`` features, as :meth:`encode_frames` gives them, of an embedding made by ``encode``."""
+    def features_of(self, embedding: ImageEmbedding) -> Optional[torch.Tensor]:
+        """``(1, ...)`` features, as :meth:`encode_frames` gives them, of an embedding made by ``encode``; None
+        when that embedding was made in another frame than training's (the trainer then encodes the image)."""
 
     @abc.abstractmethod
     def forward_train(self, features: torch.Tensor, prompts: Sequence[Sequence[Prompt]],

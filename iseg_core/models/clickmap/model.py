@@ -383,10 +383,7 @@ class ClickMapSegmenter(TrainableSegmenter):
     @staticmethod
     def decoded(logits: torch.Tensor) -> Decoded:
         """No quality head in these networks: the score is the mean confidence inside the predicted object."""
-        logits = logits.float().cpu()
-        probs = torch.sigmoid(logits)
-        inside = probs > 0.5
-        return Decoded(logits=logits, score=float(probs[inside].mean()) if inside.any() else 0.0)
+        return Decoded.scored_by_confidence(logits.float().cpu())
 
     def check_logits(self, logits: torch.Tensor) -> torch.Tensor:
         if logits.ndim != 2:
