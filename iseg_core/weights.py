@@ -39,10 +39,17 @@ class KnownCheckpoint:
     url: Optional[str] = None  # an HTTPS address the file downloads from directly (not on the Hub)
     manual_page: Optional[str] = None  # a page to fetch it from by hand (Google Drive): no automatic download
     published_size: Optional[str] = None  # the size as its authors state it ("16.5 MB"), where not exact
+    folder: Optional[str] = None  # a sub-folder of the weights folder it lives in (files of one name, e.g.
+    #                               InterFormer's iter_320000.pth, kept apart by their publisher's folder name)
 
     @property
     def basename(self) -> str:
         return Path(self.filename).name
+
+    @property
+    def local_path(self) -> str:
+        """Where it lives inside the weights folder."""
+        return f"{self.folder}/{self.basename}" if self.folder else self.basename
 
 
 # Official SAM releases (Apache-2.0), mirrored in original format on the Hub. Sizes and hashes are those of
@@ -103,6 +110,18 @@ for _name, _file, _page, _size in (
         ("segnext_vit_b1024_sax2_hqseg44k", "vitb_sa2_cocolvis_hq44k_epoch_0.pth", _SEGNEXT_PAGE, "435 MB")):
     KNOWN_CHECKPOINTS[_name] = KnownCheckpoint(_name, _name, None, _file, None, None, "MIT", _page,
                                                manual_page=_page.split(" ")[0], published_size=_size)
+
+# InterFormer (MIT, "Copyright (c) 2024 YouHuang67") publishes its two models in one Google Drive folder (README
+# since b209eb3), each as work_dirs/<config name>/iter_320000.pth beside its config: the same file name twice, so
+# each lives in the weights folder under its config's folder name. No sizes or hashes published (fp32 weights
+# alone: Light about 390 MB, Tiny about 1.3 GB; mmcv also stores the optimizer state unless stripped).
+_INTERFORMER_PAGE = "https://drive.google.com/drive/folders/1517mfRoEHtbfnN83JuNWuQT6fSiZ8my3"
+for _name, _folder in (("interformer_light_vitb_cocolvis", "interformer_light_coco_lvis_320k"),
+                       ("interformer_tiny_vitl_cocolvis", "interformer_tiny_coco_lvis_320k")):
+    KNOWN_CHECKPOINTS[_name] = KnownCheckpoint(
+        _name, _name, None, f"work_dirs/{_folder}/iter_320000.pth", None, None, "MIT",
+        f"{_INTERFORMER_PAGE} (linked from https://github.com/YouHuang67/InterFormer#readme)",
+        manual_page=_INTERFORMER_PAGE, folder=_folder)
 
 # The current SAM family on the Hugging Face Hub (all Apache-2.0): SAM 2.1 (Meta's own repositories, map in
 # sam2/build_sam.py), HQ-SAM (its authors' lkeab/hq-sam) and MobileSAM (dhkim2810/MobileSAM). No sizes or hashes
@@ -232,7 +251,7 @@ def verify(path: Union[str, os.PathLike], spec: KnownCheckpoint) -> None:
 
 
 def _unavailable_message(spec: KnownCheckpoint, reason: str) -> str:
-    put = (f"{spec.name} weights are not available ({reason}). Put {spec.basename} ({_human(spec.size, spec.published_size)}"
+    put = (f"{spec.name} weights are not available ({reason}). Put {spec.local_path} ({_human(spec.size, spec.published_size)}"
            + (f", sha256 {spec.sha256}" if spec.sha256 else "") + f") into {weights_dir()}/")
     if spec.manual_page:
         return f"{put}: get it by hand from {spec.manual_page} (no automatic download). Licence {spec.licence}."
@@ -296,7 +315,7 @@ def fetch(spec: KnownCheckpoint, cache_dir: Optional[Union[str, os.PathLike]] = 
     """Path of a verified local copy of ``spec``, downloading it if needed (see module docstring).
     ``progress(done, total)`` (default: the hook of :func:`reporting_progress`, if any) follows a download."""
     progress = progress or _progress_hook.get()
-    local = weights_dir() / spec.basename
+    local = weights_dir() / spec.local_path
     if local.is_file():
         verify(local, spec)
         return local
@@ -337,7 +356,7 @@ def on_disk(name: str) -> Optional[Path]:
     spec = KNOWN_CHECKPOINTS.get(name)
     if spec is None:
         return None
-    local = weights_dir() / spec.basename
+    local = weights_dir() / spec.local_path
     if local.is_file():
         return local
     if spec.repo_id is None:

@@ -1,6 +1,6 @@
 """The click-map family trains through the model interface: clicks only, the NFL alone (its authors' loss),
 full mode for the networks whose clicks enter at the stem (RITM, SimpleClick), decoder mode (the ViT frozen,
-features cached) for SegNext; each result saves under the publisher's key names and loads with load_model."""
+features cached) for SegNext and InterFormer; each result saves under the publisher's key names and loads with load_model."""
 import pytest
 import torch
 
@@ -101,3 +101,37 @@ def test_saicis_trains_on_clicks_contours_and_strokes(tmp_path):
     trainer.run()
     assert not torch.equal(start["feature_extractor.cls_head.weight"],
                            params(model.network)["feature_extractor.cls_head.weight"])
+
+
+def test_interformer_trains_its_neck_and_heads_on_cached_features(tmp_path):
+    """InterFormer's split: decoder mode keeps the ViT and SimpleFPN frozen (each image encoded once, its four maps
+    cached) and trains the I-MSA neck, UPerHead and the FCN auxiliary head (its recipe: NFL, aux NFL x 0.4); it
+    learns, and the result loads back (a CI-sized ViT: Light's neck and heads on a 2-block ViT of width 192)."""
+    from dataclasses import replace
+
+    from iseg_core.models import read_weights
+    from iseg_core.models.interformer import INTERFORMER_CONFIGS, build_interformer
+
+    name = "interformer_light_vitb_cocolvis"
+    config = replace(INTERFORMER_CONFIGS[name], dim=192, depth=2, heads=3)
+    objects = folder_objects(blobs(tmp_path / "d", n=6))
+    torch.manual_seed(0)
+    model = build_interformer(name, None, torch.device("cpu"), config=config)
+    assert model.training_modes == ("decoder", "full") and model.canvas == (512, 512)
+    start = params(model.network)
+    trainer = Trainer(model, objects, FinetuneConfig(steps=20, batch_size=2, lr=1e-3, warmup=3, max_corrections=1,
+                                                     augment=False), starting_from="base")
+    assert trainer.mode == "decoder" and trainer.weights == {"focal": 1.0, "dice": 0.0, "iou": 0.0}
+    before = evaluate(model, objects, max_clicks=3)
+    trainer.run()
+    after = evaluate(model, objects, max_clicks=3)
+    assert after["mIoU@1"] > before["mIoU@1"] + 0.2, (before, after)
+    assert len(trainer._features) <= 6 and all(h["extra"] > 0 for h in trainer.history)  # the aux head's loss
+    now = params(model.network)
+    changed = {k.split(".")[0] for k in now if not torch.equal(now[k], start[k])}
+    assert changed == {"neck", "decode_head", "auxiliary_head"}
+    meta = trainer.save(tmp_path / "if.pt")
+    loaded = build_interformer(name, read_weights(name, tmp_path / "if.pt"), torch.device("cpu"), config=config)
+    assert loaded.version == meta["version"] and loaded.encoder_version == model.version
+    b = params(loaded.network)
+    assert all(torch.equal(now[k], b[k]) for k in now)

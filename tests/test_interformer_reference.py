@@ -189,3 +189,28 @@ def test_released_sizes_equal_official(variant, photo, tmp_path_factory):
     model = load_model(name, path, device="cpu")
     assert model.config == INTERFORMER_CONFIGS[name]
     compare_network(variant, path, ref, photo)
+
+
+def test_published_files_are_named_with_their_page_and_folder(official, monkeypatch, tmp_path):
+    """InterFormer's files live on Google Drive, both named iter_320000.pth in their config's folder: asking for
+    one names that folder and file, the page and the weights folder; a file put there is the one that loads."""
+    variant, path, _ = official
+    from iseg_core import weights
+    from iseg_core.errors import WeightsUnavailableError
+
+    monkeypatch.setenv("ISEG_WEIGHTS_DIR", str(tmp_path))
+    name = NAMES[variant.split("_")[0]]
+    folder = f"interformer_{variant.split('_')[0]}_coco_lvis_320k"
+    spec = weights.KNOWN_CHECKPOINTS[name]
+    assert spec.licence == "MIT" and spec.url is None and spec.repo_id is None
+    with pytest.raises(WeightsUnavailableError) as err:
+        load_model(name, checkpoint="hub", device="cpu")
+    msg = str(err.value)
+    assert f"Put {folder}/iter_320000.pth (unknown size) into {tmp_path}/" in msg
+    assert "drive.google.com/drive/folders/1517mfRoEHtbfnN83JuNWuQT6fSiZ8my3" in msg and "no automatic download" in msg
+    (tmp_path / folder).mkdir()
+    (tmp_path / folder / "iter_320000.pth").write_bytes(path.read_bytes())
+    assert weights.on_disk(name) == tmp_path / folder / "iter_320000.pth"
+    # found and read: this CI-sized file is then refused by its config, naming the file
+    with pytest.raises(CheckpointError, match=rf"{folder}/iter_320000.pth does not fit {name} .*embed_dims=192"):
+        load_model(name, checkpoint="hub", device="cpu")

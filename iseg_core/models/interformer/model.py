@@ -18,7 +18,8 @@ refine blocks, so a ZoomIn could change nothing there.
 
 Checkpoints: mmcv's ``{"meta": {"config": <Python source>, ...}, "state_dict", "optimizer"}``. The config
 text is read without running it (:mod:`.config_text`) and checked against the model asked for; the optimizer
-state is never loaded into memory; the relative position index buffers are checked and dropped.
+state is read (torch reads the whole file) and dropped at once; the relative position index buffers are checked
+and dropped.
 """
 from __future__ import annotations
 
@@ -139,7 +140,7 @@ def normalized(image: np.ndarray, frame: Tuple[int, int], padded: Tuple[int, int
     does (``(x - mean) * (1 / std)`` in float32), zero-padded bottom and right to ``padded``."""
     if image.shape[:2] != tuple(frame):
         image = cv2.resize(image, (frame[1], frame[0]), interpolation=cv2.INTER_LINEAR)
-    x = torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1)[None].float()
+    x = torch.from_numpy(image.copy()).to(device).permute(2, 0, 1)[None].float()  # a copy: cached images are read-only
     mean = torch.tensor(PIXEL_MEAN, device=device).view(1, 3, 1, 1)
     inv_std = (1 / torch.tensor(PIXEL_STD, dtype=torch.float64)).float().to(device).view(1, 3, 1, 1)
     x = (x - mean) * inv_std
