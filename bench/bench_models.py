@@ -26,12 +26,14 @@ sys.path.insert(0, str(ROOT))
 from bench.common import (alternate, data_dir, print_table, report_worker, run_worker, side_by_side_args,  # noqa: E402
                           summary)
 
-# the other side: a test script (the authors' code is a test reference, never imported here)
+# the other side: a test script (the authors' code is a test reference, never imported here); InterFormer's needs
+# mmcv 1.x, which tests/reference/packages.py installs into a folder of its own
 REFERENCE_TIMING = ROOT / "tests" / "reference" / "clickmap_timing.py"
+INTERFORMER_TIMING = ROOT / "tests" / "reference" / "interformer_timing.py"
 MODELS = ["ritm_hrnet18s_cocolvis", "ritm_hrnet18_cocolvis", "ritm_hrnet32_cocolvis", "saicis_hrnet18_multi_cocolvis",
           "saicis_segformer_b4_multi_cocolvis", "simpleclick_vit_b448_cocolvis",
           "simpleclick_vit_l448_cocolvis", "simpleclick_vit_h448_cocolvis", "segnext_vit_b1024_sax1_cocolvis",
-          "segnext_vit_b1024_sax2_cocolvis"]
+          "segnext_vit_b1024_sax2_cocolvis", "interformer_light_vitb_cocolvis", "interformer_tiny_vitl_cocolvis"]
 CLICKS = [(0.50, 0.55, True), (0.20, 0.20, False), (0.60, 0.40, True), (0.85, 0.80, False), (0.45, 0.70, True)]
 
 
@@ -59,7 +61,7 @@ def worker_ours(name: str, ckpt: str, image_path: str, rounds: int, max_side: in
     tune_allocator()  # as every iseg process that serves clicks does (app.py, the eval CLI)
     image = np.load(image_path)
     model = load_model(name, ckpt, device="cpu")
-    if name.startswith("ritm_"):
+    if name.startswith(("ritm_", "interformer_")):
         model.config = dataclasses.replace(model.config, max_side=max_side)
     predictor = Predictor(model)
     encode, first, fifth = [], [], []
@@ -81,8 +83,15 @@ def worker_ours(name: str, ckpt: str, image_path: str, rounds: int, max_side: in
 
 
 def run_side(side: str, name: str, ckpt: Path, image: Path, rounds: int, threads: int, max_side: int) -> dict:
+    env = None
     script = __file__ if side == "ours" else str(REFERENCE_TIMING)
-    return run_worker(script, side, name, ckpt, image, rounds, threads, "--max-side", str(max_side))
+    if name.startswith("interformer_"):
+        max_side = 1024  # iseg's cap on InterFormer's encoded frame; the official side gets the same frame
+        if side != "ours":
+            from tests.reference.packages import environment
+
+            script, env = str(INTERFORMER_TIMING), environment("interformer")
+    return run_worker(script, side, name, ckpt, image, rounds, threads, "--max-side", str(max_side), env=env)
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, List, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 
@@ -64,11 +64,12 @@ def worker_args(*int_flags: str):
 
 
 def run_worker(script: str, side: str, name: str, ckpt: Path, image: Path, rounds: int, threads: int,
-               *extra: str) -> dict:
-    """Run one worker process (``script`` with :func:`worker_args`' flags) and read the JSON line it prints last."""
+               *extra: str, env: Optional[dict] = None) -> dict:
+    """Run one worker process (``script`` with :func:`worker_args`' flags; ``env``: its environment, default
+    ours) and read the JSON line it prints last."""
     cmd = [sys.executable, script, "--worker", side, "--models", name, "--ckpt", str(ckpt), "--image", str(image),
            "--rounds", str(rounds), "--threads", str(threads), *extra]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     if out.returncode != 0:
         raise SystemExit(f"{side} {name} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -1,48 +1,16 @@
 """Helpers for the equality tests against the official model code in ../shared/reference/official (test-only:
 each reference runs in its own subprocess, as the scripts in tests/reference/ explain)."""
-import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from .conftest import data_dir
+from .reference.packages import environment
 
 SCRIPTS = Path(__file__).parent / "reference"
-# Packages a reference needs that iseg never depends on, installed on first use into a folder of their own (put on
-# the subprocess's PYTHONPATH only). InterFormer's code imports mmcv 1.x: PyPI has only its source package, whose
-# setup.py needs pkg_resources (setuptools < 70 to build it); --no-deps keeps its opencv-python out (iseg has the
-# headless build) and every pure-Python dependency it imports is listed, pinned.
-REFERENCE_PACKAGES = {
-    "interformer": ["mmcv==1.6.0", "addict==2.4.0", "yapf==0.40.1", "platformdirs==4.3.6", "tomli==2.2.1",
-                    "importlib-metadata==8.5.0", "zipp==3.21.0", "prettytable==3.12.0", "wcwidth==0.2.13",
-                    "einops==0.8.1"],
-}
-PACKAGES_DIR = Path(__file__).resolve().parent.parent / ".cache" / "reference-packages"
-
-
-def reference_packages(system: str) -> Path:
-    """The folder holding ``system``'s extra packages, installed with pip the first time (a package registry is
-    needed once; CI has one)."""
-    wanted = REFERENCE_PACKAGES[system]
-    target = PACKAGES_DIR / system
-    stamp = target / "installed.txt"
-    if stamp.is_file() and stamp.read_text().split() == wanted:
-        return target
-    with tempfile.TemporaryDirectory() as tmp:
-        constraint = Path(tmp) / "build-constraints.txt"
-        constraint.write_text("setuptools<70\n")
-        env = dict(os.environ, PIP_CONSTRAINT=str(constraint))  # reaches the isolated build environment too
-        run = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--upgrade", "--target",
-                              str(target), *wanted], capture_output=True, text=True, timeout=900, env=env)
-    if run.returncode != 0:
-        pytest.fail(f"could not install the {system} reference's packages ({' '.join(wanted)}) into {target}:\n"
-                    f"{run.stderr[-2000:]}")
-    stamp.write_text("\n".join(wanted))
-    return target
 
 
 def official_dir(system: str) -> Path:
@@ -56,10 +24,10 @@ def run_official(script: str, system: str, photo: np.ndarray, out: Path, *args: 
     """Run ``tests/reference/<script>`` on ``photo`` (then ``args``); it writes its checkpoint and results into
     ``out``."""
     np.save(out / "photo.npy", photo)
-    env = None
-    if system in REFERENCE_PACKAGES:
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(reference_packages(system)),
-                                                                        os.environ.get("PYTHONPATH")])))
+    try:
+        env = environment(system)  # with the reference's own packages, if it needs any
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
     run = subprocess.run([sys.executable, str(SCRIPTS / script), str(official_dir(system)), str(out / "photo.npy"),
                           str(out), *args], capture_output=True, text=True, timeout=timeout, env=env)
     assert run.returncode == 0, run.stderr[-3000:]

@@ -15,51 +15,18 @@ through the demo's own ``Predictor`` (demo/gui/predictor.py), with its ZoomIn (f
 variant has refine blocks.
 """
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from interformer_build import build
+
 official, photo_path, out, variant = sys.argv[1], sys.argv[2], Path(sys.argv[3]), sys.argv[4]
-root = f"{official}/interformer"
-sys.path[:0] = [f"{root}/mmsegmentation", root, f"{root}/demo/gui"]
-# mmseg's loss and head modules import mmcv.ops (compiled; absent from mmcv lite) at import time; nothing on
-# InterFormer's model path calls it. InterFormer's datasets package (training data) is not in the reference copy.
-ops = types.ModuleType("mmcv.ops")
-for _name in ("sigmoid_focal_loss", "CrissCrossAttention", "point_sample", "PSAMask"):
-    setattr(ops, _name, None)
-sys.modules["mmcv.ops"] = ops
-sys.modules["interformer.datasets"] = types.ModuleType("interformer.datasets")
-# mmseg.apis imports matplotlib for its result plots, which the demo's predictor never draws
-sys.modules.setdefault("matplotlib", types.ModuleType("matplotlib"))
-sys.modules.setdefault("matplotlib.pyplot", types.ModuleType("matplotlib.pyplot"))
-
-import mmcv  # noqa: E402
-from mmcv.cnn.utils import revert_sync_batchnorm  # noqa: E402
-
-import interformer  # noqa: E402,F401  (registers its modules)
-from interformer import utils  # noqa: E402
-from mmseg.models import build_segmentor  # noqa: E402
-from clicker import Click  # noqa: E402  (demo/gui/clicker.py)
-from predictor import Predictor  # noqa: E402  (demo/gui/predictor.py)
-
+model, mmcv, utils, Click, Predictor = build(official, variant)
+cfg = model.cfg
 config_file = f"interformer_{variant.split('_')[0]}_coco_lvis_320k.py"
-cfg = mmcv.Config.fromfile(f"{root}/configs/{config_file}")
-cfg.model.pretrained = None
-cfg.model.train_cfg = None
-cfg.model.type = "ClickSegmentorZoomIn"  # as its demo builds it (get_roi); the network is the same
-if variant.endswith("_ci"):
-    cfg.model.backbone.update(embed_dims=192, num_layers=2, num_heads=3)
 norm = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], to_rgb=True)
-cfg.data.test = mmcv.ConfigDict(pipeline=[dict(type="LoadImageFromFile"), dict(type="Normalize", **norm),
-                               dict(type="Pad", size_divisor=32, pad_val=0, seg_pad_val=0),
-                               dict(type="ImageToTensor", keys=["img"]),
-                               dict(type="Collect", keys=["img"], meta_keys=("ori_shape", "img_shape", "pad_shape"))])
-
-torch.manual_seed(0)
-model = revert_sync_batchnorm(build_segmentor(cfg.model)).eval()
-model.cfg = cfg
 with torch.no_grad():
     for name, p in model.named_parameters():
         if "relative_position_bias_table" in name:

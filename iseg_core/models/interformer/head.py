@@ -5,15 +5,8 @@ UPerHead: lateral 1x1 convs on the stride-4, 8 and 16 maps, a pyramid pooling mo
 all levels resized to stride 4 and concatenated, a 3x3 fusion conv, then a 1x1 classifier into background and
 foreground. Every conv carries BatchNorm and ReLU (mmcv's ConvModule: ``conv`` without bias, ``bn``).
 
-Two exact re-associations make a click cheaper than the published head:
-
-- The fusion conv runs on ``[f0, up(f1), up(f2), up(f3)]`` at stride 4, and is 60 % of the head's work. A conv
-  is linear: its slice for an upsampled level equals, per kernel tap, the tap's 1x1 channel map applied at
-  the level's own resolution, upsampled, then shifted into place:
-  ``conv3x3(up(f), W) = sum_t shift_t(up(W_t f))``. The 1x1 maps run on 4x, 16x, 64x fewer pixels; only the
-  stride-4 level's slice stays a full 3x3 conv.
-- The two classes are only ever compared: the head returns the foreground-minus-background logit from one
-  1x1 conv with the difference of the two classifier rows (``softmax(z)[1] > 0.5`` iff ``z1 - z0 > 0``).
+The two classes are only ever compared: the head returns the foreground-minus-background logit from one 1x1
+conv with the difference of the two classifier rows (``softmax(z)[1] > 0.5`` iff ``z1 - z0 > 0``).
 
 BatchNorm always uses its stored statistics (fine-tuning runs on a few images a step; its affine parameters
 still train) and is folded into the conv it follows.
@@ -80,25 +73,13 @@ class UPerHead(nn.Module):
         return [conv(x) for conv, x in zip(self.fpn_convs, laterals)] + [laterals[-1]]
 
     def fused(self, levels: Sequence[torch.Tensor]) -> torch.Tensor:
-        """The fusion conv (BN folded, ReLU) over ``[f0, up(f1), up(f2), up(f3)]``, without upsampling any level
-        before its channels are mixed (see the module docstring)."""
+        """The fusion conv (BN folded, ReLU) over ``[f0, up(f1), up(f2), up(f3)]`` at stride 4. (Moving the conv's
+        channel mixing before the upsampling, one 1x1 map per kernel tap, is exact too, but it upsamples and adds
+        nine times the channels: 4x slower on a CPU at a 1024 px frame, bench/bench_models.py.)"""
         weight, bias = self.fpn_bottleneck.folded()
-        c = levels[0].shape[1]
         size = levels[0].shape[-2:]
-        out = F.conv2d(levels[0], weight[:, :c], bias, padding=1)
-        taps = None  # sum over the coarse levels of up(W_t f), every tap's channels side by side: (B, 9 * O, H, W)
-        for k, level in enumerate(levels[1:], start=1):
-            w = weight[:, k * c:(k + 1) * c]  # (O, C, 3, 3)
-            per_tap = w.permute(2, 3, 0, 1).reshape(-1, c, 1, 1)  # (9 * O, C, 1, 1), taps in raster order
-            up = _resize(F.conv2d(level, per_tap), size)
-            taps = up if taps is None else taps + up
-        o = weight.shape[0]
-        h, w_ = size
-        padded = F.pad(taps.view(taps.shape[0], 9, o, h, w_), (1, 1, 1, 1))
-        for t in range(9):
-            dy, dx = divmod(t, 3)
-            out = out + padded[:, t, :, dy:dy + h, dx:dx + w_]
-        return F.relu(out)
+        x = torch.cat([levels[0]] + [_resize(level, size) for level in levels[1:]], 1)
+        return F.relu(F.conv2d(x, weight, bias, padding=1))
 
     def forward(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
         """The four neck outputs -> ``(B, 1, H/4, W/4)`` foreground logit (foreground minus background)."""
