@@ -264,6 +264,43 @@ def test_pick_a_click_map_model_click_and_finish(page, app, tmp_path, monkeypatc
     assert ann.model.startswith(name + "@")
 
 
+def test_pick_interformer_click_and_finish(page, app, tmp_path, monkeypatch):
+    """InterFormer-Light from the picker (random weights, saved as its trainer saves them, in the folder and
+    under the name its authors publish it): the image encoded once, two clicks through its label map, finished."""
+    import torch
+
+    from iseg_core.models import load_model
+
+    _, store = app
+    name = "interformer_light_vitb_cocolvis"
+    torch.manual_seed(0)
+    net = load_model(name, device="cpu").network
+    with torch.no_grad():  # a non-trivial random mask: a positive foreground bias on the classifier
+        net.decode_head.conv_seg.bias.copy_(torch.tensor([0.0, 2.0]))
+    (tmp_path / "interformer_light_coco_lvis_320k").mkdir()
+    torch.save({"meta": {"iter": 320000}, "state_dict": net.state_dict()},
+               tmp_path / "interformer_light_coco_lvis_320k" / "iter_320000.pth")
+    monkeypatch.setenv("ISEG_WEIGHTS_DIR", str(tmp_path))
+    _go_to(page, "coffee.jpg")
+    page.locator("#model input").click()
+    page.get_by_role("option", name=name).click()
+    page.wait_for_function("n => document.querySelector('#model input').value === n", arg=name, timeout=120000)
+    _wait_status(page, r"coffee\.jpg")
+    page.evaluate("document.activeElement.blur()")
+    page.keyboard.press("q")
+    _click_image(page, 200, 150)
+    _wait_status(page, r"1 prompt\(s\) · mask \d+ px")
+    _click_image(page, 60, 40, button="right")
+    _wait_status(page, r"2 prompt\(s\) · mask \d+ px")
+    _shot(page, "31-interformer")
+    page.keyboard.press("n")
+    _wait_status(page, r"Saved object \d+")
+    img = next(i for i in store.images_of(store.project("browser")) if i.file_name == "coffee.jpg")
+    ann = store.annotations(img.id)[-1]
+    assert [(p["type"], p["positive"]) for p in ann.interactions] == [("click", True), ("click", False)]
+    assert ann.area > 0 and ann.model.startswith(name + "@")
+
+
 def test_a_multi_input_model_takes_the_contour_tool(page, app, tmp_path, monkeypatch):
     """SAIC-IS's multi-input HRNet18 (random weights under its published file name in the weights folder):
     a traced contour and then a click, both fed to the network as inputs of their own."""
