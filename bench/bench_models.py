@@ -1,11 +1,12 @@
 """Click-map models, ours vs their authors' code, on one photo: encode ms, first and fifth click ms, peak RSS.
 
-    python bench/bench_models.py                         # every RITM, SAIC-IS, SimpleClick, SegNext model
+    python bench/bench_models.py                         # every RITM, SAIC-IS, SimpleClick, SegNext, InterFormer model
     python bench/bench_models.py --models ritm_hrnet18s_cocolvis --rounds 5 --max-side 400
 
 Each side runs in a process of its own (peak RSS is per process) on the same seeded random weights: ours
 through ``load_model`` + ``Predictor``; the other side is a test script, tests/reference/clickmap_timing.py
-(it says how each family's own predictor is set up; this benchmark only runs it and reads its JSON line). A
+(it says how each family's own predictor is set up; this benchmark only runs it and reads its JSON line), and
+for InterFormer tests/reference/interformer_timing.py (its demo's Predictor, given the frame iseg encodes). A
 round = set the image, then five clicks, each fed the previous prediction; the processes of both sides
 alternate so that machine noise falls on both. Ours runs as iseg serves clicks, with
 ``iseg_core.runtime.tune_allocator()`` (freed buffers stay in the heap). The photo: DAVIS image 000 (854x480)
@@ -127,7 +128,8 @@ def main() -> None:
             rows.append((name, f"{image.shape[1]}x{image.shape[0]}", o["encode"][0], f["encode"][0],
                          o["first"][0], o["first"][1], f["first"][0], o["fifth"][0], o["fifth"][1], f["fifth"][0],
                          o["fifth"][0] / f["fifth"][0], o["rss"], f["rss"]))
-    print(f"# {args.threads} threads, frame long side {args.max_side}, {args.repeats} processes per side x "
+    print(f"# {args.threads} threads, frame long side {args.max_side} (RITM; InterFormer 1024, both sides), "
+          f"{args.repeats} processes per side x "
           f"{args.rounds} rounds; ms median (p95)")
     print_table(rows, ["model", "photo", "encode ours", "encode official", "click 1 ours", "p95", "click 1 official",
                        "click 5 ours", "p95", "click 5 official", "click 5 ratio", "peak RSS ours MB",
