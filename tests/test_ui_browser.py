@@ -83,6 +83,17 @@ def _click_image(page, x, y, **kw):
     page.mouse.click(*_to_page(page)(x + 0.5, y + 0.5), **kw)
 
 
+def _pick_model_on_coffee(page, name):
+    """Open coffee.jpg, choose model ``name`` in the picker, wait until it serves the image, leave the keyboard
+    to the canvas."""
+    _go_to(page, "coffee.jpg")
+    page.locator("#model input").click()
+    page.get_by_role("option", name=name).click()
+    page.wait_for_function("n => document.querySelector('#model input').value === n", arg=name, timeout=120000)
+    _wait_status(page, r"coffee\.jpg")
+    page.evaluate("document.activeElement.blur()")
+
+
 def _finish_and_read(page, store, file_name):
     """Finish the (first) object with the N key, wait for the save, and return the stored annotations of the image."""
     page.keyboard.press("n")
@@ -249,12 +260,7 @@ def test_pick_a_click_map_model_click_and_finish(page, app, tmp_path, monkeypatc
         net.feature_extractor.cls_head.bias.fill_(2.0)
     torch.save({"state_dict": net.state_dict()}, tmp_path / CLICKMAP_CONFIGS[name].checkpoint)
     monkeypatch.setenv("ISEG_WEIGHTS_DIR", str(tmp_path))
-    _go_to(page, "coffee.jpg")
-    page.locator("#model input").click()
-    page.get_by_role("option", name=name).click()
-    _wait_status(page, r"coffee\.jpg")
-    page.wait_for_function("n => document.querySelector('#model input').value === n", arg=name, timeout=60000)
-    page.evaluate("document.activeElement.blur()")
+    _pick_model_on_coffee(page, name)
     page.keyboard.press("q")  # the click tool (an earlier test left the scribble tool on)
     _click_image(page, 200, 150)
     _wait_status(page, r"1 prompt\(s\) · mask \d+ px")
@@ -281,12 +287,7 @@ def test_pick_interformer_click_and_finish(page, app, tmp_path, monkeypatch):
     torch.save({"meta": {"iter": 320000}, "state_dict": net.state_dict()},
                tmp_path / "interformer_light_coco_lvis_320k" / "iter_320000.pth")
     monkeypatch.setenv("ISEG_WEIGHTS_DIR", str(tmp_path))
-    _go_to(page, "coffee.jpg")
-    page.locator("#model input").click()
-    page.get_by_role("option", name=name).click()
-    page.wait_for_function("n => document.querySelector('#model input').value === n", arg=name, timeout=120000)
-    _wait_status(page, r"coffee\.jpg")
-    page.evaluate("document.activeElement.blur()")
+    _pick_model_on_coffee(page, name)
     page.keyboard.press("q")
     _click_image(page, 200, 150)
     _wait_status(page, r"1 prompt\(s\) · mask \d+ px")
@@ -316,12 +317,7 @@ def test_a_multi_input_model_takes_the_contour_tool(page, app, tmp_path, monkeyp
         net.feature_extractor.cls_head.bias.fill_(2.0)
     torch.save({"state_dict": net.state_dict()}, tmp_path / "hrnet18_multi.pth")
     monkeypatch.setenv("ISEG_WEIGHTS_DIR", str(tmp_path))
-    _go_to(page, "coffee.jpg")
-    page.locator("#model input").click()
-    page.get_by_role("option", name=name).click()
-    page.wait_for_function("n => document.querySelector('#model input').value === n", arg=name, timeout=60000)
-    _wait_status(page, r"coffee\.jpg")
-    page.evaluate("document.activeElement.blur()")
+    _pick_model_on_coffee(page, name)
     page.keyboard.press("c")
     for k, (x, y) in enumerate([(80, 60), (380, 60), (380, 260), (80, 260)], start=1):
         _click_image(page, x, y)  # one at a time: a click made while the last one is handled is dropped

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from clicks import randomize_norms
 from interformer_build import build
 
 official, photo_path, out, variant = sys.argv[1], sys.argv[2], Path(sys.argv[3]), sys.argv[4]
@@ -35,13 +36,7 @@ with torch.no_grad():
             p.uniform_(0.5, 1.5)
         elif name.endswith(("cls_token", "pos_embed")):
             p.normal_(0, 0.1)
-    for m in model.modules():
-        if isinstance(m, (torch.nn.LayerNorm, torch.nn.GroupNorm, torch.nn.BatchNorm2d)):
-            m.weight.uniform_(0.5, 1.5)
-            m.bias.normal_(0, 0.1)
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.normal_(0, 0.1)
-            m.running_var.uniform_(0.5, 1.5)
+    randomize_norms(model)  # every LayerNorm, GroupNorm and BatchNorm (with its statistics)
 
 photo = np.load(photo_path)
 bgr = np.ascontiguousarray(photo[:, :, ::-1])

@@ -24,7 +24,7 @@ and dropped.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
@@ -128,7 +128,6 @@ class InterFormerFeatures:
     maps: List[torch.Tensor]  # (1, C, Hp/s, Wp/s) for s = 4, 8, 16, 32
     frame: Tuple[int, int]  # (h, w) of the image inside the padded frame
     padded: Tuple[int, int]  # (Hp, Wp)
-    nbytes: int = field(default=0)
 
 
 def padded_size(h: int, w: int) -> Tuple[int, int]:
@@ -274,7 +273,7 @@ class InterFormerSegmenter(TrainableSegmenter):
         padded = padded_size(*frame)
         maps = self.network.backbone(normalized(image, frame, padded, self.device))
         nbytes = sum(m.numel() * m.element_size() for m in maps)
-        return ImageEmbedding(self.cache_key, image.shape[:2], InterFormerFeatures(maps, frame, padded, nbytes), nbytes)
+        return ImageEmbedding(self.cache_key, image.shape[:2], InterFormerFeatures(maps, frame, padded), nbytes)
 
     def frame_clicks(self, prompts: Sequence, original: Tuple[int, int], frame: Tuple[int, int]) -> List[FrameClick]:
         """Clicks -> (row, col, positive) pixels of the frame (image pixels scaled by frame / original)."""
