@@ -123,6 +123,19 @@ for _name, _folder in (("interformer_light_vitb_cocolvis", "interformer_light_co
         f"{_INTERFORMER_PAGE} (linked from https://github.com/YouHuang67/InterFormer#readme)",
         manual_page=_INTERFORMER_PAGE, folder=_folder)
 
+# MST (Apache-2.0, hahamyt/mst) publishes on SharePoint only: its main branch's README points to the slim MST-3s
+# ViT-B 448 + CL file in its "Model Zoo" folder; the mst-448 branch's README (Experiment table) links its
+# +MST+CL-3s file. No sizes or hashes published (fp32 weights alone: about 622 MB and 806 MB). SharePoint links
+# expire: the message names the README that carries the current one.
+_MST_ZOO = ("https://cuhko365-my.sharepoint.com/:f:/g/personal/xulong_cuhk_edu_cn/"
+            "EjwcfWorCwZGsOayrEP9ymkBhHnlnACdFYpVDgEoCVqupA?e=wh45gO")
+for _name, _file, _page, _readme in (
+        ("mst_vit_b448_slim_cocolvis", "mst-3s-slim-448-base.pth", _MST_ZOO, "https://github.com/hahamyt/mst#readme"),
+        ("mst_vit_b448_cocolvis", "mst-3s+cl-448-cclvs.pth", "https://github.com/hahamyt/mst/tree/mst-448",
+         "https://github.com/hahamyt/mst/tree/mst-448 (README, Experiment table: +MST+CL, 448, ViT-B)")):
+    KNOWN_CHECKPOINTS[_name] = KnownCheckpoint(_name, _name, None, _file, None, None, "Apache-2.0",
+                                               f"SharePoint, linked from {_readme}", manual_page=_page)
+
 # The current SAM family on the Hugging Face Hub (all Apache-2.0): SAM 2.1 (Meta's own repositories, map in
 # sam2/build_sam.py), HQ-SAM (its authors' lkeab/hq-sam) and MobileSAM (dhkim2810/MobileSAM). No sizes or hashes
 # are published beside them: the sizes below are approximate, and the loaded file is checked by its keys and

@@ -302,6 +302,38 @@ def test_pick_interformer_click_and_finish(page, app, tmp_path, monkeypatch):
     assert ann.area > 0 and ann.model.startswith(name + "@")
 
 
+def test_pick_mst_click_and_finish(page, app, tmp_path, monkeypatch):
+    """MST's slim ViT-B from the picker (random weights under the file name its README evaluates): every click
+    runs the whole network with its token scales; two clicks, finished, stored with the model's name."""
+    import torch
+
+    from iseg_core.models import load_model
+
+    _, store = app
+    name = "mst_vit_b448_slim_cocolvis"
+    torch.manual_seed(0)
+    net = load_model(name, device="cpu").network
+    with torch.no_grad():  # a non-trivial random mask: the click disks weigh in, a small positive bias
+        net.patch_embed_coords.proj.weight.mul_(50)
+        net.head.conv_seg.bias.fill_(0.2)
+    torch.save({"state_dict": net.state_dict()}, tmp_path / "mst-3s-slim-448-base.pth")
+    del net
+    monkeypatch.setenv("ISEG_WEIGHTS_DIR", str(tmp_path))
+    _pick_model_on_coffee(page, name)
+    page.keyboard.press("q")
+    _click_image(page, 200, 150)
+    _wait_status(page, r"1 prompt\(s\) · mask \d+ px", timeout=120000)
+    _click_image(page, 60, 40, button="right")
+    _wait_status(page, r"2 prompt\(s\) · mask \d+ px", timeout=120000)
+    _shot(page, "32-mst")
+    page.keyboard.press("n")
+    _wait_status(page, r"Saved object \d+")
+    img = next(i for i in store.images_of(store.project("browser")) if i.file_name == "coffee.jpg")
+    ann = store.annotations(img.id)[-1]
+    assert [(p["type"], p["positive"]) for p in ann.interactions] == [("click", True), ("click", False)]
+    assert ann.area > 0 and ann.model.startswith(name + "@")
+
+
 def test_a_multi_input_model_takes_the_contour_tool(page, app, tmp_path, monkeypatch):
     """SAIC-IS's multi-input HRNet18 (random weights under its published file name in the weights folder):
     a traced contour and then a click, both fed to the network as inputs of their own."""

@@ -48,10 +48,12 @@ def preprocessing(args, model) -> str:
 def native_session(args, model):
     """Click-map models with ``--zoom-in`` run their authors' ZoomIn and flip averaging (``--flip``) through
     their session: RITM's "cvpr" mode (crops resized to long side 400, 600 on DAVIS, from click 2),
-    SimpleClick's (every click zoomed, crops squashed to 448 x 448, 672 on DAVIS) or SAIC-IS's (image limited to
-    1000 px, crops to long side 400 / 600 then squashed to 448, from click 2 and from a first contour or
-    stroke); None for every other case."""
+    SimpleClick's (every click zoomed, crops squashed to 448 x 448, 672 on DAVIS), MST's (SimpleClick's with
+    crops down to 20 px and the clicks outside a crop dropped) or SAIC-IS's (image limited to 1000 px, crops to
+    long side 400 / 600 then squashed to 448, from click 2 and from a first contour or stroke); None for every
+    other case."""
     from ..models.clickmap import ClickMapConfig, RitmSession, RitmZoomIn
+    from ..models.clickmap.mst import MSTConfig
     from ..models.clickmap.segformer import MiTConfig
     from ..models.clickmap.simpleclick import SimpleClickConfig
     from ..models.clickmap.zoom import SaicSession, SaicZoomIn
@@ -63,7 +65,10 @@ def native_session(args, model):
     davis = args.dataset == "davis"
     if config.multi_input:
         return SaicSession(model, SaicZoomIn(target_size=args.zoom_target or (600 if davis else 400)), flip=args.flip)
-    if isinstance(config, SimpleClickConfig):
+    if isinstance(config, MSTConfig):
+        zoom = RitmZoomIn(target_size=args.zoom_target or (672 if davis else 448), skip_clicks=-1, square=True,
+                          min_crop=20, drop_outside=True)
+    elif isinstance(config, SimpleClickConfig):
         zoom = RitmZoomIn(target_size=args.zoom_target or (672 if davis else 448), skip_clicks=-1, square=True)
     else:
         zoom = RitmZoomIn(target_size=args.zoom_target or (600 if davis else 400))

@@ -149,11 +149,13 @@ def _build_clickmap(name, weights: Optional[Weights], device, dtype):
     return build_clickmap(name, weights, device)
 
 
-# RITM's, SAIC-IS's and SimpleClick's click-map models (they train in full mode only: prompts enter at the stem)
+# RITM's, SAIC-IS's, SimpleClick's and MST's click-map models (they train in full mode only: prompts enter at the stem)
 for _name in ("ritm_hrnet18s_cocolvis", "ritm_hrnet18_cocolvis", "ritm_hrnet32_cocolvis", "saicis_hrnet18_multi_cocolvis",
               "saicis_segformer_b4_multi_cocolvis",
               "simpleclick_vit_xtiny448_cocolvis", "simpleclick_vit_b448_cocolvis", "simpleclick_vit_l448_cocolvis",
-              "simpleclick_vit_h448_cocolvis"):
+              "simpleclick_vit_h448_cocolvis",
+              # MST: the main branch's slim model (its README's) and the mst-448 branch's (its experiment table's)
+              "mst_vit_b448_slim_cocolvis", "mst_vit_b448_cocolvis"):
     register_model(_name)(_build_clickmap)
 
 

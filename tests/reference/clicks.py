@@ -61,3 +61,21 @@ def randomize_norms(net):
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.normal_(0, 0.1)
             m.running_var.uniform_(0.5, 1.5)
+
+
+def spread_plain_vit(net, photo, quantile):
+    """SimpleClick-lineage network (PlainVitModel, MST's AdaptiveVitModel) made to answer visibly: the click
+    maps weigh in, the image less, and its logits spread and centred so that about ``1 - quantile`` of the
+    frame is the object after a first click. Returns the photo squashed to the 448 frame ``(1, 3, 448, 448)``."""
+    with torch.no_grad():
+        net.patch_embed_coords.proj.weight.mul_(200)  # clicks weigh in visibly, and make a compact object
+        net.backbone.patch_embed.proj.weight.mul_(0.05)
+    net.eval()
+    image = torch.from_numpy(photo).permute(2, 0, 1)[None].float() / 255
+    square = torch.nn.functional.interpolate(image, size=(448, 448), mode="bilinear", align_corners=True)
+    with torch.no_grad():  # a random net answers nearly the same everywhere: spread and centre its logits
+        net.head.conv_seg.weight.mul_(100)
+        first = net(torch.cat([square, torch.zeros_like(square[:, :1])], 1),
+                    torch.tensor([[[150.0, 220.0, 0.0], [-1.0, -1.0, -1.0]]]))["instances"]
+        net.head.conv_seg.bias.sub_(first.quantile(quantile))
+    return square

@@ -15,6 +15,7 @@ REFERENCE_PACKAGES = {
     "interformer": ["mmcv==1.6.0", "addict==2.4.0", "yapf==0.40.1", "platformdirs==4.3.6", "tomli==2.2.1",
                     "importlib-metadata==8.5.0", "zipp==3.21.0", "prettytable==3.12.0", "wcwidth==0.2.13",
                     "einops==0.8.1"],
+    "mst": ["einops==0.8.1"],  # its FlexiPatchEmbed rearranges with it
 }
 PACKAGES_DIR = Path(__file__).resolve().parents[2] / ".cache" / "reference-packages"
 

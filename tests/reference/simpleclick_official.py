@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 official, photo_path, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
-from clicks import one_and_three, predictor_sequence, randomize_norms, use_reference  # noqa: E402
+from clicks import one_and_three, predictor_sequence, randomize_norms, spread_plain_vit, use_reference  # noqa: E402
 
 use_reference(official, "simpleclick")
 import isegm.inference.clicker  # noqa: E402
@@ -38,17 +38,8 @@ net = PlainVitModel(
     random_split=False)
 with torch.no_grad():
     randomize_norms(net)
-    net.patch_embed_coords.proj.weight.mul_(200)  # clicks weigh in visibly, and make a compact object
-    net.backbone.patch_embed.proj.weight.mul_(0.05)
-net.eval()
 photo = np.load(photo_path)
-image = torch.from_numpy(photo).permute(2, 0, 1)[None].float() / 255
-square = torch.nn.functional.interpolate(image, size=(448, 448), mode="bilinear", align_corners=True)
-with torch.no_grad():  # a random net answers nearly the same everywhere: spread and centre its logits
-    net.head.conv_seg.weight.mul_(100)
-    first = net(torch.cat([square, torch.zeros_like(square[:, :1])], 1),
-                torch.tensor([[[150.0, 220.0, 0.0], [-1.0, -1.0, -1.0]]]))["instances"]
-    net.head.conv_seg.bias.sub_(first.quantile(0.97))
+square = spread_plain_vit(net, photo, 0.97)
 torch.save({"state_dict": net.state_dict(), "config": net._config}, out / "simpleclick_xtiny.pth")
 
 clicks = [(120, 200, True), (60, 40, False), (250, 300, True)]  # (row, col, positive) in the 448 frame

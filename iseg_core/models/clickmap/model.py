@@ -399,22 +399,26 @@ class ClickMapSegmenter(TrainableSegmenter):
         return up[0, 0].numpy()
 
 
-def build_clickmap(name: str, weights, device: torch.device) -> ClickMapSegmenter:
-    """RITM and SAIC-IS (HRNet), SAIC-IS (SegFormer) and SimpleClick (plain ViT) models by registry name."""
+def build_clickmap(name: str, weights, device: torch.device, config=None) -> ClickMapSegmenter:
+    """RITM and SAIC-IS (HRNet), SAIC-IS (SegFormer), SimpleClick (plain ViT) and MST models by registry name;
+    ``config``: another size of the same architecture (tests build small ones)."""
+    from .mst import MST_CONFIGS, MSTNetwork, MSTSegmenter, adapt_mst
     from .segformer import SEGFORMER_CONFIGS, SegFormerMapsNetwork, adapt_segformer
     from .simpleclick import SIMPLECLICK_CONFIGS, SimpleClickNetwork, adapt_simpleclick
 
     published = weights.meta.get("publisher_config") if weights is not None else None
-    if name in SEGFORMER_CONFIGS:
-        network = SegFormerMapsNetwork(adapt_segformer(SEGFORMER_CONFIGS[name], published, name,
-                                                       weights.path if weights else ""))
+    source = weights.path if weights else ""
+    segmenter = ClickMapSegmenter
+    if name in MST_CONFIGS:
+        network = MSTNetwork(adapt_mst(config or MST_CONFIGS[name], published, name, source))
+        segmenter = MSTSegmenter
+    elif name in SEGFORMER_CONFIGS:
+        network = SegFormerMapsNetwork(adapt_segformer(config or SEGFORMER_CONFIGS[name], published, name, source))
     elif name in SIMPLECLICK_CONFIGS:
-        network = SimpleClickNetwork(adapt_simpleclick(SIMPLECLICK_CONFIGS[name], published, name,
-                                                       weights.path if weights else ""))
+        network = SimpleClickNetwork(adapt_simpleclick(config or SIMPLECLICK_CONFIGS[name], published, name, source))
     else:
-        network = ClickMapNetwork(adapt_clickmap(CLICKMAP_CONFIGS[name], published, name,
-                                                 weights.path if weights else ""))
-    model = ClickMapSegmenter(name, network, version=weights.version if weights else None, device=device)
+        network = ClickMapNetwork(adapt_clickmap(config or CLICKMAP_CONFIGS[name], published, name, source))
+    model = segmenter(name, network, version=weights.version if weights else None, device=device)
     if weights is not None:
         model.load_checkpoint_state(weights.state, weights.path)
     return model

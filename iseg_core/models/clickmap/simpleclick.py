@@ -113,25 +113,32 @@ def publisher_kind(found_class: str, params: dict) -> str:
     return found_class.rsplit(".", 1)[-1]
 
 
-def adapt_simpleclick(config: SimpleClickConfig, published: Optional[dict], name: str, source: str) -> SimpleClickConfig:
-    """Check a SimpleClick trainer's serialized config against ``config`` (the backbone, the frame, disks,
-    previous-mask channel) and take the head options it was trained with (upsample, all-global attention)."""
-    if not published:
-        return config
+def published_vit(config: SimpleClickConfig, published: dict) -> Tuple[str, dict, dict, dict, dict]:
+    """What a RITM-lineage plain-ViT file's serialized config states (SimpleClick's and MST's trainers write the
+    same fields) -> (class path, params, head params, wanted, found): the backbone, the frame, disks, the
+    previous-mask channel, as ``config`` has them and as the file says."""
     params = config_params(published)
-    found_class = published.get("class", "?")
     backbone, head = params.get("backbone_params") or {}, params.get("head_params") or {}
     if not isinstance(backbone, dict) or not isinstance(head, dict):
         backbone, head = {}, {}
     patch = tuple(backbone.get("patch_size") or (0, 0))
     size = tuple(backbone.get("img_size") or (0, 0))
     want = {"embed_dim": config.dim, "depth": config.depth, "num_heads": config.heads, "patch": config.patch,
-            "img_size": config.frame, "use_disks": True, "norm_radius": config.disk_radius, "with_prev_mask": True,
-            "fusion": False}
+            "img_size": config.frame, "use_disks": True, "norm_radius": config.disk_radius, "with_prev_mask": True}
     got = {"embed_dim": backbone.get("embed_dim"), "depth": backbone.get("depth"), "num_heads": backbone.get("num_heads"),
            "patch": patch[0] if patch else None, "img_size": size[0] if size else None,
            "use_disks": params.get("use_disks", False), "norm_radius": params.get("norm_radius", 5),
-           "with_prev_mask": params.get("with_prev_mask", False), "fusion": "fusion_params" in params}
+           "with_prev_mask": params.get("with_prev_mask", False)}
+    return published.get("class", "?"), params, head, want, got
+
+
+def adapt_simpleclick(config: SimpleClickConfig, published: Optional[dict], name: str, source: str) -> SimpleClickConfig:
+    """Check a SimpleClick trainer's serialized config against ``config`` (the backbone, the frame, disks,
+    previous-mask channel) and take the head options it was trained with (upsample, all-global attention)."""
+    if not published:
+        return config
+    found_class, params, head, want, got = published_vit(config, published)
+    want["fusion"], got["fusion"] = False, "fusion_params" in params
     if found_class != PLAINVIT_CLASS or got != want:
         shown = ", ".join(f"{k}={got[k]}" for k in want if k != "fusion")
         kind = publisher_kind(found_class, params)

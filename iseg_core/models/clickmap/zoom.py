@@ -41,14 +41,16 @@ class RitmZoomIn:
     recompute_iou: float = 0.5
     prob_thresh: float = 0.5
     square: bool = False  # SimpleClick's setting: crops squashed to target_size x target_size
+    drop_outside: bool = False  # MST's ZoomIn: clicks that fall outside the crop are not shown to the network
 
     def describe(self) -> str:
         size = (f"squashed to {self.target_size}x{self.target_size}" if self.square
                 else f"resized to long side {self.target_size}")
         start = ("from click 1, the whole image as the first crop" if self.skip_clicks < 0
                  else f"from click {self.skip_clicks + 1}")
+        dropped = "; clicks outside the crop dropped" if self.drop_outside else ""
         return (f"image at native resolution (no long-side limit, as RITM's evaluation); RITM ZoomIn ({start}, "
-                f"x{self.expansion:g}, min {self.min_crop} px, crop and previous probabilities {size})")
+                f"x{self.expansion:g}, min {self.min_crop} px, crop and previous probabilities {size}{dropped})")
 
     def crop_size(self, height: int, width: int) -> Tuple[int, int]:
         if self.square:
@@ -162,6 +164,8 @@ class RitmSession(_Session):
             size = self.zoom.crop_size(h, w)
             both = F.interpolate(both[:, :, r0:r1 + 1, c0:c1 + 1], size=size, mode="bilinear", align_corners=True)
             rows_cols = [(size[0] * (r - r0) / h, size[1] * (c - c0) / w, p) for r, c, p in rows_cols]
+            if self.zoom.drop_outside:
+                rows_cols = [(r, c, p) for r, c, p in rows_cols if 0 <= r < size[0] and 0 <= c < size[1]]
         views = [(points_tensor(rows_cols, self.model.device), None)]
         if self.flip:
             width = both.shape[3]
