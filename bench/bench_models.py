@@ -1,6 +1,6 @@
 """Click-map models, ours vs their authors' code, on one photo: encode ms, first and fifth click ms, peak RSS.
 
-    python bench/bench_models.py                         # every RITM, SAIC-IS, SimpleClick, SegNext, InterFormer model
+    python bench/bench_models.py                         # every RITM, SAIC-IS, SimpleClick, MST, SegNext, InterFormer model
     python bench/bench_models.py --models ritm_hrnet18s_cocolvis --rounds 5 --max-side 400
 
 Each side runs in a process of its own (peak RSS is per process) on the same seeded random weights: ours
@@ -33,7 +33,8 @@ REFERENCE_TIMING = ROOT / "tests" / "reference" / "clickmap_timing.py"
 INTERFORMER_TIMING = ROOT / "tests" / "reference" / "interformer_timing.py"
 MODELS = ["ritm_hrnet18s_cocolvis", "ritm_hrnet18_cocolvis", "ritm_hrnet32_cocolvis", "saicis_hrnet18_multi_cocolvis",
           "saicis_segformer_b4_multi_cocolvis", "simpleclick_vit_b448_cocolvis",
-          "simpleclick_vit_l448_cocolvis", "simpleclick_vit_h448_cocolvis", "segnext_vit_b1024_sax1_cocolvis",
+          "simpleclick_vit_l448_cocolvis", "simpleclick_vit_h448_cocolvis", "mst_vit_b448_slim_cocolvis",
+          "mst_vit_b448_cocolvis", "segnext_vit_b1024_sax1_cocolvis",
           "segnext_vit_b1024_sax2_cocolvis", "interformer_light_vitb_cocolvis", "interformer_tiny_vitl_cocolvis"]
 CLICKS = [(0.50, 0.55, True), (0.20, 0.20, False), (0.60, 0.40, True), (0.85, 0.80, False), (0.45, 0.70, True)]
 
@@ -92,6 +93,10 @@ def run_side(side: str, name: str, ckpt: Path, image: Path, rounds: int, threads
             from tests.reference.packages import environment
 
             script, env = str(INTERFORMER_TIMING), environment("interformer")
+    elif name.startswith("mst_") and side != "ours":
+        from tests.reference.packages import environment
+
+        env = environment("mst")  # its patch embedding imports einops
     return run_worker(script, side, name, ckpt, image, rounds, threads, "--max-side", str(max_side), env=env)
 
 

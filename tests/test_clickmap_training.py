@@ -135,3 +135,41 @@ def test_interformer_trains_its_neck_and_heads_on_cached_features(tmp_path):
     assert loaded.version == meta["version"] and loaded.encoder_version == model.version
     b = params(loaded.network)
     assert all(torch.equal(now[k], b[k]) for k in now)
+
+
+def test_mst_trains_with_its_token_losses(tmp_path):
+    """MST's recipe: the whole network (clicks enter at the stem), NFL + PatchLoss + ScoreLoss (weight 1 each)
+    through the trainer's extra-loss hook; the token losses reach the score blocks, the model learns, and the
+    result loads back (CI size: width 192, 3 heads, 12 blocks so the score blocks stay at 3, 7, 11)."""
+    from dataclasses import replace
+
+    from iseg_core.models import read_weights
+    from iseg_core.models.clickmap import build_clickmap
+    from iseg_core.models.clickmap.mst import MST_CONFIGS
+
+    name = "mst_vit_b448_slim_cocolvis"
+    config = replace(MST_CONFIGS[name], dim=192, heads=3, fpn=(48, 96, 192, 384), head_channels=64)
+    objects = folder_objects(blobs(tmp_path / "d", n=6))
+    torch.manual_seed(0)
+    model = build_clickmap(name, None, torch.device("cpu"), config=config)
+    assert model.training_modes == ("full",) and model.canvas == (448, 448)
+    trainer = Trainer(model, objects, FinetuneConfig(steps=16, batch_size=2, lr=5e-4, warmup=3, max_corrections=1,
+                                                     augment=False), starting_from="random")
+    # the token losses alone move the score blocks' streams (their only other path to the mask is the fusion)
+    samples = trainer.batch(0)
+    out = trainer._forward(trainer._features_of(samples), samples, [None] * len(samples))
+    gt, valid = trainer._targets(samples, (448, 448))
+    token = out.extra_loss(gt, valid)
+    token.backward()
+    grads = [p.grad for n, p in model.network.named_parameters() if ".score.cross_attn." in n]
+    assert float(token.detach()) > 0 and any(g is not None and g.abs().sum() > 0 for g in grads)
+    model.network.zero_grad()
+    before = evaluate(model, objects, max_clicks=3)
+    trainer.run()
+    after = evaluate(model, objects, max_clicks=3)
+    assert after["mIoU@1"] > before["mIoU@1"] + 0.2, (before, after)
+    assert all(h["extra"] > 0 for h in trainer.history)
+    meta = trainer.save(tmp_path / "mst.pt")
+    loaded = build_clickmap(name, read_weights(name, tmp_path / "mst.pt"), torch.device("cpu"), config=config)
+    a, b = params(model.network), params(loaded.network)
+    assert loaded.version == meta["version"] and all(torch.equal(a[k], b[k]) for k in a)

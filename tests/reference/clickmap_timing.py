@@ -1,7 +1,8 @@
 """The authors' side of bench/bench_models.py, timed on the same photo, clicks and weights as iseg's side
 (test-reference code; the official folder is ../shared/reference/official beside the data, or
 $ISEG_OFFICIAL_DIR). Per family: RITM's NoBRS predictor with ``LimitLongestSide`` (no flip, no ZoomIn);
-SimpleClick's NoBRS predictor with its evaluation ZoomIn (448 squares, no flip); SegNext's own predictor (the
+SimpleClick's NoBRS predictor with its evaluation ZoomIn (448 squares, no flip); MST's (its branch's code:
+main or mst-448) the same way, with its own ZoomIn (min crop 20); SegNext's own predictor (the
 ViT in ``set_image``, the fusion per click); SAIC-IS's network in its predictor's steps with
 ``ResizeToFixedSize(448)`` (its predictor module needs the ``isegm.data`` package that folder lacks, so the
 loop is written here). Prints one JSON line: encode, first and fifth click ms per round, peak RSS MB."""
@@ -18,6 +19,7 @@ sys.path.insert(0, str(ROOT))
 from bench.bench_models import clicks_px  # noqa: E402
 from bench.common import data_dir, report_worker, worker_args  # noqa: E402
 from iseg_core.models.clickmap import CLICKMAP_CONFIGS  # noqa: E402
+from iseg_core.models.clickmap.mst import MST_CONFIGS  # noqa: E402
 from iseg_core.models.clickmap.segnext import SEGNEXT_CONFIGS  # noqa: E402
 from iseg_core.models.clickmap.simpleclick import SIMPLECLICK_CONFIGS  # noqa: E402
 
@@ -63,6 +65,21 @@ elif name.startswith("saicis_"):
         c = CLICKMAP_CONFIGS[name]
         net = load(HRNetModel(width=c.width, ocr_width=c.ocr_width, with_aux_output=True,
                               is_strided_maps_transform=True, **kinds))
+elif name.startswith("mst_"):
+    from mst_shims import install
+
+    c = MST_CONFIGS[name]
+    install(official, "mst" if c.branch == "main" else "mst_448")
+    from isegm.model.is_adaptivevit_model import AdaptiveVitModel
+    from isegm.model.modeling.transformer_helper.cross_entropy_loss import CrossEntropyLoss
+
+    net = load(AdaptiveVitModel(
+        use_disks=True, norm_radius=5, with_prev_mask=True,
+        backbone_params=dict(img_size=(c.frame, c.frame), patch_size=(c.patch, c.patch), in_chans=3, embed_dim=c.dim,
+                             depth=c.depth, num_heads=c.heads, mlp_ratio=4, qkv_bias=True),
+        neck_params=dict(in_dim=c.dim, out_dims=list(c.fpn)),
+        head_params=dict(in_channels=list(c.fpn), in_index=[0, 1, 2, 3], dropout_ratio=0.1, num_classes=1,
+                         loss_decode=CrossEntropyLoss(), align_corners=False, upsample="x1", channels=c.head_channels)))
 elif name.startswith("simpleclick_"):
     use_reference(official, "simpleclick")
     from isegm.model.is_plainvit_model import PlainVitModel
@@ -129,7 +146,7 @@ else:  # RITM's NoBRS predictor: RITM as its demo (long side 800), SimpleClick a
     from isegm.inference.clicker import Click, Clicker
     from isegm.inference.predictors import get_predictor
 
-    zoom = {"skip_clicks": -1, "target_size": (c.frame, c.frame)} if name.startswith("simpleclick_") else None
+    zoom = {"skip_clicks": -1, "target_size": (c.frame, c.frame)} if name.startswith(("simpleclick_", "mst_")) else None
     params = {"max_size": args.max_side} if name.startswith("ritm_") else {}
     predictor = get_predictor(net, "NoBRS", torch.device("cpu"), with_flip=False, zoom_in_params=zoom,
                               predictor_params=params)

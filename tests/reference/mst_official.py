@@ -16,42 +16,18 @@ block's selected token indices and scores; MST's PatchLoss and ScoreLoss on the 
 a ground truth; and a four-click sequence through its own NoBRS predictor with its evaluation ZoomIn (every
 click, crops squashed to 448 x 448, min crop 20, clicks outside the crop dropped) and flip averaging.
 """
-import importlib.abc
-import importlib.machinery
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
 import torch
 
 official, photo_path, out, variant = sys.argv[1], sys.argv[2], Path(sys.argv[3]), sys.argv[4]
-from clicks import one_and_three, points, predictor_sequence, randomize_norms, spread_plain_vit, use_reference  # noqa: E402
+from clicks import one_and_three, points, predictor_sequence, randomize_norms, spread_plain_vit  # noqa: E402
+from mst_shims import install  # noqa: E402
 
 branch = variant.split("_")[0]
-use_reference(official, "mst" if branch == "main" else "mst_448")
-import shims  # noqa: E402
-
-
-class _MmengineFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """mmengine (and flash_attn) as permissive stand-ins: names resolve, calls fail loudly."""
-
-    def find_spec(self, fullname, path, target=None):
-        if fullname.split(".")[0] in ("mmengine", "flash_attn"):
-            return importlib.machinery.ModuleSpec(fullname, self, is_package=True)
-        return None
-
-    def create_module(self, spec):
-        module = shims._Permissive(spec.name)
-        module.__path__ = []
-        return module
-
-    def exec_module(self, module):
-        pass
-
-
-sys.meta_path.insert(0, _MmengineFinder())
-sys.modules.setdefault("visdom", types.ModuleType("visdom"))
+install(official, "mst" if branch == "main" else "mst_448")
 import isegm.inference.clicker  # noqa: E402
 import isegm.inference.predictors  # noqa: E402
 from isegm.model.is_adaptivevit_model import AdaptiveVitModel  # noqa: E402
