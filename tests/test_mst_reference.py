@@ -6,6 +6,7 @@ subprocess (tests/reference/mst_official.py, with stand-ins for mmengine / flash
 saves it, and loaded here through the registry's reader. CI size: width 192, 3 heads, depth 12 (so the score
 blocks stay at 3, 7, 11, on the same code paths); the ViT-B 448 networks run behind the ``large`` marker.
 """
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -210,3 +211,25 @@ def test_vit_b_equals_official(variant, photo, tmp_path_factory):
     assert sum(p.numel() for p in model.network.parameters()) == sizes[variant]
     fresh = load_model(NAMES[variant], path, device="cpu")  # the registry's own configuration loads it
     assert fresh.config == model.config
+
+
+def test_weights_entry_names_file_page_and_folder(official, monkeypatch, tmp_path):
+    """MST's files live on SharePoint (links that expire): asking for one names the file, the page that links it
+    and the weights folder; a file put there is the one that loads (this CI-sized one then refused by its config)."""
+    from iseg_core import weights
+    from iseg_core.errors import WeightsUnavailableError
+
+    variant, path, _ = official
+    monkeypatch.setenv("ISEG_WEIGHTS_DIR", str(tmp_path))
+    name = NAMES[variant.split("_")[0]]
+    spec = weights.KNOWN_CHECKPOINTS[name]
+    assert spec.licence == "Apache-2.0" and spec.url is None and spec.repo_id is None
+    with pytest.raises(WeightsUnavailableError) as err:
+        load_model(name, checkpoint="hub", device="cpu")
+    msg = str(err.value)
+    assert f"Put {spec.filename} (unknown size) into {tmp_path}/" in msg and "no automatic download" in msg
+    assert ("sharepoint.com" if variant.startswith("main") else "github.com/hahamyt/mst/tree/mst-448") in msg
+    (tmp_path / spec.filename).write_bytes(path.read_bytes())
+    assert weights.on_disk(name) == tmp_path / spec.filename
+    with pytest.raises(CheckpointError, match=rf"{re.escape(spec.filename)} does not fit {name} .*embed_dim=192"):
+        load_model(name, checkpoint="hub", device="cpu")
