@@ -41,6 +41,7 @@ class KnownCheckpoint:
     published_size: Optional[str] = None  # the size as its authors state it ("16.5 MB"), where not exact
     folder: Optional[str] = None  # a sub-folder of the weights folder it lives in (files of one name, e.g.
     #                               InterFormer's iter_320000.pth, kept apart by their publisher's folder name)
+    unpublished: Optional[str] = None  # the authors never released the file: why, and how to get such a model
 
     @property
     def basename(self) -> str:
@@ -135,6 +136,21 @@ for _name, _file, _page, _readme in (
          "https://github.com/hahamyt/mst/tree/mst-448 (README, Experiment table: +MST+CL, 448, ViT-B)")):
     KNOWN_CHECKPOINTS[_name] = KnownCheckpoint(_name, _name, None, _file, None, None, "Apache-2.0",
                                                f"SharePoint, linked from {_readme}", manual_page=_page)
+
+# MIS (ICCV'23) trains SimpleClick's ViT-B 448 without labels; its README's weights link is empty and "Upload
+# pre-trained weight" is still an open item (its demo expects weights/mis_simpleclick_base448_sbd.pth). The
+# repository has no licence file. DINO ViT-S/8 (Apache-2.0, facebookresearch/dino) gives MIS's proposal features:
+# Meta's file as its README links it; no size or hash published (about 87 MB of fp32 weights).
+KNOWN_CHECKPOINTS["mis_simpleclick_vit_b448_sbd"] = KnownCheckpoint(
+    "mis_simpleclick_vit_b448_sbd", "mis_simpleclick_vit_b448_sbd", None, "mis_simpleclick_base448_sbd.pth", None, None,
+    "none stated (no licence file in lkhl/MIS)", "https://github.com/lkhl/MIS#readme",
+    unpublished="lkhl/MIS's README links no file and lists 'Upload pre-trained weight' as not done; train one with "
+                "python -m training.finetune --labels proposals --images DIR --model mis_simpleclick_vit_b448_sbd")
+KNOWN_CHECKPOINTS["dino_vits8"] = KnownCheckpoint(
+    "dino_vits8", "dino_vits8", None, "dino_deitsmall8_pretrain.pth", None, None, "Apache-2.0",
+    "https://github.com/facebookresearch/dino#pretrained-models",
+    url="https://dl.fbaipublicfiles.com/dino/dino_deitsmall8_pretrain/dino_deitsmall8_pretrain.pth",
+    published_size="about 87 MB")
 
 # The current SAM family on the Hugging Face Hub (all Apache-2.0): SAM 2.1 (Meta's own repositories, map in
 # sam2/build_sam.py), HQ-SAM (its authors' lkeab/hq-sam) and MobileSAM (dhkim2810/MobileSAM). No sizes or hashes
@@ -264,6 +280,9 @@ def verify(path: Union[str, os.PathLike], spec: KnownCheckpoint) -> None:
 
 
 def _unavailable_message(spec: KnownCheckpoint, reason: str) -> str:
+    if spec.unpublished:
+        return (f"{spec.name} weights were never published ({spec.unpublished}). A file you trained or were given "
+                f"loads from {weights_dir()}/{spec.local_path} or by its path. Licence {spec.licence}.")
     put = (f"{spec.name} weights are not available ({reason}). Put {spec.local_path} ({_human(spec.size, spec.published_size)}"
            + (f", sha256 {spec.sha256}" if spec.sha256 else "") + f") into {weights_dir()}/")
     if spec.manual_page:

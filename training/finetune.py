@@ -53,7 +53,7 @@ from iseg_core.predictor import Predictor
 from iseg_core.prompts import Click, Prompt
 
 from .data import DEFAULT_HELD_OUT, AugmentConfig, TrainingObject, augment
-from .losses import dice_loss, hard_iou, iou_head_loss, normalized_focal_loss
+from .losses import bilateral_smoothness, dice_loss, hard_iou, iou_head_loss, normalized_focal_loss
 from .simulate import SamplerConfig, correction_click, sample_prompts
 
 FORMAT = "iseg-finetune/1"
@@ -79,10 +79,16 @@ class FinetuneConfig:
     focal_weight: Optional[float] = None
     dice_weight: Optional[float] = None
     iou_weight: Optional[float] = None
+    # "given": masks someone drew; "proposals": MIS's pseudo-objects (training/proposals.py), trained with MIS's
+    # losses instead of the model's mask losses: BCE x 1 + bilateral smoothness of the logits x smooth_weight
+    labels: str = "given"
+    smooth_weight: float = 10.0
 
     def check(self) -> None:
         if self.steps < 1 or self.batch_size < 1:
             raise IsegError(f"steps and batch_size must be positive, got {self.steps} and {self.batch_size}")
+        if self.labels not in ("given", "proposals"):
+            raise IsegError(f"labels must be 'given' or 'proposals', not {self.labels!r}")
 
 
 @dataclass
@@ -96,6 +102,7 @@ class TrainSample:
     corrections: int
     pixels: Optional[torch.Tensor] = None  # (1, 3, H, W) network input, full mode
     image: Optional[np.ndarray] = None  # the original image, decoder mode, for a first encoding
+    rgb: Optional[np.ndarray] = None  # the image at ``size`` (uint8), for the smoothness loss on pseudo-objects
 
 
 def _resize_mask(mask: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
@@ -187,7 +194,10 @@ class Trainer:
         prompts = sample_prompts(gt, rng, self.sampler, others)
         k = int(rng.integers(0, self.config.max_corrections + 1))
         keep_image = self.mode == "decoder" and obj.key not in self._features
-        return TrainSample(obj.key, size, gt, prompts, k, pixels, image if keep_image else None)
+        rgb = None
+        if self.config.labels == "proposals":
+            rgb = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+        return TrainSample(obj.key, size, gt, prompts, k, pixels, image if keep_image else None, rgb)
 
     def batch(self, step: int) -> List[TrainSample]:
         rng = self._rng(step)
@@ -279,6 +289,14 @@ class Trainer:
             valid.append(v)
         return (torch.from_numpy(np.stack(gts)).to(self.device), torch.from_numpy(np.stack(valid)).to(self.device))
 
+    def _images(self, samples: List[TrainSample], size: Tuple[int, int]) -> torch.Tensor:
+        """The samples' images on the canvas drawn at ``size`` (top-left, zero padding), RGB 0..255 ``(B, 3, L, L)``."""
+        out = np.zeros((len(samples), size[0], size[1], 3), np.float32)
+        for i, s in enumerate(samples):
+            lh, lw = _to_canvas(s.size, self.canvas, size)
+            out[i, :lh, :lw] = cv2.resize(s.rgb, (lw, lh), interpolation=cv2.INTER_AREA)
+        return torch.from_numpy(out).permute(0, 3, 1, 2).to(self.device)
+
     def loss(self, samples: List[TrainSample]) -> Tuple[torch.Tensor, dict]:
         features = self._features_of(samples)
         prev = self._correct(features.detach(), samples) if self.config.max_corrections else [None] * len(samples)
@@ -289,9 +307,13 @@ class Trainer:
         gt, valid = self._targets(samples, size)
         gtk, validk = gt.repeat_interleave(k, 0), valid.repeat_interleave(k, 0)
         c = self.weights
-        per = c["focal"] * normalized_focal_loss(flat, gtk, validk, reduction="none")
-        if c["dice"]:
-            per = per + c["dice"] * dice_loss(flat, gtk, validk, reduction="none")
+        if self.config.labels == "proposals":  # MIS's losses on its pseudo-objects
+            bce = F.binary_cross_entropy_with_logits(flat, gtk, reduction="none")
+            per = (bce * validk).flatten(1).sum(1) / validk.flatten(1).sum(1).clamp(min=1)
+        else:
+            per = c["focal"] * normalized_focal_loss(flat, gtk, validk, reduction="none")
+            if c["dice"]:
+                per = per + c["dice"] * dice_loss(flat, gtk, validk, reduction="none")
         per = per.view(b, k)
         # the candidate that trains: the best-fitting of those inference would choose from
         pick = per.detach().masked_fill(~out.eligible, float("inf")).argmin(1)
@@ -308,6 +330,9 @@ class Trainer:
             extra = extra + out.aux_weight * c["focal"] * normalized_focal_loss(aux, gt, valid)
         if out.extra_loss is not None:  # the model's own losses (MST's token losses)
             extra = extra + out.extra_loss(gt, valid)
+        if self.config.labels == "proposals" and self.config.smooth_weight:  # MIS: smooth where the image is
+            picked = flat.view(b, k, *size)[torch.arange(b), pick]
+            extra = extra + self.config.smooth_weight * bilateral_smoothness(picked, self._images(samples, size), valid)
         total = total + extra
         chosen = pick + k * torch.arange(b, device=pick.device)
         return total, {"extra": float(extra.detach()), "loss": float(total.detach()), "mask": float(mask_loss.detach()), "iou": float(iou_loss.detach()),
@@ -466,6 +491,30 @@ def is_better(before: dict, after: dict) -> bool:
     return (after["NoC@90"], -after["mIoU@5"]) < (before["NoC@90"], -before["mIoU@5"])
 
 
+def _proposal_objects(args, say) -> List[TrainingObject]:
+    """``--labels proposals``: MIS's pseudo-objects of the unlabelled images in ``--images`` (their region trees
+    built once, kept in ``--proposals-cache``)."""
+    from .proposals import DinoFeatures, proposal_objects
+
+    if not args.images or args.data or args.coco or args.store_project:
+        raise DatasetError("--labels proposals trains on --images DIR alone (unlabelled images; no --data, --coco "
+                           "or --store-project)")
+    features = DinoFeatures().eval()
+    version = "random"
+    if args.dino_checkpoint:
+        from iseg_core import weights
+        from iseg_core.models.checkpoint import load_checkpoint
+
+        path, version = weights.resolve_checkpoint("dino_vits8", args.dino_checkpoint)
+        features.load_dino(load_checkpoint(path)[0], str(path))
+        version = version or f"file-{Path(path).stat().st_size}"
+    else:
+        say("proposal features: DINO ViT-S/8 with RANDOM weights (give --dino-checkpoint hub or a file for DINO's "
+            "own): the path is real, the regions are not meaningful")
+    cache = Path(args.proposals_cache or Path(args.out).with_suffix(".proposals"))
+    return proposal_objects(args.images, cache, features, version, seed=args.seed, limit=args.limit_images)
+
+
 def _objects_from_args(args) -> List[TrainingObject]:
     from .data import coco_objects, folder_objects, store_objects
 
@@ -507,7 +556,14 @@ def main(argv=None) -> int:
     ap.add_argument("--images-folder", default="images", help="the images subfolder of --data (default images)")
     ap.add_argument("--masks", help="the masks subfolder of --data (default: found)")
     ap.add_argument("--coco", help="a COCO JSON of instance masks")
-    ap.add_argument("--images", help="the images folder of --coco")
+    ap.add_argument("--images", help="the images folder of --coco; with --labels proposals, the unlabelled images")
+    ap.add_argument("--labels", choices=("given", "proposals"), default="given",
+                    help="given: the masks of --data / --coco / --store-project; proposals: no masks, MIS's "
+                         "pseudo-objects of --images (its losses: BCE + bilateral smoothness)")
+    ap.add_argument("--dino-checkpoint", help="--labels proposals: DINO ViT-S/8 weights ('hub': the published "
+                    "dino_deitsmall8_pretrain.pth; default random)")
+    ap.add_argument("--proposals-cache", help="--labels proposals: where region trees are kept (default OUT.proposals/)")
+    ap.add_argument("--limit-images", type=int, default=None, help="--labels proposals: the first N images only")
     ap.add_argument("--store-project", help="train on the accepted annotations of this project of --database")
     ap.add_argument("--database", help="storage URL: read --store-project from it, register the result as a model version")
     ap.add_argument("--out", required=True, help="the checkpoint to write (load_model reads it)")
@@ -548,16 +604,20 @@ def main(argv=None) -> int:
             device = f"cuda:{local}"
     say = (lambda *a: print(*a, flush=True)) if rank == 0 else (lambda *a: None)
     try:
-        objects = _objects_from_args(args)
-        train, held = split(objects, args.held_out)
+        if args.labels == "proposals":
+            train, held = _proposal_objects(args, say), []  # no labels: nothing to hold out
+            say("no labelled held-out set: the images are unlabelled; give --eval NAME=ROOT to compare before / after")
+        else:
+            train, held = split(_objects_from_args(args), args.held_out)
         train = train[:args.limit] if args.limit else train
         mode = args.mode if args.mode != "auto" else ("decoder" if args.checkpoint else "full")
         lr = args.lr or (1e-4 if mode == "decoder" else 3e-4)
         config = FinetuneConfig(steps=args.steps, batch_size=args.batch_size, lr=lr, mode=mode, seed=args.seed,
-                                max_corrections=args.max_corrections, save_every=args.save_every)
+                                max_corrections=args.max_corrections, save_every=args.save_every, labels=args.labels)
         torch.manual_seed(args.seed)  # the same random initialisation on every rank and on resume
         model = load_model(args.model, checkpoint=args.checkpoint, device=device)
-        data = "; ".join(filter(None, [*(args.data or []), args.coco, args.store_project and f"project {args.store_project}"]))
+        data = "; ".join(filter(None, [*(args.data or []), args.coco, args.store_project and f"project {args.store_project}",
+                                       args.labels == "proposals" and f"proposals of {args.images}"]))
         t_start = time.perf_counter()
 
         def progress(info: dict) -> None:

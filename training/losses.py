@@ -1,4 +1,5 @@
-"""Losses for interactive segmentation: RITM's normalized focal loss, soft Dice, and SAM's IoU-head loss.
+"""Losses for interactive segmentation: RITM's normalized focal loss, soft Dice, SAM's IoU-head loss, and MIS's
+bilateral smoothness (for training on pseudo-objects).
 
 All take logits ``(B, H, W)`` (or ``(B, 1, H, W)``), a target of the same size in {0, 1}, and an optional
 ``valid`` mask (False = ignored pixel, e.g. GrabCut's band); they return a scalar (mean over the batch), or
@@ -9,6 +10,7 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 
 
 def _flat(x: torch.Tensor) -> torch.Tensor:
@@ -64,3 +66,40 @@ def hard_iou(logits: torch.Tensor, target: torch.Tensor, valid: Optional[torch.T
         m, y = m * v, y * v
     inter, union = (m * y).sum(1), ((m + y) > 0).float().sum(1)
     return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
+
+
+# RGB -> YUV (BT.601 analogue), rows: Y, U, V
+_YUV = torch.tensor([[0.299, 0.587, 0.114], [-0.147, -0.289, 0.436], [0.615, -0.515, -0.100]])
+
+
+def _neighbours(x: torch.Tensor, dilation: int) -> torch.Tensor:
+    """``(B, C, H, W)`` -> ``(B, C, 8, H, W)``: each pixel's eight neighbours of a 3x3 window spread by
+    ``dilation`` (edges replicated)."""
+    b, c, h, w = x.shape
+    padded = F.pad(x, (dilation,) * 4, mode="replicate")
+    shifts = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
+    return torch.stack([padded[:, :, dilation + dy * dilation:dilation + dy * dilation + h,
+                               dilation + dx * dilation:dilation + dx * dilation + w] for dy, dx in shifts], 2)
+
+
+def bilateral_smoothness(logits: torch.Tensor, image: torch.Tensor, valid: Optional[torch.Tensor] = None,
+                         dilation: int = 2, sigma_spatial: float = 16.0, sigma_luma: float = 16.0,
+                         sigma_chroma: float = 8.0) -> torch.Tensor:
+    """MIS's smoothness term: neighbouring logits (3x3, dilation 2) that differ where the image looks alike cost
+    ``exp(-|dp|^2 / 2 sigma_s - dY^2 / 2 sigma_l - |dUV|^2 / 2 sigma_c) * (logit - neighbour)^2`` (the sigmas
+    divide as MIS writes them, not squared), averaged. ``logits`` ``(B, H, W)``; ``image`` ``(B, 3, H, W)`` RGB on
+    0..255 at the logits' size; ``valid`` ``(B, H, W)``: only pairs of valid pixels count."""
+    yuv = torch.einsum("bchw,kc->bkhw", image.float(), _YUV.to(image.device))
+    pos = torch.stack(torch.meshgrid(torch.arange(image.shape[-2], device=image.device),
+                                     torch.arange(image.shape[-1], device=image.device), indexing="ij")).float()[None]
+    d_img = yuv[:, :, None] - _neighbours(yuv, dilation)
+    d_pos = pos[:, :, None] - _neighbours(pos, dilation)
+    affinity = torch.exp(-d_pos.pow(2).sum(1) / sigma_spatial / 2 - d_img[:, 0].pow(2) / sigma_luma / 2
+                         - d_img[:, 1:].pow(2).sum(1) / sigma_chroma / 2)
+    x = logits[:, None]
+    cost = affinity * (x[:, :, None] - _neighbours(x, dilation))[:, 0].pow(2)
+    if valid is None:
+        return cost.mean()
+    v = valid[:, None].float()
+    pair = (v[:, :, None] * _neighbours(v, dilation))[:, 0]
+    return (cost * pair).sum() / pair.sum().clamp(min=1)

@@ -22,14 +22,19 @@ sampled top-down to train an interactive model on images nobody has labelled.
 """
 from __future__ import annotations
 
+import hashlib
 import math
-from typing import List, Optional, Sequence, Tuple
+import os
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
+
+from iseg_core.errors import IsegError
 
 Tree = List[Tuple[int, int]]
 PATCH = 8
@@ -191,5 +196,73 @@ class Proposals:
         return sample_mask(self.tree, self.grid, self.size, rng)
 
 
-__all__ = ["DinoFeatures", "MinstdUniform", "Proposals", "leaves_under", "merge_tree", "sample_mask",
-           "top_down_sample"]
+def _tree_file(cache: Path, path: Path) -> Path:
+    digest = hashlib.sha1(path.read_bytes()).hexdigest()[:16]
+    return cache / f"{path.stem}-{digest}.npz"
+
+
+def build_proposals(images: Sequence[Path], cache: Path, features: DinoFeatures, version: str,
+                    progress: bool = True) -> Dict[Path, Proposals]:
+    """Each image's region tree, built with a progress bar and kept in ``cache`` (one file per image content and
+    feature weights ``version``): a stopped run restarts where it was; an image that cannot be read is skipped
+    with a message."""
+    from tqdm import tqdm
+
+    from iseg_core.image import load_image
+
+    folder = cache / version.replace(":", "_").replace("/", "_")
+    folder.mkdir(parents=True, exist_ok=True)
+    out: Dict[Path, Proposals] = {}
+    for path in tqdm(list(images), desc="proposal trees", unit="image", disable=not progress):
+        try:
+            file = _tree_file(folder, path)
+            if file.is_file():
+                data = np.load(file)
+                out[path] = Proposals([tuple(p) for p in data["tree"].tolist()], tuple(data["grid"].tolist()),
+                                      tuple(data["size"].tolist()))
+                continue
+            rgb = load_image(path).rgb
+        except (OSError, ValueError, IsegError) as exc:
+            print(f"skipped {path.name}: {exc}", flush=True)
+            continue
+        found = Proposals.of(rgb, features)
+        tmp = file.with_suffix(".tmp.npz")
+        np.savez(tmp, tree=np.asarray(found.tree, np.int64).reshape(-1, 2), grid=np.asarray(found.grid),
+                 size=np.asarray(found.size))
+        os.replace(tmp, file)
+        out[path] = found
+    return out
+
+
+def proposal_objects(folder, cache, features: Optional[DinoFeatures] = None, version: str = "random",
+                     seed: int = 0, limit: Optional[int] = None, progress: bool = True):
+    """Training objects from a folder of unlabelled images: each draw of an object is a fresh pseudo-object of
+    its image (its own seeded generator), with no other objects known (``others`` None)."""
+    from iseg_core.eval.datasets import DatasetError
+    from iseg_core.image import IMAGE_SUFFIXES
+
+    from .data import TrainingObject
+
+    folder = Path(folder)
+    images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+    if not images:
+        raise DatasetError(f"no images in {folder}")
+    images = images[:limit] if limit else images
+    trees = build_proposals(images, Path(cache), features or DinoFeatures().eval(), version, progress)
+    objects = []
+    for k, (path, proposals) in enumerate(trees.items()):
+        rng = np.random.default_rng([seed, k])
+
+        def load(path=path, proposals=proposals, rng=rng):
+            from iseg_core.image import load_image
+
+            return load_image(path).rgb, proposals.sample(rng), None
+
+        objects.append(TrainingObject(f"{path.name}#proposal", load, image_key=path.name))
+    if not objects:
+        raise DatasetError(f"no readable images in {folder}")
+    return objects
+
+
+__all__ = ["DinoFeatures", "MinstdUniform", "Proposals", "build_proposals", "leaves_under", "merge_tree",
+           "proposal_objects", "sample_mask", "top_down_sample"]

@@ -232,6 +232,7 @@ def saic_is(root: Path) -> Iterator[Sample]:
 DATASETS = {
     "grabcut": grabcut, "berkeley": berkeley, "davis": davis, "coco_mval": coco_mval, "pascalvoc": pascal_voc,
     "sbd": sbd, "hqseg44k": hqseg44k, "saic_is": saic_is, "folder": images_and_masks,
+    "ecssd": lambda root: images_and_masks(Path(root), "images", "ground_truth_mask"),
 }
 
 

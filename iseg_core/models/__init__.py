@@ -153,7 +153,7 @@ def _build_clickmap(name, weights: Optional[Weights], device, dtype):
 for _name in ("ritm_hrnet18s_cocolvis", "ritm_hrnet18_cocolvis", "ritm_hrnet32_cocolvis", "saicis_hrnet18_multi_cocolvis",
               "saicis_segformer_b4_multi_cocolvis",
               "simpleclick_vit_xtiny448_cocolvis", "simpleclick_vit_b448_cocolvis", "simpleclick_vit_l448_cocolvis",
-              "simpleclick_vit_h448_cocolvis",
+              "simpleclick_vit_h448_cocolvis", "mis_simpleclick_vit_b448_sbd",
               # MST: the main branch's slim model (its README's) and the mst-448 branch's (its experiment table's)
               "mst_vit_b448_slim_cocolvis", "mst_vit_b448_cocolvis"):
     register_model(_name)(_build_clickmap)

@@ -73,6 +73,9 @@ SIMPLECLICK_CONFIGS: Dict[str, SimpleClickConfig] = {
     "simpleclick_vit_b448_cocolvis": SimpleClickConfig(768, 12, 12, 16, (128, 256, 512, 1024), "cocolvis_vit_base.pth"),
     "simpleclick_vit_l448_cocolvis": SimpleClickConfig(1024, 24, 16, 16, (192, 384, 768, 1536), "cocolvis_vit_large.pth"),
     "simpleclick_vit_h448_cocolvis": SimpleClickConfig(1280, 32, 16, 14, (240, 480, 960, 1920), "cocolvis_vit_huge.pth"),
+    # MIS (ICCV'23): SimpleClick's ViT-B 448 trained on SBD's images without their labels (weights unpublished)
+    "mis_simpleclick_vit_b448_sbd": SimpleClickConfig(768, 12, 12, 16, (128, 256, 512, 1024),
+                                                      "mis_simpleclick_base448_sbd.pth"),
 }
 
 
