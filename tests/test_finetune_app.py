@@ -127,3 +127,47 @@ def test_fine_tune_button_in_the_browser(tmp_path, finetune_env):
     finally:
         demo.close()
         store.close()
+
+
+def test_pretrain_on_unlabelled_images(tmp_path, finetune_env, monkeypatch):
+    """MIS's pre-training from the app: pseudo-objects of the images not accepted yet (DINO's published file, here
+    random weights under its name); with no accepted object to check it on, saved and registered, never swapped;
+    with some, checked on them (none of them trains). Without DINO's file it fails naming it."""
+    import torch
+
+    from training.proposals import DinoFeatures
+
+    monkeypatch.setenv("ISEG_FINETUNE_STEPS", "3")
+    monkeypatch.setenv("ISEG_WEIGHTS_DIR", str(tmp_path / "weights"))
+    folder = blobs(tmp_path / "blobs", n=6)
+    store = Store(f"sqlite:///{tmp_path / 'iseg.db'}", tmp_path / "images")
+    project = store.project("pt")
+    images = [store.add_image(project, f) for f in sorted((folder / "images").iterdir())]
+    studio = Studio(store, "pt", "sam_mini", "random", export_dir=tmp_path / "exports")
+    studio.start_pretrain("s")
+    studio._job.join(120)
+    assert studio._job.state.status == "failed" and "dino_deitsmall8_pretrain.pth" in studio.finetune_status()
+
+    (tmp_path / "weights").mkdir()
+    torch.manual_seed(0)
+    torch.save(DinoFeatures().vit.state_dict(), tmp_path / "weights" / "dino_deitsmall8_pretrain.pth")
+    v = studio.start_pretrain("s")
+    assert "Pre-training sam_mini on pseudo-objects" in v.status
+    studio._job.join(300)
+    st = studio._job.state
+    assert st.status == "kept" and "no accepted objects to check it on" in st.message and st.before is None
+    assert studio.manager("sam_mini").model.version.startswith("random-")  # not swapped in
+    assert load_model("sam_mini", st.checkpoint).version == st.version and "-pt-run" in st.checkpoint
+    assert len(list((studio.models_dir / "proposals").rglob("*.npz"))) == 6  # one tree per unlabelled image
+    assert store.training_runs()[0]["status"] == "kept"
+
+    for f, img in zip(sorted((folder / "images").iterdir())[:2], images[:2]):  # two images accepted
+        mask = np.array(Image.open(folder / "masks" / f.name)) > 127
+        store.save_annotations(img.id, [dict(mask=mask, category="blob")], done=True)
+    studio.start_pretrain("s")
+    studio._job.join(300)
+    st = studio._job.state
+    assert st.status in ("swapped", "kept") and st.before["objects"] == st.after["objects"] == 2
+    params = store.training_runs()[0]["params"]
+    assert params["train_objects"] == 4 and params["held_out_objects"] == 2  # the unlabelled four train
+    assert studio.finetune_status().startswith(("**Pre-trained model in use.**", "**Pre-training finished"))

@@ -26,7 +26,7 @@ import hashlib
 import math
 import os
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -181,6 +181,18 @@ def sample_mask(tree: Sequence[Tuple[int, int]], grid: Tuple[int, int], size: Tu
     return cv2.resize(cells.reshape(rows, cols), (size[1], size[0]), interpolation=cv2.INTER_NEAREST) > 0
 
 
+def dino_features() -> Tuple[DinoFeatures, str]:
+    """DINO ViT-S/8 with its published weights (``dino_vits8`` of the weights registry: from weights/, or
+    downloaded once when online) -> (features, version); a clear error naming the file when it cannot be had."""
+    from iseg_core import weights
+    from iseg_core.models.checkpoint import load_checkpoint
+
+    path, version = weights.resolve_checkpoint("dino_vits8", "hub")
+    features = DinoFeatures().eval()
+    features.load_dino(load_checkpoint(path)[0], str(path))
+    return features, version or "dino_vits8"
+
+
 class Proposals:
     """An image's region tree, built once (features + merging) and sampled as often as wanted."""
 
@@ -202,10 +214,10 @@ def _tree_file(cache: Path, path: Path) -> Path:
 
 
 def build_proposals(images: Sequence[Path], cache: Path, features: DinoFeatures, version: str,
-                    progress: bool = True) -> Dict[Path, Proposals]:
-    """Each image's region tree, built with a progress bar and kept in ``cache`` (one file per image content and
-    feature weights ``version``): a stopped run restarts where it was; an image that cannot be read is skipped
-    with a message."""
+                    progress: bool = True, report: Optional[Callable[[int, int], None]] = None) -> Dict[Path, Proposals]:
+    """Each image's region tree, built with a progress bar (and ``report(done, total)``) and kept in ``cache`` (one
+    file per image content and feature weights ``version``): a stopped run restarts where it was; an image that
+    cannot be read is skipped with a message."""
     from tqdm import tqdm
 
     from iseg_core.image import load_image
@@ -213,7 +225,10 @@ def build_proposals(images: Sequence[Path], cache: Path, features: DinoFeatures,
     folder = cache / version.replace(":", "_").replace("/", "_")
     folder.mkdir(parents=True, exist_ok=True)
     out: Dict[Path, Proposals] = {}
-    for path in tqdm(list(images), desc="proposal trees", unit="image", disable=not progress):
+    images = list(images)
+    for done, path in enumerate(tqdm(images, desc="proposal trees", unit="image", disable=not progress)):
+        if report is not None:
+            report(done, len(images))
         try:
             file = _tree_file(folder, path)
             if file.is_file():
@@ -234,21 +249,25 @@ def build_proposals(images: Sequence[Path], cache: Path, features: DinoFeatures,
     return out
 
 
-def proposal_objects(folder, cache, features: Optional[DinoFeatures] = None, version: str = "random",
-                     seed: int = 0, limit: Optional[int] = None, progress: bool = True):
-    """Training objects from a folder of unlabelled images: each draw of an object is a fresh pseudo-object of
-    its image (its own seeded generator), with no other objects known (``others`` None)."""
+def proposal_objects(images, cache, features: Optional[DinoFeatures] = None, version: str = "random",
+                     seed: int = 0, limit: Optional[int] = None, progress: bool = True,
+                     report: Optional[Callable[[int, int], None]] = None):
+    """Training objects from unlabelled images (a folder, or a list of image files): each draw of an object is a
+    fresh pseudo-object of its image (its own seeded generator), with no other objects known (``others`` None)."""
     from iseg_core.eval.datasets import DatasetError
     from iseg_core.image import IMAGE_SUFFIXES
 
     from .data import TrainingObject
 
-    folder = Path(folder)
-    images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+    if isinstance(images, (str, os.PathLike)):
+        folder = Path(images)
+        images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+    else:
+        folder, images = "the images given", [Path(p) for p in images]
     if not images:
         raise DatasetError(f"no images in {folder}")
     images = images[:limit] if limit else images
-    trees = build_proposals(images, Path(cache), features or DinoFeatures().eval(), version, progress)
+    trees = build_proposals(images, Path(cache), features or DinoFeatures().eval(), version, progress, report)
     objects = []
     for k, (path, proposals) in enumerate(trees.items()):
         rng = np.random.default_rng([seed, k])
@@ -264,5 +283,5 @@ def proposal_objects(folder, cache, features: Optional[DinoFeatures] = None, ver
     return objects
 
 
-__all__ = ["DinoFeatures", "MinstdUniform", "Proposals", "build_proposals", "leaves_under", "merge_tree",
+__all__ = ["DinoFeatures", "MinstdUniform", "Proposals", "build_proposals", "dino_features", "leaves_under", "merge_tree",
            "proposal_objects", "sample_mask", "top_down_sample"]

@@ -283,6 +283,7 @@ def build_app(studio: Studio, workers: Optional[int] = None, hf_oauth: bool = Fa
                 model = gr.Dropdown(_model_choices(), value=studio.default_model, label="Model", elem_id="model")
                 with gr.Row():
                     finetune_btn = gr.Button("Fine-tune on accepted images", size="sm", elem_id="finetune_btn")
+                    pretrain_btn = gr.Button("Pre-train on unlabelled images", size="sm", elem_id="pretrain_btn")
                     cancel_ft_btn = gr.Button("Cancel fine-tuning", size="sm", elem_id="cancel_finetune_btn")
                 train_status = gr.Markdown(studio.finetune_status(), elem_id="train_status")
                 train_timer = gr.Timer(2.0, active=False)
@@ -492,6 +493,13 @@ def build_app(studio: Studio, workers: Optional[int] = None, hf_oauth: bool = Fa
             return (*_out(v, request), studio.finetune_status(), gr.Timer(active=True))
 
         finetune_btn.click(on_finetune, [], outs + [train_status, train_timer], api_name="finetune",
+                           concurrency_id="train", concurrency_limit=1)
+
+        def on_pretrain(request: gr.Request):
+            v = studio.start_pretrain(sid_of(request))
+            return (*_out(v, request), studio.finetune_status(), gr.Timer(active=True))
+
+        pretrain_btn.click(on_pretrain, [], outs + [train_status, train_timer], api_name="pretrain",
                            concurrency_id="train", concurrency_limit=1)
 
         def on_cancel(request: gr.Request):

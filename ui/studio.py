@@ -793,30 +793,39 @@ class Studio:
         return self.view(sid, f"Model: {name}.")
 
     # -- fine-tuning ------------------------------------------------------------------------------------
-    def start_finetune(self, sid: str) -> View:
-        """Fine-tune the tab's model on the project's accepted annotations in the background; the result is
-        swapped in (for every user of that model) only when it is better on held-out accepted objects."""
+    def start_finetune(self, sid: str, labels: str = "given") -> View:
+        """Fine-tune the tab's model on the project's accepted annotations in the background (``labels="proposals"``:
+        pre-train it on pseudo-objects of the images not accepted yet, MIS's way); the result is swapped in (for
+        every user of that model) only when it is better on held-out accepted objects."""
         from training.finetune import FinetuneConfig
         from training.job import FinetuneJob
 
         t = self.tab(sid)
         if self.finetune_running:
-            return self.view(sid, "A fine-tuning job is already running. " + self._job.describe())
+            return self.view(sid, "A training job is already running. " + self._job.describe())
         mgr = self.manager(t.model)
         env, d = os.environ.get, FinetuneConfig()
         config = FinetuneConfig(steps=int(env("ISEG_FINETUNE_STEPS", d.steps)),
                                 batch_size=int(env("ISEG_FINETUNE_BATCH", d.batch_size)),
                                 mode="auto", lr=float(env("ISEG_FINETUNE_LR", d.lr)), save_every=0)
+        what = "Pre-train" if labels == "proposals" else "Fine-tune"
         try:
             job = FinetuneJob(self.store, self.project, mgr.model, self.models_dir, config,
                               on_better=lambda model, ckpt, name=t.model: self._swap(name, model, ckpt),
                               embedding_source=mgr.cached_embedding,
-                              max_clicks=int(env("ISEG_FINETUNE_EVAL_CLICKS", "10")), author=self._author(sid))
+                              max_clicks=int(env("ISEG_FINETUNE_EVAL_CLICKS", "10")), author=self._author(sid),
+                              labels=labels)
         except IsegError as e:
-            return self.view(sid, f"**Cannot fine-tune:** {e}")
+            return self.view(sid, f"**Cannot {what.lower()}:** {e}")
         self._job = job.start()
-        return self.view(sid, f"Fine-tuning {t.model} on the accepted annotations in the background "
+        source = ("pseudo-objects of the images not accepted yet" if labels == "proposals"
+                  else "the accepted annotations")
+        doing = "Pre-training" if labels == "proposals" else "Fine-tuning"
+        return self.view(sid, f"{doing} {t.model} on {source} in the background "
                               f"({config.steps} steps); keep annotating.")
+
+    def start_pretrain(self, sid: str) -> View:
+        return self.start_finetune(sid, labels="proposals")
 
     def cancel_finetune(self, sid: str) -> View:
         if not self.finetune_running:
@@ -829,8 +838,9 @@ class Studio:
         job = self._job
         if job is not None:
             return job.describe()
-        return (f"Fine-tune the model on this project's accepted images (works for {', '.join(trainable_models())}; "
-                "not for the others: the classical engine has no weights).")
+        return (f"Fine-tune the model on this project's accepted images, or pre-train it on the images not accepted yet "
+                f"(pseudo-objects, no labels needed; DINO's weights must be in the weights folder) (works for "
+                f"{', '.join(trainable_models())}; not for the others: the classical engine has no weights).")
 
     @property
     def finetune_running(self) -> bool:
