@@ -171,3 +171,44 @@ def test_pretrain_on_unlabelled_images(tmp_path, finetune_env, monkeypatch):
     params = store.training_runs()[0]["params"]
     assert params["train_objects"] == 4 and params["held_out_objects"] == 2  # the unlabelled four train
     assert studio.finetune_status().startswith(("**Pre-trained model in use.**", "**Pre-training finished"))
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM) and os.environ.get("ISEG_REQUIRE_BROWSER") != "1",
+                    reason="chromium not installed (Debian package 'chromium')")
+def test_pretrain_button_in_the_browser(tmp_path, finetune_env, monkeypatch):
+    """The Pre-train button: the job runs on the images not accepted yet and the page says how it ended."""
+    import torch
+
+    from tests.test_ui_browser import ARGS, ARTIFACTS
+    from training.proposals import DinoFeatures
+
+    monkeypatch.setenv("ISEG_FINETUNE_STEPS", "3")
+    monkeypatch.setenv("ISEG_WEIGHTS_DIR", str(tmp_path / "weights"))
+    (tmp_path / "weights").mkdir()
+    torch.manual_seed(0)
+    torch.save(DinoFeatures().vit.state_dict(), tmp_path / "weights" / "dino_deitsmall8_pretrain.pth")
+    folder = blobs(tmp_path / "blobs", n=4)
+    store = Store(f"sqlite:///{tmp_path / 'iseg.db'}", tmp_path / "images")
+    project = store.project("pt")
+    for f in sorted((folder / "images").iterdir()):
+        store.add_image(project, f)
+    url, studio, store, demo = serve_studio(tmp_path, "pt", "sam_mini", store=store)
+    try:
+        with playwright_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(url, wait_until="load")
+            page.wait_for_selector("#canvas img", timeout=60000)
+            page.click("#pretrain_btn")
+            page.wait_for_function("() => /in use|kept|failed/.test(document.querySelector('#train_status').innerText)",
+                                   timeout=300000)
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "pretrain.png"), full_page=True)
+            text = page.inner_text("#train_status")
+            browser.close()
+        assert "Pre-training finished: base model kept" in text and "no accepted objects to check it on" in text, text
+        run = store.training_runs()[0]
+        assert run["status"] == "kept" and run["params"]["train_objects"] == 4
+    finally:
+        demo.close()
+        store.close()
