@@ -87,6 +87,15 @@ playwright_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
+def _open(p, url, args):
+    """Chromium on the studio at ``url``, its canvas shown -> (browser, page)."""
+    browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(url, wait_until="load")
+    page.wait_for_selector("#canvas img", timeout=60000)
+    return browser, page
+
+
 @pytest.mark.skipif(not os.path.exists(CHROMIUM) and os.environ.get("ISEG_REQUIRE_BROWSER") != "1",
                     reason="chromium not installed (Debian package 'chromium')")
 def test_fine_tune_button_in_the_browser(tmp_path, finetune_env):
@@ -96,10 +105,7 @@ def test_fine_tune_button_in_the_browser(tmp_path, finetune_env):
     url, studio, store, demo = serve_studio(tmp_path, "ft", "sam_mini", store=store)
     try:
         with playwright_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(url, wait_until="load")
-            page.wait_for_selector("#canvas img", timeout=60000)
+            browser, page = _open(p, url, ARGS)
             page.click("#finetune_btn")
             page.wait_for_function("() => /step \\d+\\/80|evaluating|preparing/.test("
                                    "document.querySelector('#train_status').innerText)", timeout=60000)
@@ -195,10 +201,7 @@ def test_pretrain_button_in_the_browser(tmp_path, finetune_env, monkeypatch):
     url, studio, store, demo = serve_studio(tmp_path, "pt", "sam_mini", store=store)
     try:
         with playwright_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(url, wait_until="load")
-            page.wait_for_selector("#canvas img", timeout=60000)
+            browser, page = _open(p, url, ARGS)
             page.click("#pretrain_btn")
             page.wait_for_function("() => /in use|kept|failed/.test(document.querySelector('#train_status').innerText)",
                                    timeout=300000)
