@@ -120,3 +120,31 @@ def test_dino_features_position_and_weights(tmp_path):
     state["pos_embed"] = state["pos_embed"][:, :100]
     with pytest.raises(CheckpointError, match="pos_embed"):
         other.load_dino(state, "dino.pth")
+
+
+def test_dino_weights_download_once_and_load(online, monkeypatch):
+    """DINO's file through the weights registry: downloaded from its address (a local server here) into weights/,
+    then read from there; its keys loaded strictly into the feature extractor."""
+    import io
+    from dataclasses import replace
+
+    from iseg_core import weights
+    from training.proposals import dino_features
+
+    from .hub_server import HubServer
+
+    torch.manual_seed(1)
+    ref = DinoFeatures()
+    buf = io.BytesIO()
+    torch.save(ref.vit.state_dict(), buf)
+    key = "dino/dino_deitsmall8_pretrain/dino_deitsmall8_pretrain.pth"
+    with HubServer({key: buf.getvalue()}) as srv:
+        spec = weights.KNOWN_CHECKPOINTS["dino_vits8"]
+        assert spec.licence == "Apache-2.0" and spec.url.endswith("/" + key)
+        monkeypatch.setitem(weights.KNOWN_CHECKPOINTS, "dino_vits8", replace(spec, url=f"{srv.url}/{key}"))
+        features, version = dino_features()
+        assert [r for r in srv.requests if r[0] == "GET"] == [("GET", key)]
+        dino_features()  # now on disk: no second download
+        assert len([r for r in srv.requests if r[0] == "GET"]) == 1
+    assert (online / "weights" / "dino_deitsmall8_pretrain.pth").is_file() and version.startswith("dino_vits8:")
+    assert all(torch.equal(v, features.vit.state_dict()[k]) for k, v in ref.vit.state_dict().items())
