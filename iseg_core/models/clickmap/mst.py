@@ -305,8 +305,8 @@ class MSTViT(PlainViT):
     """The plain ViT with MST's two extra token streams and score blocks; every block attends globally."""
 
     def __init__(self, config: MSTConfig):
-        super().__init__(config.dim, config.depth, config.heads, config.patch, (config.frame, config.frame),
-                         range(1, config.depth + 1))
+        # the plain ViT's embeddings and position table; its blocks are MST's (built here, not twice)
+        super().__init__(config.dim, 0, config.heads, config.patch, (config.frame, config.frame), ())
         branch = config.branch_spec
         scored = set(config.score_blocks)
         self.blocks = nn.Sequential(*[MSTBlock(config.dim, config.heads, branch if d in scored else None)
