@@ -16,6 +16,9 @@ REFERENCE_PACKAGES = {
                     "importlib-metadata==8.5.0", "zipp==3.21.0", "prettytable==3.12.0", "wcwidth==0.2.13",
                     "einops==0.8.1"],
     "mst": ["einops==0.8.1"],  # its FlexiPatchEmbed rearranges with it
+    # SAIC-IS's contour generator deforms with albumentations 1.3's elastic_transform (which imports scikit-image)
+    "saic_is_protocol": ["albumentations==1.3.1", "qudida==0.0.4", "scikit-image==0.26.0", "imageio==2.38.2",
+                         "tifffile==2026.3.3", "lazy-loader==0.6", "networkx==3.6.1", "PyYAML==6.0.3"],
 }
 PACKAGES_DIR = Path(__file__).resolve().parents[2] / ".cache" / "reference-packages"
 
