@@ -85,9 +85,11 @@ class Box:
 
 @dataclass(frozen=True)
 class Contour:
-    """A closed polygon traced around the object (the last point joins the first)."""
+    """A closed polygon traced around the object (the last point joins the first); ``positive=False`` traces
+    around a region that is not the object (SAIC-IS's benchmark draws those around false positives)."""
 
     points: Tuple[Point, ...]
+    positive: bool = True
 
     def __post_init__(self):
         pts = _points(self.points, "Contour")
@@ -98,6 +100,7 @@ class Contour:
         if area < 1.0:
             raise PromptError(f"Contour: encloses {area:.2f} square pixels; trace around the object")
         object.__setattr__(self, "points", pts)
+        object.__setattr__(self, "positive", bool(self.positive))
 
 
 Prompt = Union[Click, Scribble, Box, Contour]
@@ -172,7 +175,8 @@ def prompt_to_dict(p: Prompt) -> dict:
     if isinstance(p, Scribble):
         return {"type": "scribble", "points": [list(map(float, q)) for q in p.points], "positive": p.positive}
     if isinstance(p, Contour):
-        return {"type": "contour", "points": [list(map(float, q)) for q in p.points]}
+        d = {"type": "contour", "points": [list(map(float, q)) for q in p.points]}
+        return d if p.positive else {**d, "positive": False}
     if isinstance(p, Stroke):
         return {"type": "eraser" if p.erase else "brush", "points": [list(map(float, q)) for q in p.points],
                 "radius": p.radius}
@@ -189,7 +193,7 @@ def prompt_from_dict(d: dict):
     if kind == "scribble":
         return Scribble([tuple(map(float, q)) for q in d["points"]], bool(d.get("positive", True)))
     if kind == "contour":
-        return Contour([tuple(map(float, q)) for q in d["points"]])
+        return Contour([tuple(map(float, q)) for q in d["points"]], bool(d.get("positive", True)))
     if kind in ("brush", "eraser"):
         return Stroke([tuple(map(float, q)) for q in d["points"]], float(d["radius"]), kind == "eraser")
     raise PromptError(f"unknown prompt type {kind!r}")
@@ -247,4 +251,4 @@ def to_crop(p: Prompt, dx: float, dy: float, flip_w: Optional[int] = None) -> Pr
             return Box(p.x0 - dx, p.y0 - dy, p.x1 - dx, p.y1 - dy)
         return Box(flip_w - (p.x1 - dx), p.y0 - dy, flip_w - (p.x0 - dx), p.y1 - dy)
     pts = [(fx(x), y - dy) for x, y in p.points]
-    return Scribble(pts, p.positive) if isinstance(p, Scribble) else Contour(pts)
+    return Scribble(pts, p.positive) if isinstance(p, Scribble) else Contour(pts, p.positive)

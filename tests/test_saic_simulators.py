@@ -75,3 +75,52 @@ def test_elastic_keeps_shape_and_moves_pixels():
     mask[10:50, 20:60] = 1
     out = elastic(mask, 50.0, 5.0, 3.0, np.random.RandomState(0))
     assert out.shape == mask.shape and out.dtype == np.uint8 and 0 < out.sum() and not np.array_equal(out, mask)
+
+
+def test_saic_benchmark_cli_prints_its_rows(tmp_path):
+    """``python -m iseg_core.eval --protocol saic-is`` on GrabCut with a random-weight SAIC-IS HRNet18: rows for
+    click-first, contour-first and stroke-first orders and all 27, with IoU, bIoU and NoI; a click-only model is
+    refused."""
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    out = tmp_path / "saic.json"
+    run = subprocess.run([sys.executable, "-m", "iseg_core.eval", "--protocol", "saic-is", "--model",
+                          "saicis_hrnet18_multi_cocolvis", "--dataset", "grabcut", "--root",
+                          str(data_dir() / "GrabCut"), "--limit", "1", "--max-clicks", "2", "--threads", "2",
+                          "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "SAIC-IS's benchmark: 27 orders" in run.stdout and "| orders | n | objects | IoU | bIoU | NoI@85" in run.stdout
+    for row in ("| click first | 9 | 1 |", "| contour first | 9 | 1 |", "| stroke first | 9 | 1 |", "| all orders | 27 | 1 |"):
+        assert row in run.stdout
+    result = json.loads(out.read_text())
+    orders = [tuple(o["order"]) for o in result["objects"][0]]
+    assert len(set(orders)) == 27 and all(len(o["ious"]) == 2 for o in result["objects"][0])
+    firsts = {o["order"][0]: o["drawn"][0] for o in result["objects"][0]}
+    assert firsts["click"] == "click" and firsts["contour"] in ("contour", "empty contour")
+    run = subprocess.run([sys.executable, "-m", "iseg_core.eval", "--protocol", "saic-is", "--model",
+                          "ritm_hrnet18s_cocolvis", "--dataset", "grabcut", "--root", str(data_dir() / "GrabCut"),
+                          "--limit", "1"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and "takes clicks only" in run.stderr
+
+
+def test_negative_contours_reach_the_negative_maps_and_nothing_else_takes_them():
+    from iseg_core import load_model
+    from iseg_core.errors import PromptError
+    from iseg_core.models.clickmap.model import EmptyOutline
+    from iseg_core.prompts import Contour, prompt_from_dict, prompt_to_dict
+
+    neg = Contour([(10, 10), (40, 10), (40, 40)], positive=False)
+    assert prompt_from_dict(prompt_to_dict(neg)) == neg and prompt_to_dict(neg)["positive"] is False
+    assert "positive" not in prompt_to_dict(Contour([(10, 10), (40, 10), (40, 40)]))  # stored as before
+    saic = load_model("saicis_hrnet18_multi_cocolvis", device="cpu")
+    maps = saic.drawn_maps([neg], lambda r, c: (r, c), (64, 64))
+    assert maps[0].sum() == 0 and maps[1].sum() > 0
+    assert saic.drawn_maps([EmptyOutline("contour")], lambda r, c: (r, c), (64, 64)).sum() == 0
+    image = np.zeros((64, 64, 3), np.uint8)
+    for name in ("sam_mini", "classical"):
+        model = load_model(name, device="cpu")
+        with pytest.raises(PromptError, match="contours around the object only"):
+            model.decode(model.encode(image), [neg])

@@ -148,6 +148,8 @@ class ClassicalSegmenter(Segmenter):
                 if prev is None:
                     labels[inside] = cv2.GC_PR_FGD
             elif isinstance(p, Contour):
+                if not p.positive:
+                    raise PromptError("the classical engine takes contours around the object only")
                 poly = np.array([pt(x, y) for x, y in p.points], np.int32)
                 inside = np.zeros((h, w), np.uint8)
                 cv2.fillPoly(inside, [poly], 1)

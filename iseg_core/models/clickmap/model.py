@@ -201,6 +201,16 @@ def adapt_clickmap(config: ClickMapConfig, published: Optional[dict], name: str,
     return replace(config, accumulate=bool(params.get("accumulate_multi_input", False)))
 
 
+@dataclass(frozen=True)
+class EmptyOutline:
+    """A contour or stroke step with nothing drawn (SAIC-IS's simulators sometimes draw none; its step still runs:
+    the previous mask and empty contour / stroke maps, the clicks not shown)."""
+
+    kind: str = "contour"
+    positive: bool = True
+    points: Tuple = ()
+
+
 def _same(rows, cols):
     """Training prompts are in frame pixels already."""
     return rows, cols
@@ -309,7 +319,7 @@ class ClickMapSegmenter(TrainableSegmenter):
 
     # -- prompts -------------------------------------------------------------------------------------------
     def check_clicks(self, prompts: Sequence) -> None:
-        kinds = (Click, Contour, Scribble) if self.config.multi_input else (Click,)
+        kinds = (Click, Contour, Scribble, EmptyOutline) if self.config.multi_input else (Click,)
         for p in prompts:
             if not isinstance(p, kinds):
                 taken = "clicks, contours and strokes" if self.config.multi_input else "clicks"
@@ -341,9 +351,9 @@ class ClickMapSegmenter(TrainableSegmenter):
             rows, cols = to_frame(xy[:, 1], xy[:, 0])
             pts = np.stack([cols, rows], 1).astype(np.int32)
             layer = np.zeros(frame, np.uint8)
-            if isinstance(last, Contour):  # iseg's contours are positive (around the object), 3+ vertices
+            if isinstance(last, Contour):  # around the object (positive) or a region that is not (negative)
                 cv2.fillPoly(layer, [pts], 1)
-                maps[0] = layer
+                maps[0 if last.positive else 1] = layer
             else:  # a two-point stroke is a line here (SAIC-IS skips strokes under 3 points; it never makes them)
                 cv2.polylines(layer, [pts], False, 1, self.config.stroke_width)
                 maps[2 if last.positive else 3] = layer
@@ -424,5 +434,5 @@ def build_clickmap(name: str, weights, device: torch.device, config=None) -> Cli
     return model
 
 
-__all__ = ["CLICKMAP_CONFIGS", "ClickMapConfig", "ClickMapNetwork", "ClickMapSegmenter", "build_clickmap",
+__all__ = ["CLICKMAP_CONFIGS", "ClickMapConfig", "EmptyOutline", "ClickMapNetwork", "ClickMapSegmenter", "build_clickmap",
            "adapt_clickmap", "disk_maps", "points_tensor"]

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from ...prompts import Click, Contour, Scribble
 from .maps import unit_pixels
-from .model import ClickMapSegmenter, points_tensor
+from .model import ClickMapSegmenter, EmptyOutline, points_tensor
 
 Box4 = Tuple[int, int, int, int]  # rmin, rmax, cmin, cmax (inclusive), RITM's order
 
@@ -202,7 +202,7 @@ def _saic_roi(mask: np.ndarray, prompts: Sequence, zoom: SaicZoomIn) -> Box4:
     for p in prompts:
         if isinstance(p, Click) and p.positive:
             mask[int(p.y), int(p.x)] = True
-        elif isinstance(p, Contour):
+        elif isinstance(p, Contour) and p.positive:
             yx = (np.asarray(p.points, np.float64)[:, ::-1] + 0.5).astype(np.int32)
             mask[yx[:, 0], yx[:, 1]] = True
         elif isinstance(p, Scribble) and p.positive:
@@ -257,7 +257,8 @@ class SaicSession(_Session):
             return list(prompts)
         sy, sx = h / self.original[0], w / self.original[1]
         return [Click(p.x * sx, p.y * sy, p.positive) if isinstance(p, Click) else
-                Contour([(x * sx, y * sy) for x, y in p.points]) if isinstance(p, Contour) else
+                Contour([(x * sx, y * sy) for x, y in p.points], p.positive) if isinstance(p, Contour) else
+                p if isinstance(p, EmptyOutline) else
                 Scribble([(x * sx, y * sy) for x, y in p.points], p.positive) for p in prompts]
 
     def _shown(self, prompts: Sequence) -> List:

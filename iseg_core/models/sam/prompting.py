@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from ...masks import interior_distance
+from ...errors import PromptError
 from ...prompts import Box, Click, Contour, Prompt, Scribble, resample_polyline
 
 # A binary contour mask is handed to SAM as logits of this magnitude (inside +, outside -).
@@ -78,6 +79,8 @@ def to_sam_inputs(
         elif isinstance(p, Box):
             box = np.array([p.x0 * sx, p.y0 * sy, p.x1 * sx, p.y1 * sy])
         elif isinstance(p, Contour):
+            if not p.positive:
+                raise PromptError("SAM takes contours around the object only, not around what is not it")
             polygons.append(np.asarray(p.points) * scale)
 
     mask_logits = None
