@@ -94,6 +94,24 @@ def _pick_model_on_coffee(page, name):
     page.evaluate("document.activeElement.blur()")
 
 
+def _pick_click_twice_and_finish(page, store, name, shot, timeout=60000):
+    """Model ``name`` picked on coffee.jpg, a positive and a negative click, each answered with a mask, then the
+    object finished; it is stored with both clicks, a mask and the model's name."""
+    _pick_model_on_coffee(page, name)
+    page.keyboard.press("q")
+    _click_image(page, 200, 150)
+    _wait_status(page, r"1 prompt\(s\) · mask \d+ px", timeout=timeout)
+    _click_image(page, 60, 40, button="right")
+    _wait_status(page, r"2 prompt\(s\) · mask \d+ px", timeout=timeout)
+    _shot(page, shot)
+    page.keyboard.press("n")
+    _wait_status(page, r"Saved object \d+")
+    img = next(i for i in store.images_of(store.project("browser")) if i.file_name == "coffee.jpg")
+    ann = store.annotations(img.id)[-1]
+    assert [(p["type"], p["positive"]) for p in ann.interactions] == [("click", True), ("click", False)]
+    assert ann.area > 0 and ann.model.startswith(name + "@")
+
+
 def _finish_and_read(page, store, file_name):
     """Finish the (first) object with the N key, wait for the save, and return the stored annotations of the image."""
     page.keyboard.press("n")
@@ -287,19 +305,7 @@ def test_pick_interformer_click_and_finish(page, app, tmp_path, monkeypatch):
     torch.save({"meta": {"iter": 320000}, "state_dict": net.state_dict()},
                tmp_path / "interformer_light_coco_lvis_320k" / "iter_320000.pth")
     monkeypatch.setenv("ISEG_WEIGHTS_DIR", str(tmp_path))
-    _pick_model_on_coffee(page, name)
-    page.keyboard.press("q")
-    _click_image(page, 200, 150)
-    _wait_status(page, r"1 prompt\(s\) · mask \d+ px")
-    _click_image(page, 60, 40, button="right")
-    _wait_status(page, r"2 prompt\(s\) · mask \d+ px")
-    _shot(page, "31-interformer")
-    page.keyboard.press("n")
-    _wait_status(page, r"Saved object \d+")
-    img = next(i for i in store.images_of(store.project("browser")) if i.file_name == "coffee.jpg")
-    ann = store.annotations(img.id)[-1]
-    assert [(p["type"], p["positive"]) for p in ann.interactions] == [("click", True), ("click", False)]
-    assert ann.area > 0 and ann.model.startswith(name + "@")
+    _pick_click_twice_and_finish(page, store, name, "31-interformer")
 
 
 def test_pick_mst_click_and_finish(page, app, tmp_path, monkeypatch):
@@ -319,19 +325,7 @@ def test_pick_mst_click_and_finish(page, app, tmp_path, monkeypatch):
     torch.save({"state_dict": net.state_dict()}, tmp_path / "mst-3s-slim-448-base.pth")
     del net
     monkeypatch.setenv("ISEG_WEIGHTS_DIR", str(tmp_path))
-    _pick_model_on_coffee(page, name)
-    page.keyboard.press("q")
-    _click_image(page, 200, 150)
-    _wait_status(page, r"1 prompt\(s\) · mask \d+ px", timeout=120000)
-    _click_image(page, 60, 40, button="right")
-    _wait_status(page, r"2 prompt\(s\) · mask \d+ px", timeout=120000)
-    _shot(page, "32-mst")
-    page.keyboard.press("n")
-    _wait_status(page, r"Saved object \d+")
-    img = next(i for i in store.images_of(store.project("browser")) if i.file_name == "coffee.jpg")
-    ann = store.annotations(img.id)[-1]
-    assert [(p["type"], p["positive"]) for p in ann.interactions] == [("click", True), ("click", False)]
-    assert ann.area > 0 and ann.model.startswith(name + "@")
+    _pick_click_twice_and_finish(page, store, name, "32-mst", timeout=120000)
 
 
 def test_a_multi_input_model_takes_the_contour_tool(page, app, tmp_path, monkeypatch):

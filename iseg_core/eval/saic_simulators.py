@@ -33,6 +33,8 @@ import cv2
 import numpy as np
 from numpy.polynomial.polynomial import Polynomial
 
+from .metrics import boundary_band
+
 Coords = List[Tuple[int, int]]
 
 
@@ -55,27 +57,10 @@ def expand_bbox(bbox, ratio: float):
     return int(round(rc - 0.5 * h)), int(round(rc + 0.5 * h)), int(round(cc - 0.5 * w)), int(round(cc + 0.5 * w))
 
 
-def boundary_size(mask: np.ndarray, ratio: float = 0.02, of_mask: bool = False) -> int:
-    """A boundary width: ``ratio`` x the diagonal of the image (or of the mask's box), at least 1 px."""
-    if ratio < 1:
-        box = bbox_of(mask) if of_mask else (1, mask.shape[0], 1, mask.shape[1])
-        dilation = int(round(ratio * math.hypot(box[1] - box[0] + 1, box[3] - box[2] + 1)))
-    else:
-        dilation = int(round(ratio))
-    return max(dilation, 1)
-
-
-def boundary_band(mask: np.ndarray, size: int, with_inner: bool = False):
-    """The band of ``size`` px inside the mask's edge (the image border counts as an edge); with the rest."""
-    h, w = mask.shape
-    padded = cv2.copyMakeBorder(mask, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
-    inner = cv2.erode(padded, np.ones((3, 3), np.uint8), iterations=size)[1:h + 1, 1:w + 1]
-    return (mask - inner, inner) if with_inner else mask - inner
-
-
 def peel_thin_border(mask: np.ndarray, ratio: float = 0.001) -> np.ndarray:
-    _, inner = boundary_band(mask.astype(np.uint8), boundary_size(mask, ratio), with_inner=True)
-    return inner
+    """The mask without its edge band of ``ratio`` x the image diagonal (SAIC-IS's remove_thin_border), uint8."""
+    m = np.asarray(mask, bool)
+    return (m & ~boundary_band(m, ratio)).astype(np.uint8)
 
 
 def largest_part(mask: np.ndarray):
@@ -435,7 +420,7 @@ def stroke(region: np.ndarray, positive: bool, rng, width_box_ratio: float = 0.0
                and ((x >= c0) & (x <= c1)).sum() > len(x) * 0.75 and ((y >= r0) & (y <= r1)).sum() > len(y) * 0.75
                and np.all(np.isfinite(x)) and np.all(np.isfinite(y))) and tries < 5:
         tries += 1
-        band = np.argwhere(boundary_band(inner.astype(np.uint8), boundary_size(inner, width_box_ratio)))
+        band = np.argwhere(boundary_band(inner, width_box_ratio))
         if len(band) == 0:
             band = np.argwhere(inner)
         near = band[rng.randint(0, len(band))]

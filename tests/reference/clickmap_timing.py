@@ -40,6 +40,18 @@ def load(net):
     return net.eval()
 
 
+def plain_vit_params(c, loss):
+    """The constructor arguments SimpleClick's PlainVitModel and MST's AdaptiveVitModel share (disks r=5, previous
+    mask, the ViT, SimpleFPN and the x1 head) for iseg's config ``c``."""
+    return dict(
+        use_disks=True, norm_radius=5, with_prev_mask=True,
+        backbone_params=dict(img_size=(c.frame, c.frame), patch_size=(c.patch, c.patch), in_chans=3, embed_dim=c.dim,
+                             depth=c.depth, num_heads=c.heads, mlp_ratio=4, qkv_bias=True),
+        neck_params=dict(in_dim=c.dim, out_dims=list(c.fpn)),
+        head_params=dict(in_channels=list(c.fpn), in_index=[0, 1, 2, 3], dropout_ratio=0.1, num_classes=1,
+                         loss_decode=loss, align_corners=False, upsample="x1", channels=c.head_channels))
+
+
 if name.startswith("ritm_"):
     use_reference(official, "ritm")
     from isegm.model.is_hrnet_model import HRNetModel
@@ -73,26 +85,14 @@ elif name.startswith("mst_"):
     from isegm.model.is_adaptivevit_model import AdaptiveVitModel
     from isegm.model.modeling.transformer_helper.cross_entropy_loss import CrossEntropyLoss
 
-    net = load(AdaptiveVitModel(
-        use_disks=True, norm_radius=5, with_prev_mask=True,
-        backbone_params=dict(img_size=(c.frame, c.frame), patch_size=(c.patch, c.patch), in_chans=3, embed_dim=c.dim,
-                             depth=c.depth, num_heads=c.heads, mlp_ratio=4, qkv_bias=True),
-        neck_params=dict(in_dim=c.dim, out_dims=list(c.fpn)),
-        head_params=dict(in_channels=list(c.fpn), in_index=[0, 1, 2, 3], dropout_ratio=0.1, num_classes=1,
-                         loss_decode=CrossEntropyLoss(), align_corners=False, upsample="x1", channels=c.head_channels)))
+    net = load(AdaptiveVitModel(**plain_vit_params(c, CrossEntropyLoss())))
 elif name.startswith("simpleclick_"):
     use_reference(official, "simpleclick")
     from isegm.model.is_plainvit_model import PlainVitModel
     from isegm.model.modeling.transformer_helper.cross_entropy_loss import CrossEntropyLoss
 
     c = SIMPLECLICK_CONFIGS[name]
-    net = load(PlainVitModel(
-        use_disks=True, norm_radius=5, with_prev_mask=True,
-        backbone_params=dict(img_size=(c.frame, c.frame), patch_size=(c.patch, c.patch), in_chans=3, embed_dim=c.dim,
-                             depth=c.depth, num_heads=c.heads, mlp_ratio=4, qkv_bias=True),
-        neck_params=dict(in_dim=c.dim, out_dims=list(c.fpn)),
-        head_params=dict(in_channels=list(c.fpn), in_index=[0, 1, 2, 3], dropout_ratio=0.1, num_classes=1,
-                         loss_decode=CrossEntropyLoss(), align_corners=False, upsample="x1", channels=c.head_channels)))
+    net = load(PlainVitModel(**plain_vit_params(c, CrossEntropyLoss())))
 else:
     use_reference(official, "segnext/segnext")
     from isegm.model.is_plainvit_model import PlainVitModel
