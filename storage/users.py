@@ -11,10 +11,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import os
 import secrets
+import threading
+import time
 from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 from .coco import replacing
 from .errors import StorageError
@@ -42,9 +45,70 @@ def check_password(password: str, stored: str) -> bool:
     return hmac.compare_digest(got.hex(), digest)
 
 
+LOG = logging.getLogger("iseg.signin")
+
+
+class SignInThrottle:
+    """Wrong passwords for one name lock that name out for a time that doubles with each failure.
+
+    The first ``free`` failures in a row cost nothing; the next one locks the name for ``base`` seconds, each
+    further failure for twice as long as the one before, up to ``cap`` (1, 2, 4, ... 15 min). While a name is
+    locked every attempt is refused without checking the password (the right one too: a guesser learns nothing
+    and spends no hashing time of the server's). A right password after the lock resets the count; so does a
+    day without failures. Every failure and every refusal is logged (``iseg.signin``, WARNING) with the name
+    and the count. Names are kept per process (a restart forgets them), at most ``keep`` of them."""
+
+    def __init__(self, free: int = 3, base: float = 1.0, cap: float = 900.0, forget_after: float = 86400.0,
+                 keep: int = 10000, clock: Callable[[], float] = time.monotonic):
+        self.free, self.base, self.cap, self.forget_after, self.keep = free, base, cap, forget_after, keep
+        self.clock = clock
+        self._failures: Dict[str, Tuple[int, float, float]] = {}  # name -> (failures, last failure, locked until)
+        self._lock = threading.Lock()
+
+    def _entry(self, name: str, now: float) -> Tuple[int, float, float]:
+        entry = self._failures.get(name)
+        if entry is not None and now - entry[1] > self.forget_after:
+            del self._failures[name]
+            return 0, 0.0, 0.0
+        return entry or (0, 0.0, 0.0)
+
+    def locked_for(self, name: str) -> float:
+        """Seconds until ``name`` may try again (0: now)."""
+        with self._lock:
+            now = self.clock()
+            return max(0.0, self._entry(name, now)[2] - now)
+
+    def refuse(self, name: str) -> bool:
+        """True (and logged) while ``name`` is locked out."""
+        wait = self.locked_for(name)
+        if wait > 0:
+            LOG.warning("sign-in refused: %r is locked for %.1f s more after %d wrong passwords", name, wait,
+                        self._failures.get(name, (0,))[0])
+            return True
+        return False
+
+    def failed(self, name: str) -> float:
+        """Count a wrong password for ``name``; returns the lock-out it starts (seconds, 0: none)."""
+        with self._lock:
+            now = self.clock()
+            n = self._entry(name, now)[0] + 1
+            lock = min(self.cap, self.base * 2 ** (n - self.free - 1)) if n > self.free else 0.0
+            if len(self._failures) >= self.keep and name not in self._failures:
+                self._failures.pop(next(iter(self._failures)))
+            self._failures[name] = (n, now, now + lock)
+        LOG.warning("sign-in failed: wrong password for %r (%d in a row)%s", name, n,
+                    f"; locked for {lock:g} s" if lock else "")
+        return lock
+
+    def succeeded(self, name: str) -> None:
+        with self._lock:
+            self._failures.pop(name, None)
+
+
 class UsersFile:
-    def __init__(self, path: Union[str, os.PathLike]):
+    def __init__(self, path: Union[str, os.PathLike], throttle: Optional[SignInThrottle] = None):
         self.path = Path(path)
+        self.throttle = throttle or SignInThrottle()
 
     def _read(self) -> Dict[str, dict]:
         if not self.path.exists():
@@ -85,14 +149,23 @@ class UsersFile:
         self._write(users)
 
     def verify(self, name: str, password: str) -> bool:
-        """Whether ``password`` is ``name``'s; unknown names cost the same hash (no timing hint)."""
+        """Whether ``password`` is ``name``'s; unknown names cost the same hash (no timing hint). Wrong
+        passwords lock the name out for a growing time (:class:`SignInThrottle`), unknown names alike."""
+        name = str(name)[:200]
+        if self.throttle.refuse(name):
+            return False
         try:
             user = self._read().get(name)
         except StorageError:
             return False
         stored = user.get("hash") if isinstance(user, dict) else None
-        ok = check_password(password, stored or hash_password("", b"\0" * 16))
-        return bool(stored) and ok  # a Hugging Face user (no hash) never signs in with a password
+        ok = check_password(str(password), stored or hash_password("", b"\0" * 16))
+        ok = bool(stored) and ok  # a Hugging Face user (no hash) never signs in with a password
+        if ok:
+            self.throttle.succeeded(name)
+        else:
+            self.throttle.failed(name)
+        return ok
 
     def _write(self, users: Dict[str, dict]) -> None:
         with replacing(self.path, " (the users file)") as tmp:

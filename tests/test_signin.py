@@ -97,3 +97,57 @@ def test_the_app_warns_when_it_listens_beyond_loopback_without_sign_in(tmp_path)
         proc.terminate()
         proc.wait(timeout=30)
     assert "WARNING: iseg listens on 0.0.0.0 without sign-in" in seen and "--users FILE" in seen, seen[-2000:]
+
+
+def test_wrong_passwords_lock_a_name_out_for_a_doubling_time(caplog):
+    """Three free tries, then 1, 2, 4 ... s (15 min at most) in which even the right password is refused and no
+    hash is computed; the right password after the lock lets in and resets the count; every step is logged."""
+    from storage.users import SignInThrottle
+
+    now = [0.0]
+    throttle = SignInThrottle(clock=lambda: now[0])
+    locks = [throttle.failed("mallory") for _ in range(14)]
+    assert locks[:3] == [0, 0, 0] and locks[3:8] == [1, 2, 4, 8, 16] and locks[-1] == 900  # the cap
+    assert throttle.refuse("mallory") and not throttle.refuse("alice")  # one name's failures lock no other
+    now[0] += 899.9
+    assert throttle.refuse("mallory")
+    now[0] += 0.2
+    assert not throttle.refuse("mallory")
+    throttle.succeeded("mallory")
+    assert throttle.failed("mallory") == 0  # counting starts again
+    now[0] += 86400 + 1  # a day without failures forgets them
+    throttle.failed("mallory"), throttle.failed("mallory")
+    assert throttle.failed("mallory") == 0 and throttle.failed("mallory") == 1
+    assert "locked for 900 s" in caplog.text and "sign-in refused: 'mallory'" in caplog.text
+
+
+def test_sign_in_slows_down_after_wrong_passwords_through_the_login_page(tmp_path, caplog):
+    """Through Gradio's login endpoint: after four wrong passwords (three are free) the right one is refused until
+    the lock-out (1 s) has passed, then accepted; the times are measured and printed."""
+    import time
+
+    import httpx
+
+    from storage.users import UsersFile
+
+    users = UsersFile(tmp_path / "users.json")
+    users.add("ann", "ann-password")
+    url, studio, store, demo = serve_studio(tmp_path, "team", auth=users.verify)
+    try:
+        login = lambda pw: httpx.post(url.rstrip("/") + "/login", data={"username": "ann", "password": pw},  # noqa: E731
+                                      timeout=30).status_code
+        assert login("ann-password") == 200  # a right password first: nothing is locked
+        t0 = time.monotonic()
+        assert [login(f"guess-{k}") for k in range(4)] == [400] * 4
+        locked_at = time.monotonic()
+        refused = login("ann-password")  # the right password, inside the lock-out
+        while login("ann-password") != 200:
+            time.sleep(0.05)
+        waited = time.monotonic() - locked_at
+        print(f"four wrong passwords in {locked_at - t0:.2f} s; the right one refused ({refused}) and let in after "
+              f"{waited:.2f} s")
+        assert refused == 400 and waited >= 0.8
+        assert "wrong password for 'ann' (4 in a row); locked for 1 s" in caplog.text
+    finally:
+        demo.close()
+        store.close()
