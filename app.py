@@ -2,7 +2,8 @@
 
 Defaults work offline on a fresh machine: the best model whose weights are already on disk (``weights/`` or the
 Hub cache; on a CPU the light MobileSAM first, on a GPU the largest), else the ``classical`` engine (no
-weights, and the page says in one line how to get a model); a SQLite database and image store under
+weights, and the page says in one line how to get a model); on a Hugging Face Space (``SPACE_ID`` set) with
+the Hub reachable, MobileSAM is fetched first (its progress in the log); a SQLite database and image store under
 ``$ISEG_HOME`` (``data/``), and the bundled sample images on the first run. ``--model`` / ``ISEG_MODEL`` picks a
 model explicitly (weights from ``weights/`` or the Hub); when weights are missing the app says so and keeps
 the model it has.
@@ -20,7 +21,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 import torch  # noqa: E402
 
 from iseg_core import IsegError  # noqa: E402
-from iseg_core.models import best_available_model, default_device  # noqa: E402
+from iseg_core.models import best_available_model, default_device, fetch_light_model  # noqa: E402
 from iseg_core.runtime import bf16_is_fast, tune_allocator  # noqa: E402
 from iseg_core.zerogpu import maybe_offload  # noqa: E402
 from storage import StorageError, Store, default_url  # noqa: E402
@@ -90,7 +91,14 @@ def main() -> None:
     notice = None
     if not args.model:
         args.model, notice = best_available_model("cpu" if os.environ.get("SPACES_ZERO_GPU") else None)
-        print(f"model: {args.model}" + (f" ({notice})" if notice else " (weights found on disk)"))
+        fetched = None
+        if args.model == "classical" and os.environ.get("SPACE_ID"):
+            # a Space starts empty: with the Hub reachable its visitors get MobileSAM, not the classical engine
+            fetched = fetch_light_model(lambda line: print(line, flush=True))
+            if fetched:
+                args.model, notice = fetched, None
+        print(f"model: {args.model}" + (f" ({notice})" if notice else " (fetched from the Hub)" if fetched
+                                        else " (weights found on disk)"))
     models_dir = Path(os.environ.get("ISEG_HOME", "data")) / "models"
     # on ZeroGPU the main process has no GPU of its own: the model lives on the CPU, its encoder is lent one
     # (spaces.GPU calls) and clicks decode on the CPU

@@ -1,5 +1,6 @@
 """README's app command ends in `python app.py`: the app must come up offline and answer on its port."""
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -9,12 +10,16 @@ from tests.conftest import free_port, wait_for_page
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _start(tmp_path):
+def _start(tmp_path, **more_env):
     port = free_port()
+    tmp_path.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False", GRADIO_TEMP_DIR=str(tmp_path),
                ISEG_WEIGHTS_DIR=str(tmp_path / "weights"), ISEG_HOME=str(tmp_path / "home"),
                HF_HUB_CACHE=str(tmp_path / "hub"))
-    env.pop("ISEG_MODEL", None)
+    env.update(more_env)
+    for name in ("ISEG_MODEL", "SPACE_ID", "OAUTH_CLIENT_ID", "SPACES_ZERO_GPU"):
+        if name not in more_env:
+            env.pop(name, None)
     proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     return proc, f"http://127.0.0.1:{port}/"
@@ -54,3 +59,38 @@ def test_app_starts_with_the_light_model_when_its_weights_are_on_disk(tmp_path):
     finally:
         out = _stop(proc)
     assert "model: mobile_sam (weights found on disk)" in out, out[-2000:]
+
+
+def test_on_a_space_the_app_fetches_mobilesam_when_the_hub_answers(tmp_path):
+    """SPACE_ID set, no weights on disk: with the Hub reachable (a local stand-in, slowed) the app fetches MobileSAM
+    with progress lines in the log and starts with it; with the Hub unreachable it says why and keeps the classical
+    engine, as offline."""
+    import io
+
+    import torch
+
+    from iseg_core.models.sam import SAM_CONFIGS, SamNetwork
+    from tests.hub_server import HubServer
+
+    torch.manual_seed(0)
+    buf = io.BytesIO()
+    torch.save(SamNetwork(SAM_CONFIGS["mobile_sam"]).official_state_dict(), buf)
+    content = buf.getvalue()
+    with HubServer({"dhkim2810/MobileSAM/mobile_sam.pt": content}, rate=len(content) / 5) as hub:
+        proc, url = _start(tmp_path / "up", SPACE_ID="someone/iseg", HF_HUB_OFFLINE="0", HF_ENDPOINT=hub.url,
+                           ISEG_HOST="127.0.0.1")
+        try:
+            assert wait_for_page(url, proc, timeout=180, poll=0.5) is not None
+        finally:
+            out = _stop(proc)
+    assert "fetching mobile_sam weights (about 40 MB) from dhkim2810/MobileSAM" in out, out[-3000:]
+    lines = re.findall(r"mobile_sam weights: (\d+) of (\d+) MB", out)
+    assert len(lines) >= 2 and lines[-1][0] == lines[-1][1]  # it went on, and ended whole
+    assert "model: mobile_sam (fetched from the Hub)" in out
+    proc, url = _start(tmp_path / "down", SPACE_ID="someone/iseg", HF_HUB_OFFLINE="0",
+                       HF_ENDPOINT=f"http://127.0.0.1:{free_port()}", ISEG_HOST="127.0.0.1")
+    try:
+        assert wait_for_page(url, proc, timeout=180, poll=0.5) is not None
+    finally:
+        out = _stop(proc)
+    assert "mobile_sam not fetched" in out and "model: classical (No model weights on disk" in out, out[-3000:]

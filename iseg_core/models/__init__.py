@@ -205,5 +205,32 @@ def best_available_model(device: Optional[Union[str, torch.device]] = None) -> T
                          f"{weights.weights_dir()}/.")
 
 
-__all__ = ["best_available_model", "Decoded", "ImageEmbedding", "Segmenter", "TrainOutput", "TrainableSegmenter", "Weights", "list_models",
+def fetch_light_model(log: Callable[[str], None] = print, every: float = 2.0) -> Optional[str]:
+    """Download the light model's published weights (MobileSAM's) into the Hub cache, its progress written to
+    ``log`` (a line at most every ``every`` seconds, and the last); returns its name, or None (offline, Hub
+    unreachable, a wrong file: the reason is logged, nothing half-written is kept)."""
+    import time
+
+    from .. import weights
+    from ..errors import IsegError
+
+    spec = weights.KNOWN_CHECKPOINTS[LIGHT_MODEL]
+    log(f"fetching {LIGHT_MODEL} weights ({spec.published_size or weights._human(spec.size)}) from {spec.repo_id}")
+    text, last = weights.ProgressText(f"{LIGHT_MODEL} weights"), [0.0]
+
+    def report(done: int, total: Optional[int]) -> None:
+        now = time.monotonic()
+        if now - last[0] >= every or (total and done >= total):
+            last[0] = now
+            log(text(done, total))
+
+    try:
+        weights.fetch(spec, progress=report)
+    except IsegError as e:
+        log(f"{LIGHT_MODEL} not fetched: {e}")
+        return None
+    return LIGHT_MODEL
+
+
+__all__ = ["best_available_model", "fetch_light_model", "Decoded", "ImageEmbedding", "Segmenter", "TrainOutput", "TrainableSegmenter", "Weights", "list_models",
            "load_model", "read_weights", "register_model", "supports_training", "takes_weights", "trainable_models"]
