@@ -74,7 +74,7 @@ class Predictor:
         prompts: Union[Prompt, Sequence[Prompt]],
         prev_logits: Optional[torch.Tensor] = None,
         multimask: Optional[bool] = None,
-        threshold: float = 0.0,
+        threshold: Optional[float] = None,
         mask_size: Optional[Tuple[int, int]] = None,
         soft: bool = False,
     ) -> Prediction:
@@ -83,7 +83,8 @@ class Predictor:
         Args:
             prev_logits: ``Prediction.logits`` of the previous step, fed back as a mask prompt.
             multimask: ``None`` = the model decides (SAM: three candidates for a lone click).
-            threshold: logit threshold of the returned mask.
+            threshold: logit threshold of the returned mask; default the model family's own
+                (``Segmenter.default_threshold``: RITM's lineage probability 0.49, SAM's logit 0).
             mask_size: ``(H, W)`` of the returned mask, e.g. a display size; default the image size.
             soft: also return the upsampled float logits (``Prediction.soft``), e.g. to average test-time
                 augmentations; costs one float buffer of the mask size.
@@ -101,10 +102,14 @@ class Predictor:
             prev = self.model.check_logits(prev_logits)
         decoded = self.model.decode(embedding, prompts, prev, multimask)
         full = self.model.upsample_logits(embedding, decoded.logits, mask_size)
+        if threshold is None:
+            threshold = self.model.default_threshold
         return Prediction(mask=full > threshold, logits=decoded.logits, score=decoded.score, soft=full if soft else None)
 
     def mask_from_logits(self, logits: torch.Tensor, size: Optional[Tuple[int, int]] = None,
-                         threshold: float = 0.0) -> np.ndarray:
+                         threshold: Optional[float] = None) -> np.ndarray:
         """The mask of ``Prediction.logits`` (of the current image) at ``size`` (default the image size): a
         prediction made at a display size gives its full-resolution mask only when it is needed."""
+        if threshold is None:
+            threshold = self.model.default_threshold
         return self.model.upsample_logits(self._current(), logits, size) > threshold

@@ -70,7 +70,7 @@ class AnnotationSession:
     redo_stack: List[Step] = field(default_factory=list)
     objects: List[FinishedObject] = field(default_factory=list)
     editing: Optional[int] = None  # index into objects being re-edited
-    threshold: float = 0.0  # logit threshold of the masks (SAM: 0 = probability 0.5)
+    threshold: Optional[float] = None  # logit threshold of the masks; None: the model family's default
     display: Optional[DisplayFrame] = None  # image <-> display pixels; the steps keep masks at display size.
     # Decoding at display size skips upsampling every click to full resolution; finish_object makes the full mask
     zoom: Optional[tuple] = None  # (x0, y0, x1, y1): the model sees only this crop (ZoomIn), None = whole image
@@ -120,21 +120,21 @@ class AnnotationSession:
         """The mask of ``logits`` (in the current frame) in the whole image, at display size or full size."""
         size = None if full or self.display.identity else self.display.display_size
         if self.zoom is None:
-            return self.predictor.mask_from_logits(logits, size, self.threshold)
+            return self.predictor.mask_from_logits(logits, size, self.effective_threshold)
         x0, y0, x1, y1 = self.zoom if full else self.display.roi_to_display(self.zoom)
         out = np.zeros(self.image.shape[:2] if full else self.display.display_size, bool)
-        out[y0:y1, x0:x1] = self.predictor.mask_from_logits(logits, (y1 - y0, x1 - x0), self.threshold)
+        out[y0:y1, x0:x1] = self.predictor.mask_from_logits(logits, (y1 - y0, x1 - x0), self.effective_threshold)
         return out
 
     def _predict(self, prompts: List[Prompt], prev: Optional[torch.Tensor]) -> Step:
         if self.zoom is None:
             size = None if self.display.identity else self.display.display_size
-            pred = self.predictor.predict(prompts, prev_logits=prev, mask_size=size, threshold=self.threshold)
+            pred = self.predictor.predict(prompts, prev_logits=prev, mask_size=size, threshold=self.effective_threshold)
             return Step(prompts[-1], pred.mask, pred.logits, pred.score)
         x0, y0 = self.zoom[:2]
         dx0, dy0, dx1, dy1 = self.display.roi_to_display(self.zoom)
         pred = self.predictor.predict([to_crop(p, x0, y0) for p in prompts], prev_logits=prev,
-                                      mask_size=(dy1 - dy0, dx1 - dx0), threshold=self.threshold)
+                                      mask_size=(dy1 - dy0, dx1 - dx0), threshold=self.effective_threshold)
         mask = np.zeros(self.display.display_size, bool)
         mask[dy0:dy1, dx0:dx1] = pred.mask  # the crop's mask pasted into the whole frame
         return Step(prompts[-1], mask, pred.logits, pred.score)
@@ -260,9 +260,15 @@ class AnnotationSession:
     def clear(self) -> None:
         self._reset_object()
 
-    def set_threshold(self, threshold: float) -> None:
-        """Re-threshold every step's logits (no decoding): a softer or tighter edge for the current object."""
-        self.threshold = float(threshold)
+    @property
+    def effective_threshold(self) -> float:
+        """The logit threshold in use: the one set, else the model family's (RITM's lineage: probability 0.49)."""
+        return self.predictor.model.default_threshold if self.threshold is None else self.threshold
+
+    def set_threshold(self, threshold: Optional[float]) -> None:
+        """Re-threshold every step's logits (no decoding): a softer or tighter edge for the current object
+        (None: back to the model family's default)."""
+        self.threshold = None if threshold is None else float(threshold)
         for step in self.steps + self.redo_stack:
             if not isinstance(step.prompt, Stroke):
                 step.model_mask = self._mask(step.logits)

@@ -24,7 +24,7 @@ from iseg_core.image import oriented_size
 from . import models as m
 from .errors import CocoFormatError, LabelClash, StorageError
 from .masks import decode_mask, mask_to_polygons, segmentation_to_counts
-from .store import CategoryRecord, ProjectRecord, Store, _is_colour
+from .store import CategoryRecord, ProjectRecord, Store, is_colour
 
 Progress = Optional[Callable[[int, int], None]]
 
@@ -294,7 +294,7 @@ def import_coco(store: Store, project: ProjectRecord, source: Union[str, os.Path
             before = s.scalar(select(m.Category.id).where(m.Category.project_id == project.id,
                                                           m.Category.name == c["name"].strip()))
             cat_map[c["id"]] = store._category(s, project.id, c["name"].strip(), c.get("supercategory") or "", c["id"])
-            if before is None and _is_colour(c.get("color")):  # a label made here keeps the file's colour
+            if before is None and is_colour(c.get("color")):  # a label made here keeps the file's colour
                 cat_map[c["id"]].color = c["color"].lower()
             report.categories_added += before is None
         img_map: Dict[int, m.Image] = {}

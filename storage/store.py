@@ -66,7 +66,7 @@ class CategoryRecord:
 
     @property
     def rgb(self) -> Tuple[int, int, int]:
-        return hex_rgb(self.color if _is_colour(self.color) else "#808080")
+        return hex_rgb(self.color if is_colour(self.color) else "#808080")
 
 
 @dataclass(frozen=True)
@@ -207,7 +207,7 @@ class Store:
         """Create or change a label: its colour (``#rrggbb``), its key (1-9; 0 removes it; a key another label
         held moves here) and its name (``rename``). Missing labels are created with the next free colour and key."""
         name = name.strip()
-        if color is not None and not _is_colour(color):
+        if color is not None and not is_colour(color):
             raise StorageError(f"a label colour is #rrggbb, got {color!r}")
         if key is not None and not (isinstance(key, int) and 0 <= key <= 9):
             raise StorageError(f"a label key is 1-9 (0 for none), got {key!r}")
@@ -590,6 +590,6 @@ def hex_rgb(colour: str) -> Tuple[int, int, int]:
     return int(colour[1:3], 16), int(colour[3:5], 16), int(colour[5:7], 16)
 
 
-def _is_colour(text: str) -> bool:
+def is_colour(text: str) -> bool:
     return (isinstance(text, str) and len(text) == 7 and text[0] == "#"
             and all(ch in "0123456789abcdefABCDEF" for ch in text[1:]))

@@ -162,6 +162,7 @@ def test_cli_runs_random_sam_vit_b_end_to_end(tmp_path):
     data = json.loads(out.read_text())
     assert len(data["objects"]) == 2 and all(1 <= len(o["ious"]) <= 3 for o in data["objects"])
     assert data["model_version"].startswith("random-") and "long side 1024" in data["preprocessing"]
+    assert "prob threshold 0.50" in data["preprocessing"]  # SAM's own threshold, logit 0 (tests/test_thresholds.py)
 
 
 def test_cli_says_what_is_wrong():

@@ -99,16 +99,18 @@ def _open(p, url, args):
 @pytest.mark.skipif(not os.path.exists(CHROMIUM) and os.environ.get("ISEG_REQUIRE_BROWSER") != "1",
                     reason="chromium not installed (Debian package 'chromium')")
 def test_fine_tune_button_in_the_browser(tmp_path, finetune_env):
-    from tests.test_ui_browser import ARGS, ARTIFACTS, _click_image
+    from tests.test_ui_browser import ARGS, ARTIFACTS, _click_image, _tab
 
     store, _ = accepted_project(tmp_path)
     url, studio, store, demo = serve_studio(tmp_path, "ft", "sam_mini", store=store)
     try:
         with playwright_api.sync_playwright() as p:
             browser, page = _open(p, url, ARGS)
+            _tab(page, "Training")
             page.click("#finetune_btn")
             page.wait_for_function("() => /step \\d+\\/80|evaluating|preparing/.test("
                                    "document.querySelector('#train_status').innerText)", timeout=60000)
+            _tab(page, "Annotate")
             _click_image(page, 50, 40)  # annotating while it trains (asserted at the end)
             page.wait_for_function("() => /in use|kept|failed/.test(document.querySelector('#train_status').innerText)",
                                    timeout=300000)
@@ -185,7 +187,7 @@ def test_pretrain_button_in_the_browser(tmp_path, finetune_env, monkeypatch):
     """The Pre-train button: the job runs on the images not accepted yet and the page says how it ended."""
     import torch
 
-    from tests.test_ui_browser import ARGS, ARTIFACTS
+    from tests.test_ui_browser import ARGS, ARTIFACTS, _tab
     from training.proposals import DinoFeatures
 
     monkeypatch.setenv("ISEG_FINETUNE_STEPS", "3")
@@ -202,6 +204,7 @@ def test_pretrain_button_in_the_browser(tmp_path, finetune_env, monkeypatch):
     try:
         with playwright_api.sync_playwright() as p:
             browser, page = _open(p, url, ARGS)
+            _tab(page, "Training")
             page.click("#pretrain_btn")
             page.wait_for_function("() => /in use|kept|failed/.test(document.querySelector('#train_status').innerText)",
                                    timeout=300000)

@@ -203,9 +203,10 @@ def test_threshold_and_zoom_twins(served):
     c.predict(0, api_name="/open_image")
     c.predict(api_name="/clear")
     area = c.predict(380, 0, 470, 280, api_name="/add_box")[3]["mask_area"]  # the space shuttle, top right
-    tighter = c.predict(3.0, api_name="/set_threshold")[3]["mask_area"]
-    looser = c.predict(-3.0, api_name="/set_threshold")[3]["mask_area"]
-    back = c.predict(0.0, api_name="/set_threshold")[3]["mask_area"]
+    # the threshold is a probability (the slider's): 0.95 and 0.05 are logits +2.9 and -2.9, 0.5 the default's 0
+    tighter = c.predict(0.95, api_name="/set_threshold")[3]["mask_area"]
+    looser = c.predict(0.05, api_name="/set_threshold")[3]["mask_area"]
+    back = c.predict(0.5, api_name="/set_threshold")[3]["mask_area"]
     assert 0 < tighter < area < looser and back == area
 
     _, status, _, info = c.predict(api_name="/zoom_in")

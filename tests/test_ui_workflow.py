@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import serve_studio
-from tests.test_ui_browser import _click_image, _drag, _shot, _shown, _wait_status, open_page
+from tests.test_ui_browser import _click_image, _drag, _shot, _shown, _tab, _wait_status, open_page
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +39,12 @@ def _objects(store, file_name):
 
 
 def _export(page, fmt_label, suffix):
+    _tab(page, "Project")
     page.locator("#export_format input").click()
     page.get_by_role("option", name=fmt_label).click()
     page.locator("#export_btn").click()
     status = _wait_status(page, rf"Exported \d+ annotation\(s\) as {re.escape(fmt_label)}")
+    _tab(page, "Annotate")
     return Path(re.search(rf"to `?(\S+\{suffix})", status).group(1).strip("`"))
 
 

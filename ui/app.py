@@ -24,12 +24,13 @@ from gradio.exceptions import InvalidPathError
 from iseg_core.image import IMAGE_SUFFIXES
 from iseg_core.weights import ProgressText
 from storage.exports import FORMATS
-from storage.store import IMAGE_STATES
+from storage.store import IMAGE_STATES, is_colour
 
 from .canvas import CSS, JS, TEMPLATE, frame_value
 from .gate import ArrivalOrder, SessionGate, default_workers, ticket_of
 from .owned import OWNED, ClientCookie, client_of
 from .studio import Studio, View
+from .text import html_text, md
 
 TOOLS = ["positive", "negative", "box", "contour", "scribble", "brush", "eraser"]
 # one keyboard scheme (listed on the page): digits are labels, letters are tools and actions
@@ -41,6 +42,8 @@ SHORTCUTS = [("1-9", "finish the object as label 1-9"), ("Q / W", "positive / ne
              ("Enter", "close the contour / end the scribble"), ("Z / Shift+Z", "zoom in on / out of a small object"), ("Ctrl+Z / Ctrl+Y", "undo / redo"),
              ("Space / N", "finish the object as the chosen label"), ("A", "accept the image (saved), next"),
              ("→ / ←", "next / previous image"), ("Esc", "clear the current object")]
+# the canvas's own view (the browser's; the image's pixels stay exact)
+VIEW_KEYS = [("wheel", "zoom the view at the pointer"), ("middle-drag or Alt+drag", "pan"), ("F", "fit the image")]
 
 # Keyboard shortcuts and the Shift state for clicks (Gradio has no hotkey API: buttons are clicked by id).
 HEAD = """<script>
@@ -77,14 +80,33 @@ document.addEventListener('keydown', e => {
   if (k === '[') return size(-1);
   if (k === ']') return size(1);
   if (k === 'z') return click(e.shiftKey ? 'unzoom_btn' : 'zoom_btn');
+  if (k === 'f') { window.dispatchEvent(new Event('iseg-fit')); e.preventDefault(); }
 });
 </script>"""
+
+# the page: the canvas takes the window's height below the tool bar; the side panel scrolls on its own
+PAGE_CSS = """
+#header { align-items: center; gap: 12px; }
+#header { min-height: 0; }
+#title { flex-grow: 0 !important; min-width: 50px !important; }
+#title p, #title { margin: 0; font-size: 18px; }
+#status p { margin: 1px 0; }
+#toolbar { align-items: center; gap: 6px; }
+#tool .wrap { gap: 2px; flex-wrap: nowrap; }
+#tool label { padding: 3px 7px; }
+#brush_size { padding: 0 6px; }
+#object_row { align-items: center; }
+#sidebar { max-height: calc(100vh - 140px); overflow-y: auto; flex-wrap: nowrap; gap: 8px; }
+"""
 
 LEGEND_CSS = """
 .iseg-label { display: inline-flex; align-items: center; gap: 4px; margin: 0 10px 4px 0; font-size: 14px; }
 .iseg-label i { display: inline-block; width: 14px; height: 14px; border-radius: 3px; border: 1px solid #0004; }
 .iseg-label b { min-width: 10px; }
 """
+# the canvas's long side in device pixels (about three quarters of the window's width, or its height)
+SCREEN_JS = ("() => Math.round(Math.max(window.innerWidth * 0.75, window.innerHeight - 160) * "
+             "(window.devicePixelRatio || 1))")
 PER_PAGE = 48
 EDIT = "edit"  # the concurrency group of every event that changes a session's state
 
@@ -96,7 +118,7 @@ def launch_options(demo: gr.Blocks) -> dict:
     from starlette.middleware import Middleware
 
     edits = {fn_id for fn_id, fn in demo.fns.items() if fn.concurrency_id == EDIT}
-    return {"head": HEAD, "app_kwargs": {"middleware": [
+    return {"head": HEAD, "css": PAGE_CSS, "app_kwargs": {"middleware": [
         Middleware(ClientCookie), Middleware(ArrivalOrder, gate=demo.iseg_gate, gated=edits)]}}
 
 
@@ -105,8 +127,8 @@ def _legend(labels) -> str:
     if not labels:
         return "<div class='iseg-labels'>No labels yet: type a name in Label, or add one under Labels.</div>"
     return "<div class='iseg-labels'>" + "".join(
-        f"<span class='iseg-label' title='{html.escape(c.name)}'><b>{c.key or '·'}</b><i style='background:{c.color}'>"
-        f"</i>{html.escape(c.name)}</span>" for c in labels) + "</div>"
+        f"<span class='iseg-label' title='{html_text(c.name)}'><b>{c.key or '·'}</b><i style='background:"
+        f"{c.color if is_colour(c.color) else '#808080'}'></i>{html_text(c.name)}</span>" for c in labels) + "</div>"
 
 
 def _sid(request: Optional[gr.Request]) -> str:
@@ -176,7 +198,7 @@ def build_app(studio: Studio, workers: Optional[int] = None, hf_oauth: bool = Fa
     1 on a GPU); a session's own edits always run one at a time, in order. ``hf_oauth``: sign-in with Hugging
     Face (a Login button; nothing can be seen or changed before it; ``studio.roles``, when set, is the list of
     accounts allowed in)."""
-    keys = " · ".join(f"**{k}** {v}" for k, v in SHORTCUTS)
+    keys = "  \n".join(f"**{k}** {v}" for k, v in SHORTCUTS + VIEW_KEYS)
 
     def user_of(request: Optional[gr.Request]) -> Optional[str]:
         """The signed-in name: Gradio's sign-in with the users file, or the Hugging Face account."""
@@ -223,84 +245,68 @@ def build_app(studio: Studio, workers: Optional[int] = None, hf_oauth: bool = Fa
     # the browser's thumbnails are served as they are (named by content), each to the clients it was shown to
     gr.set_static_paths([thumbs])
     OWNED.protect(thumbs)
-    with gr.Blocks(title="iseg", delete_cache=(3600, 3600)) as demo:
-        gr.Markdown("# iseg: interactive segmentation studio\n" + keys)
-        if hf_oauth:
-            gr.LoginButton(elem_id="login")
-        status = gr.Markdown(elem_id="status")
+    with gr.Blocks(title="iseg", delete_cache=(3600, 3600), fill_width=True) as demo:
+        with gr.Row(elem_id="header", equal_height=True):  # the name, the status line, the sign-in
+            gr.Markdown("**iseg**", elem_id="title", container=False, min_width=50)
+            status = gr.Markdown(elem_id="status", container=False)
+            if hf_oauth:
+                gr.LoginButton(elem_id="login", scale=0, min_width=200)
         with gr.Tabs(selected="annotate", elem_id="tabs") as tabs:
           with gr.Tab("Annotate", id="annotate", elem_id="annotate_tab"):
-           with gr.Row():
-            with gr.Column(scale=3):
-                view = gr.HTML({"src": ""}, html_template=TEMPLATE, css_template=CSS, js_on_load=JS,
-                               elem_id="canvas", apply_default_css=False, padding=False)
-            with gr.Column(scale=1, min_width=300):
-                tool = gr.Radio(TOOLS, value="positive", label="Tool", elem_id="tool")
-                gr.Slider(1, 100, 12, step=1, label="Brush size (px on screen; [ and ] change it)",
-                          elem_id="brush_size")
-                with gr.Row():
-                    undo_btn = gr.Button("Undo", elem_id="undo_btn", size="sm")
-                    redo_btn = gr.Button("Redo", elem_id="redo_btn", size="sm")
-                    clear_btn = gr.Button("Clear", elem_id="clear_btn", size="sm")
-                with gr.Row():
-                    close_btn = gr.Button("Close shape", elem_id="close_btn", size="sm")
-                    zoom_btn = gr.Button("Zoom in", elem_id="zoom_btn", size="sm")
-                    unzoom_btn = gr.Button("Zoom out", elem_id="unzoom_btn", size="sm")
-                names = [c.name for c in studio.labels(fresh=True)]
-                category = gr.Dropdown(names, value=names[0] if names else "object", allow_custom_value=True,
-                                       label="Label (type a new name to add one)", elem_id="category")
-                legend = gr.HTML(_legend(studio.labels()), elem_id="labels", css_template=LEGEND_CSS)
-                label_keys = [gr.Button(f"label {k}", elem_id=f"label_key_{k}", visible="hidden")
-                              for k in range(1, 10)]
-                finish_btn = gr.Button("Finish object", variant="primary", elem_id="finish_btn")
-                accept_btn = gr.Button("Accept image", variant="primary", elem_id="accept_btn")
-                with gr.Row():
-                    review_comment = gr.Textbox(label="Review comment", elem_id="review_comment", scale=2)
-                    approve_btn = gr.Button("Approve", size="sm", elem_id="approve_btn")
-                    send_back_btn = gr.Button("Send back", size="sm", elem_id="send_back_btn")
-                with gr.Row():
-                    prev_btn = gr.Button("← Previous", elem_id="prev_btn", size="sm")
-                    next_btn = gr.Button("Next →", elem_id="next_btn", size="sm")
-                objects = gr.Dataframe(headers=["#", "category", "pixels", "prompts", "state"], interactive=False,
-                                       label="Objects", elem_id="objects")
-                with gr.Row():
-                    obj_num = gr.Number(1, precision=0, label="Object #", minimum=1, elem_id="obj_num")
-                    edit_btn = gr.Button("Edit", size="sm", elem_id="edit_btn")
-                    delete_btn = gr.Button("Delete", size="sm", elem_id="delete_btn")
-                    relabel_btn = gr.Button("Set label", size="sm", elem_id="relabel_btn")
-                with gr.Accordion("Labels", open=False, elem_id="label_editor"):
-                    label_name = gr.Textbox(label="Name", elem_id="label_name")
-                    label_rename = gr.Textbox(label="Rename to (optional)", elem_id="label_rename")
+            # the tool bar: tools (letter keys), brush size, history, shapes, zoom, images
+            with gr.Row(elem_id="toolbar", equal_height=True):
+                tool = gr.Radio(TOOLS, value="positive", show_label=False, elem_id="tool", container=False,
+                                scale=0, min_width=600)
+                gr.Slider(1, 100, 12, step=1, label="Brush px ([ ])", elem_id="brush_size", scale=0, min_width=140,
+                          container=False)
+                undo_btn = gr.Button("↶ Undo", elem_id="undo_btn", size="sm", scale=0, min_width=70)
+                redo_btn = gr.Button("↷ Redo", elem_id="redo_btn", size="sm", scale=0, min_width=70)
+                clear_btn = gr.Button("Clear", elem_id="clear_btn", size="sm", scale=0, min_width=60)
+                close_btn = gr.Button("Close shape", elem_id="close_btn", size="sm", scale=0, min_width=90)
+                zoom_btn = gr.Button("Zoom in", elem_id="zoom_btn", size="sm", scale=0, min_width=70)
+                unzoom_btn = gr.Button("Zoom out", elem_id="unzoom_btn", size="sm", scale=0, min_width=70)
+                prev_btn = gr.Button("← Previous", elem_id="prev_btn", size="sm", scale=0, min_width=80)
+                next_btn = gr.Button("Next →", elem_id="next_btn", size="sm", scale=0, min_width=70)
+            with gr.Row(elem_id="workspace"):
+                with gr.Column(scale=4, min_width=480):
+                    view = gr.HTML({"src": ""}, html_template=TEMPLATE, css_template=CSS, js_on_load=JS,
+                                   elem_id="canvas", apply_default_css=False, padding=False)
+                with gr.Column(scale=1, min_width=330, elem_id="sidebar"):
+                    names = [c.name for c in studio.labels(fresh=True)]
+                    category = gr.Dropdown(names, value=names[0] if names else "object", allow_custom_value=True,
+                                           label="Label (type a new name to add one)", elem_id="category")
+                    legend = gr.HTML(_legend(studio.labels()), elem_id="labels", css_template=LEGEND_CSS)
+                    label_keys = [gr.Button(f"label {k}", elem_id=f"label_key_{k}", visible="hidden")
+                                  for k in range(1, 10)]
                     with gr.Row():
-                        label_colour = gr.ColorPicker("#e6194b", label="Colour", elem_id="label_colour")
-                        label_key = gr.Dropdown([("none", 0)] + [(str(k), k) for k in range(1, 10)], value=None,
-                                                label="Key", elem_id="label_key")
-                    label_save = gr.Button("Save label", size="sm", elem_id="label_save_btn")
-                opacity = gr.Slider(0.0, 1.0, 0.5, step=0.05, label="Overlay opacity", elem_id="opacity")
-                contours = gr.Checkbox(True, label="Contour lines", elem_id="contours")
-                threshold = gr.Slider(-4.0, 4.0, 0.0, step=0.25, label="Mask threshold (logits; higher = tighter)",
-                                      elem_id="threshold")
-                model = gr.Dropdown(_model_choices(), value=studio.default_model, label="Model", elem_id="model")
-                with gr.Row():
-                    finetune_btn = gr.Button("Fine-tune on accepted images", size="sm", elem_id="finetune_btn")
-                    pretrain_btn = gr.Button("Pre-train on unlabelled images", size="sm", elem_id="pretrain_btn")
-                    cancel_ft_btn = gr.Button("Cancel fine-tuning", size="sm", elem_id="cancel_finetune_btn")
-                train_status = gr.Markdown(studio.finetune_status(), elem_id="train_status")
-                train_timer = gr.Timer(2.0, active=False)
-                with gr.Row():
-                    upload = gr.File(file_count="multiple", label="Add images", elem_id="upload")
-                    upload_dir = gr.File(file_count="directory", label="Add a folder", elem_id="upload_dir")
-                with gr.Row():
-                    export_fmt = gr.Dropdown([(v, k) for k, v in FORMATS.items()], value="coco",
-                                             label="Export format", elem_id="export_format")
-                    export_btn = gr.Button("Export", elem_id="export_btn")
-                export_file = gr.File(label="Exported file", interactive=False, elem_id="export_file")
-                with gr.Row():
-                    import_file = gr.File(file_types=[".json"], label="Import COCO pre-annotations",
-                                          elem_id="import_file")
-                    on_clash = gr.Radio([("map by name", "map"), ("refuse", "refuse")], value="map",
-                                        label="Categories unlike the label set", elem_id="on_clash")
-                import_btn = gr.Button("Import", size="sm", elem_id="import_btn")
+                        finish_btn = gr.Button("Finish object (N)", variant="primary", elem_id="finish_btn",
+                                               size="sm", min_width=100)
+                        accept_btn = gr.Button("Accept image (A)", variant="primary", elem_id="accept_btn",
+                                               size="sm", min_width=100)
+                    objects = gr.Dataframe(headers=["#", "category", "pixels", "prompts", "state"],
+                                           interactive=False, label="Objects", elem_id="objects", max_height=260)
+                    with gr.Row(equal_height=True, elem_id="object_row"):
+                        obj_num = gr.Number(1, precision=0, label="Object #", minimum=1, elem_id="obj_num",
+                                            min_width=70, container=False)
+                        edit_btn = gr.Button("Edit", size="sm", elem_id="edit_btn", min_width=50)
+                        delete_btn = gr.Button("Delete", size="sm", elem_id="delete_btn", min_width=50)
+                        relabel_btn = gr.Button("Set label", size="sm", elem_id="relabel_btn", min_width=60)
+                    # reviewers only (on_load shows it to a signed-in reviewer)
+                    with gr.Group(visible=False, elem_id="review") as review_box:
+                        review_comment = gr.Textbox(label="Review comment", elem_id="review_comment", lines=1)
+                        with gr.Row():
+                            approve_btn = gr.Button("Approve", size="sm", elem_id="approve_btn")
+                            send_back_btn = gr.Button("Send back", size="sm", elem_id="send_back_btn")
+                    with gr.Accordion("Model", open=True, elem_id="model_panel"):
+                        model = gr.Dropdown(model_choices(), value=studio.default_model, show_label=False,
+                                            elem_id="model", container=False)
+                        threshold = gr.Slider(0.05, 0.95, 0.5, step=0.01, elem_id="threshold",
+                                              label="Mask threshold (probability; higher = tighter)")
+                    with gr.Accordion("View", open=False, elem_id="view_panel"):
+                        opacity = gr.Slider(0.0, 1.0, 0.5, step=0.05, label="Overlay opacity", elem_id="opacity")
+                        contours = gr.Checkbox(True, label="Contour lines", elem_id="contours")
+                    with gr.Accordion("Keyboard and mouse", open=False, elem_id="keys_panel"):
+                        gr.Markdown(keys)
           with gr.Tab("Images", id="images", elem_id="images_tab"):
             with gr.Row():
                 b_state = gr.Radio(["all", *IMAGE_STATES], value="all", label="State", elem_id="browse_state")
@@ -315,6 +321,46 @@ def build_app(studio: Studio, workers: Optional[int] = None, hf_oauth: bool = Fa
             gallery = gr.Gallery(columns=8, height=720, allow_preview=False, object_fit="contain",
                                  show_label=False, elem_id="browser")
             b_positions = gr.State([])
+          with gr.Tab("Project", id="project", elem_id="project_tab"):
+            with gr.Row():
+                with gr.Column():
+                    gr.Markdown("### Add images")
+                    with gr.Row():
+                        upload = gr.File(file_count="multiple", label="Image files", elem_id="upload")
+                        upload_dir = gr.File(file_count="directory", label="A folder", elem_id="upload_dir")
+                    gr.Markdown("### Import pre-annotations")
+                    import_file = gr.File(file_types=[".json"], label="COCO .json", elem_id="import_file")
+                    with gr.Row():
+                        on_clash = gr.Radio([("map by name", "map"), ("refuse", "refuse")], value="map",
+                                            label="Categories unlike the label set", elem_id="on_clash")
+                        import_btn = gr.Button("Import", size="sm", elem_id="import_btn", scale=0, min_width=90)
+                with gr.Column():
+                    gr.Markdown("### Export")
+                    with gr.Row(equal_height=True):
+                        export_fmt = gr.Dropdown([(v, k) for k, v in FORMATS.items()], value="coco",
+                                                 label="Format", elem_id="export_format")
+                        export_btn = gr.Button("Export", elem_id="export_btn", scale=0, min_width=100)
+                    export_file = gr.File(label="Exported file", interactive=False, elem_id="export_file")
+                    gr.Markdown("### Labels")
+                    with gr.Group(elem_id="label_editor"):
+                        with gr.Row():
+                            label_name = gr.Textbox(label="Name", elem_id="label_name")
+                            label_rename = gr.Textbox(label="Rename to (optional)", elem_id="label_rename")
+                        with gr.Row():
+                            label_colour = gr.ColorPicker("#e6194b", label="Colour", elem_id="label_colour")
+                            label_key = gr.Dropdown([("none", 0)] + [(str(k), k) for k in range(1, 10)],
+                                                    value=None, label="Key", elem_id="label_key")
+                        label_save = gr.Button("Save label", size="sm", elem_id="label_save_btn")
+          with gr.Tab("Training", id="training", elem_id="training_tab"):
+            gr.Markdown("Teach the open model this project's objects: fine-tune on accepted images, or pre-train "
+                        "on images nobody labelled yet; the result replaces the model only if it scores better.",
+                        elem_id="train_help")
+            with gr.Row():
+                finetune_btn = gr.Button("Fine-tune on accepted images", size="sm", elem_id="finetune_btn")
+                pretrain_btn = gr.Button("Pre-train on unlabelled images", size="sm", elem_id="pretrain_btn")
+                cancel_ft_btn = gr.Button("Cancel fine-tuning", size="sm", elem_id="cancel_finetune_btn")
+            train_status = gr.Markdown(studio.finetune_status(), elem_id="train_status")
+            train_timer = gr.Timer(2.0, active=False)
         info = gr.JSON(visible=False)
         # inputs of the API twins (hidden on the page)
         hx, hy, hx1, hy1 = (gr.Number(0, visible=False) for _ in range(4))
@@ -383,9 +429,11 @@ def build_app(studio: Studio, workers: Optional[int] = None, hf_oauth: bool = Fa
                 progress(done / total if total else None, desc=text(done, total))
 
             with turn(request) as sid:
-                return _out(studio.set_model(sid, name, progress=report), request)
+                return (*_out(studio.set_model(sid, name, progress=report), request),
+                        studio.threshold_probability(sid))
 
-        model.change(on_model, [model], outs, api_name="set_model", **edit)
+        # the slider follows the model: each family starts at its own threshold
+        model.change(on_model, [model], outs + [threshold], api_name="set_model", **edit)
         def on_files(images_only: bool):
             def on_upload(files, request: gr.Request):
                 with turn(request) as sid:
@@ -537,17 +585,21 @@ def build_app(studio: Studio, workers: Optional[int] = None, hf_oauth: bool = Fa
         api.click(on_files(False), [hfiles], outs, api_name="upload_images", **edit)
         api.click(handler(studio.view, 0), [], outs, api_name="get_state", **edit)
 
-        def on_load(request: gr.Request):
+        def on_load(screen, request: gr.Request):
             why = refusal(user_of(request))
             if why:  # the page says what to do; nothing is opened
-                return _out(View(None, f"**{why}**", [], {}), request)
+                return (*_out(View(None, f"**{why}**", [], {}), request), gr.skip(), gr.skip())
             with turn(request) as sid:
-                if studio.tab(sid).index < 0:
-                    return _out(studio.open_index(sid, 0), request)
-                return _out(studio.view(sid), request)
+                studio.set_screen(sid, screen)
+                v = studio.open_index(sid, 0) if studio.tab(sid).index < 0 else studio.view(sid)
+                # review controls for reviewers only; the threshold slider at the tab's model's
+                return (*_out(v, request), gr.Group(visible=studio.is_reviewer(sid)),
+                        studio.threshold_probability(sid))
 
-        demo.load(on_load, [], outs, api_visibility="private").then(label_widgets, [], label_outs,
-                                                                    api_visibility="private")
+        # the page tells the server how many device pixels its canvas spans: the display copy is made that large
+        screen = gr.Number(0, visible=False)
+        demo.load(on_load, [screen], outs + [review_box, threshold], api_visibility="private",
+                  js=SCREEN_JS).then(label_widgets, [], label_outs, api_visibility="private")
         def on_unload(request: gr.Request):  # a closed tab: its unsaved drawing and undo history go
             studio.drop(_sid(request))
             gate.forget(_sid(request))
@@ -557,7 +609,40 @@ def build_app(studio: Studio, workers: Optional[int] = None, hf_oauth: bool = Fa
     return demo
 
 
-def _model_choices():
+# the model picker's groups, in the order shown: the SAM family first, the classical engine last
+FAMILIES = [("sam_hq_", "HQ-SAM"), ("sam2.1_", "SAM 2.1"), ("sam_", "SAM"), ("mobile_sam", "MobileSAM"),
+            ("segnext_", "SegNext"), ("simpleclick_", "SimpleClick"), ("mst_", "MST"), ("mis_", "MIS"),
+            ("interformer_", "InterFormer"), ("saicis_", "SAIC-IS"), ("ritm_", "RITM"), ("classical", "Classical")]
+FAMILY_ORDER = ["SAM", "MobileSAM", "HQ-SAM", "SAM 2.1", "SegNext", "SimpleClick", "MST", "MIS", "InterFormer",
+                "SAIC-IS", "RITM", "Classical"]
+
+
+def model_family(name: str) -> str:
+    return next((family for prefix, family in FAMILIES if name.startswith(prefix)), "Other")
+
+
+def weights_note(name: str) -> str:
+    """Its weights in a few words: size, and here / downloads / by hand / never published."""
+    from iseg_core import weights
+
+    spec = weights.KNOWN_CHECKPOINTS.get(name)
+    if spec is None:
+        return "no weights" if name == "classical" else "no published file"
+    size = weights._human(spec.size, spec.published_size) if (spec.size or spec.published_size) else "size n/a"
+    if weights.on_disk(name) is not None:
+        return f"{size}, here"
+    if spec.unpublished:
+        return "never published"
+    if spec.manual_page or (spec.repo_id is None and not spec.url):
+        return f"{size}, get by hand"
+    return f"{size}, downloads"
+
+
+def model_choices() -> List[tuple]:
+    """The model picker's entries ``(label, name)``: grouped by family, each with its size and whether its
+    weights are on this machine."""
     from iseg_core.models import list_models
 
-    return list_models()
+    names = sorted(list_models(), key=lambda n: (FAMILY_ORDER.index(model_family(n))
+                                                 if model_family(n) in FAMILY_ORDER else len(FAMILY_ORDER), n))
+    return [(f"{model_family(n)} · {n} ({weights_note(n)})", n) for n in names]

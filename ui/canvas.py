@@ -32,14 +32,40 @@ TEMPLATE = """<div class="iseg-canvas">
 </div>"""
 
 CSS = """
-.iseg-canvas { position: relative; display: flex; justify-content: center; align-items: center;
-               height: 720px; background: #f4f4f5; user-select: none; touch-action: none; }
-.iseg-canvas img { max-width: 100%; max-height: 100%; object-fit: contain; cursor: crosshair; }
+.iseg-canvas { position: relative; display: flex; justify-content: center; align-items: center; overflow: hidden;
+               height: calc(100vh - 200px); min-height: 380px; background: #f4f4f5; user-select: none;
+               touch-action: none; }
+.iseg-canvas img { max-width: 100%; max-height: 100%; cursor: crosshair; transform-origin: 0 0; }
 .iseg-canvas canvas { position: absolute; left: 0; top: 0; width: 100%; height: 100%; pointer-events: none; }
 """
 
-# Delegated listeners on the component's root survive re-renders of the template.
+# Delegated listeners on the component's root survive re-renders of the template. The view (fit to the
+# canvas, then the wheel's zoom and the pan) is the browser's alone: a CSS size and transform of the frame, read
+# back by getBoundingClientRect, so every prompt still lands on the frame's exact pixel.
 JS = """
+let view = { s: 1, tx: 0, ty: 0 };
+const box = () => element.querySelector('.iseg-canvas');
+const place = () => { if (!box()) return;  // the canvas reaches down to the window's bottom edge
+  const h = Math.max(380, Math.round(window.innerHeight - box().getBoundingClientRect().top - window.scrollY - 12)) + 'px';
+  if (box().style.height !== h) box().style.height = h;
+  const i = img(); if (!i || !i.naturalWidth) return;
+  const r = box().getBoundingClientRect(); const k = Math.min(r.width / i.naturalWidth, r.height / i.naturalHeight);
+  i.style.maxWidth = 'none'; i.style.maxHeight = 'none';
+  i.style.width = (i.naturalWidth * k) + 'px'; i.style.height = (i.naturalHeight * k) + 'px';
+  i.style.transform = 'translate(' + view.tx + 'px, ' + view.ty + 'px) scale(' + view.s + ')'; };
+const fit = () => { view = { s: 1, tx: 0, ty: 0 }; place(); };
+element.addEventListener('load', e => { if (e.target.tagName === 'IMG') place(); }, true);
+new ResizeObserver(place).observe(element); window.addEventListener('resize', place);
+window.addEventListener('iseg-fit', fit);
+element.addEventListener('wheel', e => {
+  const i = img(); if (!i || !i.naturalWidth) return; e.preventDefault();
+  const r = i.getBoundingClientRect(); const ox = r.left - view.tx, oy = r.top - view.ty;
+  const s = Math.min(20, Math.max(1, view.s * Math.exp(-e.deltaY * 0.0015)));
+  const ux = (e.clientX - r.left) / view.s, uy = (e.clientY - r.top) / view.s;
+  view = s === 1 ? { s: 1, tx: 0, ty: 0 } : { s, tx: e.clientX - ox - s * ux, ty: e.clientY - oy - s * uy };
+  place();
+}, { passive: false });
+let pan = null;
 const tool = () => { const r = document.querySelector('#tool input:checked'); return r ? r.value : 'positive'; };
 const brush = () => { const r = document.querySelector('#brush_size input[type=range]'); return r ? Number(r.value) : 12; };
 const painting = (t) => t === 'brush' || t === 'eraser';
@@ -51,13 +77,19 @@ const ctx = () => { const c = element.querySelector('canvas.iseg-draw'); const r
   c.width = r.width; c.height = r.height; const g = c.getContext('2d'); g.clearRect(0, 0, c.width, c.height); return [c, g]; };
 const screen = (p) => { const i = img(); const r = i.getBoundingClientRect(); const o = element.getBoundingClientRect();
   return [r.left - o.left + p[0] * r.width / i.naturalWidth, r.top - o.top + p[1] * r.height / i.naturalHeight]; };
+element.addEventListener('mousedown', e => { if (e.button === 1) e.preventDefault(); });  // no autoscroll
 element.addEventListener('contextmenu', e => { if (e.target.tagName === 'IMG') e.preventDefault(); });
 element.addEventListener('pointerdown', e => {
   if (e.target.tagName !== 'IMG' || !img().naturalWidth) return;
+  if (e.button === 1 || e.altKey) {  // the middle button or Alt: pan the view
+    e.preventDefault(); img().setPointerCapture(e.pointerId); pan = { x: e.clientX, y: e.clientY, tx: view.tx, ty: view.ty };
+    return;
+  }
   e.preventDefault(); img().setPointerCapture(e.pointerId);
   drag = { start: natural(e), points: [natural(e)], negative: e.button === 2 || e.shiftKey, t: tool() };
 });
 element.addEventListener('pointermove', e => {
+  if (pan) { view.tx = pan.tx + e.clientX - pan.x; view.ty = pan.ty + e.clientY - pan.y; place(); return; }
   if (!drag) {  // the brush's outline follows the pointer
     if (painting(tool()) && e.target.tagName === 'IMG' && img().naturalWidth) {
       const [c, g] = ctx(); const s = screen(natural(e)); const k = img().getBoundingClientRect().width / img().naturalWidth;
@@ -78,6 +110,7 @@ element.addEventListener('pointermove', e => {
     g.strokeRect(Math.min(a[0], b[0]), Math.min(a[1], b[1]), Math.abs(a[0] - b[0]), Math.abs(a[1] - b[1])); }
 });
 element.addEventListener('pointerup', e => {
+  if (pan) { pan = null; return; }
   if (!drag) return; const d = drag; drag = null; const p = natural(e);
   const moved = Math.hypot(p[0] - d.start[0], p[1] - d.start[1]) * img().getBoundingClientRect().width / img().naturalWidth > 6;
   const neg = d.negative || e.shiftKey || window.__isegShift;

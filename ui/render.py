@@ -13,7 +13,8 @@ from iseg_core.geometry import DisplayFrame
 from iseg_core.prompts import Box, Click, Contour, Prompt, Scribble, Stroke
 from storage.store import LABEL_COLOURS, hex_rgb
 
-DISPLAY_LONG_SIDE = 1024
+DISPLAY_LONG_SIDE = 1024  # the display copy of an image (a page on a large screen asks for more)
+MAX_DISPLAY_LONG_SIDE = 2048
 CURRENT = (30, 144, 255)
 PALETTE = [hex_rgb(c) for c in LABEL_COLOURS]  # objects whose name is not (yet) a label: the labels' colours
 

@@ -22,7 +22,8 @@ import torch
 from iseg_core.errors import IsegError
 from iseg_core.geometry import DisplayFrame
 from iseg_core.image import IMAGE_SUFFIXES, load_image
-from iseg_core.models import Segmenter, list_models, load_model, takes_weights, trainable_models
+from iseg_core.models import Segmenter, list_models, load_model, takes_weights
+from iseg_core.models.base import logit_to_probability, probability_to_logit
 from iseg_core.prompts import Box, Click, Contour, Scribble, Stroke, prompt_to_dict
 from iseg_core.session import FinishedObject, SessionManager
 from iseg_core.weights import reporting_progress
@@ -31,7 +32,8 @@ from storage.coco import import_coco
 from storage.exports import FORMATS, export
 from storage.store import IMAGE_STATES, BrowsePage, CategoryRecord, ImageRecord
 
-from .render import DISPLAY_LONG_SIDE, PALETTE, ViewOptions, display_copy, render, to_display
+from .text import md, safe_name
+from .render import DISPLAY_LONG_SIDE, MAX_DISPLAY_LONG_SIDE, PALETTE, ViewOptions, display_copy, render, to_display
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
 MAX_UPLOAD_MB = 50  # default size limit of one uploaded or imported image file
@@ -104,6 +106,7 @@ class TabState:
     message: str = ""
     user: str = ""  # the signed-in name (sign-in on), the author of what this tab saves
     lock_refreshed: float = 0.0  # when the lock on the open image was last renewed (monotonic)
+    display_long: int = DISPLAY_LONG_SIDE  # the display copy's long side (raised for a large canvas)
 
     @property
     def image_id(self) -> Optional[int]:
@@ -250,18 +253,19 @@ class Studio:
                 "objects": [{"category": o.category, "area": o.area, "id": o.stored_id} for o in s.objects],
                 "editing": s.editing, "zoom": list(s.zoom) if s.zoom else None, "pending": [list(p) for p in t.pending], "pending_kind": t.pending_kind,
                 "queue": {"done": done, "total": total},
+                "threshold": round(logit_to_probability(s.effective_threshold), 4),
             }
         head = f"**{done} / {total} images done**"
         if t.user:
-            head = f"{t.user} · " + head
+            head = f"{md(t.user)} · " + head
             self._renew_lock(t)
         if current:
-            head += f" · image {t.index + 1}: `{current.file_name}` ({current.width}x{current.height})"
+            head += f" · image {t.index + 1}: {md(current.file_name)} ({current.width}x{current.height})"
             head += " · accepted" if current.done else ""
             if current.review_state == "approved":
-                head += f" · approved by {current.reviewed_by}"
+                head += f" · approved by {md(current.reviewed_by)}"
             elif current.review_state == "returned":
-                head += f"\n\n**Sent back by {current.reviewed_by}:** {current.review_comment}"
+                head += f"\n\n**Sent back by {md(current.reviewed_by)}:** {md(current.review_comment)}"
         if self.notice and t.model == self.default_model:
             head += f"\n\n{self.notice}"
         status = head + (f"\n\n{t.message}" if t.message else "")
@@ -286,14 +290,14 @@ class Studio:
         try:
             loaded = load_image(rec.path)
         except IsegError as e:
-            return self.view(sid, f"Cannot open {rec.file_name}: {e}")
+            return self.view(sid, f"Cannot open {md(rec.file_name)}: {md(e, None)}")
         if loaded.rgb.shape[:2] != (rec.height, rec.width):
-            return self.view(sid, f"{rec.file_name} is {rec.width}x{rec.height}, larger than this app's pixel limit; "
+            return self.view(sid, f"{md(rec.file_name)} is {rec.width}x{rec.height}, larger than this app's pixel limit; "
                                   "annotate a downscaled copy.")
         stored = [FinishedObject(a.mask(), a.category.name, a.interactions or [], a.seconds, a.id)
                   for a in self.store.annotations(rec.id)]
         t0 = time.perf_counter()
-        frame = DisplayFrame.fit(loaded.rgb.shape[:2], DISPLAY_LONG_SIDE)
+        frame = DisplayFrame.fit(loaded.rgb.shape[:2], t.display_long)
         with s.lock:
             t.display = display_copy(loaded.rgb, frame)
             s.open_image(loaded.rgb, rec.sha256, rec.id, stored, display=frame)
@@ -318,8 +322,8 @@ class Studio:
             else:
                 found = None
             if found is None:
-                return index, None, f"`{rec.file_name}` is being annotated by {holder}, and no other image is free."
-            note = f"`{rec.file_name}` is being annotated by {holder}; opened the next free image."
+                return index, None, f"{md(rec.file_name)} is being annotated by {md(holder)}, and no other image is free."
+            note = f"{md(rec.file_name)} is being annotated by {md(holder)}; opened the next free image."
             index, rec = found
         if t.image_id is not None and t.image_id != rec.id:
             self._release(t)
@@ -339,22 +343,22 @@ class Studio:
         t.lock_refreshed = time.monotonic()
         holder = self.store.lock_image(t.image_id, t.user, self.lock_seconds)
         if holder is not None:
-            t.message = f"**{holder} has taken this image** (you were idle for over {self.lock_seconds / 60:g} min)."
+            t.message = f"**{md(holder)} has taken this image** (you were idle for over {self.lock_seconds / 60:g} min)."
 
     def review(self, sid: str, approve: bool, comment: str = "") -> View:
         """A reviewer approves the open (accepted) image or sends it back to the annotators with a comment."""
         t = self.tab(sid)
-        if not t.user or self.roles is None or self.roles(t.user) != "reviewer":
+        if not self.is_reviewer(sid):
             return self.view(sid, "Only a signed-in reviewer can approve or send back images.")
         if t.image_id is None:
             return self.view(sid, "Open an image first.")
         try:
             t.record = self.store.review_image(t.image_id, t.user, bool(approve), comment)
         except StorageError as e:
-            return self.view(sid, f"**Not reviewed:** {e}")
+            return self.view(sid, f"**Not reviewed:** {md(e, None)}")
         self.counts(fresh=True)
         what = "Approved" if approve else "Sent back"
-        return self.view(sid, f"{what} `{t.record.file_name}`" + (f": {t.record.review_comment}" if not approve else "."))
+        return self.view(sid, f"{what} {md(t.record.file_name)}" + (f": {md(t.record.review_comment)}" if not approve else "."))
 
     def _precompute_next(self, sid: str, index: int, total: int) -> None:
         if total < 2:
@@ -415,7 +419,7 @@ class Studio:
                     first_new = rec.id
             except StorageError as e:
                 problems.append(str(e))
-        msg = f"Added {added} image(s)." + ("".join(f"\n\n**Skipped:** {p}" for p in problems))
+        msg = f"Added {added} image(s)." + ("".join(f"\n\n**Skipped:** {md(p, None)}" for p in problems))
         if first_new is not None:
             self.open_index(sid, self.store.position_of(self.project, first_new))
         return self.view(sid, msg)
@@ -430,7 +434,7 @@ class Studio:
             with s.lock:
                 step = s.add(prompt)
         except IsegError as e:
-            return self.view(sid, f"**Not added:** {e}")
+            return self.view(sid, f"**Not added:** {md(e, None)}")
         ms = (time.perf_counter() - t0) * 1e3
         return self.view(sid, f"{len(s.steps)} prompt(s) · mask {int(step.mask.sum())} px · {ms:.0f} ms")
 
@@ -579,11 +583,11 @@ class Studio:
                                                  model=self._model_version(sid), interactions=obj.prompts,
                                                  seconds=obj.seconds, replace_id=obj.stored_id)
             except StorageError as e:
-                return self.view(sid, f"**Not saved** (the object is kept here, try again): {e}")
+                return self.view(sid, f"**Not saved** (the object is kept here, try again): {md(e, None)}")
             obj.stored_id = rec.id
             n = len(s.objects)
         self.labels(fresh=True)  # a new name is a new label
-        return self.view(sid, f"Saved object {n} ({obj.category}).")
+        return self.view(sid, f"Saved object {n} ({md(obj.category)}).")
 
     def label_key(self, sid: str, key: int) -> View:
         """Key 1-9: finish the object being drawn as the label with that key. With no object in progress it
@@ -595,7 +599,7 @@ class Studio:
         with s.lock:
             drawing = s.mask is not None and s.mask.any()
         if not drawing:
-            return self.view(sid, f"No object to label {label.name!r}: draw one first (click on it), then press "
+            return self.view(sid, f"No object to label '{md(label.name)}': draw one first (click on it), then press "
                                   f"{int(key)}.")
         return self.finish_object(sid, label.name)
 
@@ -614,10 +618,10 @@ class Studio:
                 try:
                     self.store.set_annotation_category(obj.stored_id, name)
                 except StorageError as e:
-                    return self.view(sid, f"**Not changed:** {e}")
+                    return self.view(sid, f"**Not changed:** {md(e, None)}")
             old, obj.category = obj.category, name
         self.labels(fresh=True)
-        return self.view(sid, f"Object {int(number)}: {old} -> {name}.")
+        return self.view(sid, f"Object {int(number)}: {md(old)} -> {md(name)}.")
 
     def set_label(self, sid: str, name: str, color: Optional[str] = None, key: Optional[int] = None,
                   rename: Optional[str] = None) -> View:
@@ -625,7 +629,7 @@ class Studio:
         try:
             rec = self.store.set_label(self.project, name or "", color or None, key, rename or None)
         except StorageError as e:
-            return self.view(sid, f"**Label not saved:** {e}")
+            return self.view(sid, f"**Label not saved:** {md(e, None)}")
         self.labels(fresh=True)
         s = self._session(sid)
         if rename and rename.strip() != name.strip():
@@ -634,7 +638,7 @@ class Studio:
                     if o.category == name.strip():
                         o.category = rec.name
         key_text = f"key {rec.key}" if rec.key else "no key"
-        return self.view(sid, f"Label {rec.name!r}: {rec.color}, {key_text}.")
+        return self.view(sid, f"Label '{md(rec.name)}': {rec.color}, {key_text}.")
 
     def delete_object(self, sid: str, number: int) -> View:
         s = self._session(sid)
@@ -648,7 +652,7 @@ class Studio:
                     self.store.delete_annotation(obj.stored_id)
                 except StorageError as e:
                     s.objects.insert(int(number) - 1, obj)
-                    return self.view(sid, f"**Not deleted:** {e}")
+                    return self.view(sid, f"**Not deleted:** {md(e, None)}")
         return self.view(sid, f"Deleted object {number}.")
 
     def edit_object(self, sid: str, number: int) -> View:
@@ -677,7 +681,7 @@ class Studio:
                     dict(mask=o.mask, category=o.category, author=self._author(sid), model=version,
                          interactions=o.prompts, seconds=o.seconds) for o in unsaved], done=True)
             except StorageError as e:
-                return self.view(sid, f"**Not saved** (nothing was lost here, try again): {e}")
+                return self.view(sid, f"**Not saved** (nothing was lost here, try again): {md(e, None)}")
             for o, r in zip(unsaved, recs):
                 o.stored_id = r.id
             n = len(s.objects)
@@ -699,11 +703,11 @@ class Studio:
         stamp = time.strftime('%Y%m%d-%H%M%S')
         suffix = ".json" if fmt.startswith("coco") else ".zip"
         # a random part: two people exporting in the same second get two files
-        path = self.export_dir / f"{self.project.name}-{stamp}-{secrets.token_hex(4)}-{fmt}{suffix}"
+        path = self.export_dir / f"{safe_name(self.project.name)}-{stamp}-{secrets.token_hex(4)}-{fmt}{suffix}"
         try:
             path, warnings = export(self.store, self.project, fmt, path, progress)
         except StorageError as e:
-            return self.view(sid, f"**Export failed:** {e}"), None
+            return self.view(sid, f"**Export failed:** {md(e, None)}"), None
         n = self.store.stats(self.project).annotations
         warn = "".join(f"\n\n{w}" for w in warnings[:5])
         more = f"\n\n... and {len(warnings) - 5} more warning(s)" if len(warnings) > 5 else ""
@@ -716,7 +720,7 @@ class Studio:
         try:
             r = import_coco(self.store, self.project, path, author=self._author(sid), on_clash=on_clash, progress=progress)
         except StorageError as e:
-            return self.view(sid, f"**Not imported:** {e}")
+            return self.view(sid, f"**Not imported:** {md(e, None)}")
         self.labels(fresh=True)
         self.counts(fresh=True)
         t = self.tab(sid)
@@ -765,14 +769,42 @@ class Studio:
                 return self.view(sid, str(e))
         return self.view(sid, msg)
 
-    def set_threshold(self, sid: str, threshold: float) -> View:
+    def set_threshold(self, sid: str, probability: float) -> View:
+        """The mask threshold of the tab's current object, as a probability (the model's logit threshold is
+        its logit): every step is re-thresholded, nothing decoded again."""
+        try:
+            logit = probability_to_logit(probability)
+        except (TypeError, ValueError):
+            return self.view(sid, f"The mask threshold is a probability between 0 and 1, not {probability!r}.")
         s = self._session(sid)
         with s.lock:
             if s.image is not None:
-                s.set_threshold(threshold)
+                s.set_threshold(logit)
             else:
-                s.threshold = float(threshold)
-        return self.view(sid, f"Mask threshold {float(threshold):+.2f} (logits).")
+                s.threshold = logit
+        return self.view(sid, f"Mask threshold: probability {float(probability):.2f} (logit {logit:+.2f}).")
+
+    def threshold_probability(self, sid: str) -> float:
+        """The tab's mask threshold as a probability: the model family's default (RITM's lineage 0.49, SAM's
+        0.5) until someone moves the slider."""
+        s = self._session(sid)
+        with s.lock:
+            return round(logit_to_probability(s.effective_threshold), 4)
+
+    def set_screen(self, sid: str, pixels) -> None:
+        """The page's canvas spans ``pixels`` device pixels along its long side: images opened from now on are
+        shown from a copy that large (1024 to 2048 px, in steps of 256; a 12 MP photo still costs a click what
+        a 2 MP one does)."""
+        try:
+            px = int(pixels or 0)
+        except (TypeError, ValueError):
+            return
+        if px > 0:
+            self.tab(sid).display_long = max(DISPLAY_LONG_SIDE, min(MAX_DISPLAY_LONG_SIDE, -(-px // 256) * 256))
+
+    def is_reviewer(self, sid: str) -> bool:
+        t = self.tab(sid)
+        return bool(t.user) and self.roles is not None and self.roles(t.user) == "reviewer"
 
     def set_model(self, sid: str, name: str, progress: Optional[Callable[[int, Optional[int]], None]] = None) -> View:
         """Switch the tab to model ``name``, loading it first (a download of its weights reports to ``progress``
@@ -781,12 +813,12 @@ class Studio:
         if name == t.model:
             return self.view(sid)
         if name not in list_models():
-            return self.view(sid, f"Unknown model {name!r}; known: {', '.join(list_models())}")
+            return self.view(sid, f"Unknown model '{md(name)}'; known: {', '.join(list_models())}")
         try:
             with reporting_progress(progress) if progress is not None else nullcontext():
                 self.manager(name)
         except IsegError as e:
-            return self.view(sid, f"**{name} is not available:** {e} Still using {t.model}.")
+            return self.view(sid, f"**{md(name)} is not available:** {md(e, None)} Still using {t.model}.")
         t.model = name
         if t.index >= 0:
             return self.open_index(sid, t.index)
@@ -816,7 +848,7 @@ class Studio:
                               max_clicks=int(env("ISEG_FINETUNE_EVAL_CLICKS", "10")), author=self._author(sid),
                               labels=labels)
         except IsegError as e:
-            return self.view(sid, f"**Cannot {what.lower()}:** {e}")
+            return self.view(sid, f"**Cannot {what.lower()}:** {md(e, None)}")
         self._job = job.start()
         source = ("pseudo-objects of the images not accepted yet" if labels == "proposals"
                   else "the accepted annotations")
@@ -838,9 +870,8 @@ class Studio:
         job = self._job
         if job is not None:
             return job.describe()
-        return (f"Fine-tune the model on this project's accepted images, or pre-train it on the images not accepted yet "
-                f"(pseudo-objects, no labels needed; DINO's weights must be in the weights folder) (works for "
-                f"{', '.join(trainable_models())}; not for the others: the classical engine has no weights).")
+        return ("Nothing has been trained yet. Every model but the classical engine can learn (pre-training also "
+                "needs DINO's weights in the weights folder).")
 
     @property
     def finetune_running(self) -> bool:

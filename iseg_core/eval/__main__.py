@@ -20,6 +20,7 @@ import torch
 
 from ..errors import IsegError
 from ..models import list_models, load_model
+from ..models.base import logit_to_probability
 from ..predictor import Predictor
 from ..runtime import tune_allocator
 from .datasets import open_dataset
@@ -29,6 +30,11 @@ from .loop import ObjectEvaluator, default_cache, sat_latency
 from .metrics import summarize
 
 
+def threshold_text(model) -> str:
+    """The mask threshold the numbers were made at: the model family's own (RITM's lineage 0.49, SAM's logit 0)."""
+    return f"prob threshold {logit_to_probability(model.default_threshold):.2f}"
+
+
 def preprocessing(args, model) -> str:
     """One line that says how the numbers were made (they depend on it)."""
     session = native_session(args, model)
@@ -36,7 +42,7 @@ def preprocessing(args, model) -> str:
     seen = (f"{model.config.describe()}; click disks r={model.config.disk_radius:g} px" if session is not None
             else model.preprocessing)
     parts = [seen, f"first interaction: {args.first}", f"max {args.max_clicks} interactions",
-             f"target IoU {args.target_iou}", "prob threshold 0.49", "prev mask fed back"]
+             f"target IoU {args.target_iou}", threshold_text(model), "prev mask fed back"]
     parts.append(session.zoom.describe() if session is not None else
                  "ZoomIn (skip 1, x1.4, min 200 px)" if args.zoom_in else "no ZoomIn")
     parts.append("h-flip averaged" if args.flip else "no flip")

@@ -7,7 +7,6 @@ own inference loop (the click-map models' authors' ZoomIn, which resizes crops a
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
@@ -17,13 +16,13 @@ import numpy as np
 from ..cache import EmbeddingCache
 from ..errors import IsegError, PromptError
 from ..geometry import ZoomIn, box_iou, inside, zoom_roi
+from ..models.base import logit_to_probability
 from ..predictor import Predictor
 from ..prompts import Click, Prompt, prompt_to_dict, to_crop, validate_prompts
 from .clicker import next_click
 from .interactions import first_interaction
 from .metrics import boundary_iou, iou
 
-PROB_THRESHOLD = 0.49  # the protocol's probability threshold (RITM pred_thr)
 
 
 @dataclass
@@ -64,7 +63,9 @@ class ObjectEvaluator:
         self.flipped = Predictor(predictor.model, predictor.cache) if flip else None
         self.zoom_in = zoom_in
         self.boundary_ratio = boundary_ratio
-        self.logit_threshold = math.log(PROB_THRESHOLD / (1 - PROB_THRESHOLD))
+        # the model family's own threshold (RITM's lineage: probability 0.49, its pred_thr; SAM's: logit 0)
+        self.logit_threshold = predictor.model.default_threshold
+        self.prob_threshold = logit_to_probability(self.logit_threshold)
 
     def _set_view(self, image: np.ndarray, roi) -> float:
         x0, y0, x1, y1 = roi
@@ -104,7 +105,7 @@ class ObjectEvaluator:
             run.encode_seconds = time.perf_counter() - t0
 
             def predict(prompts: List[Prompt], clicks: List[Click], step: int) -> np.ndarray:
-                return self.session.predict(prompts) > PROB_THRESHOLD
+                return self.session.predict(prompts) > self.prob_threshold
         else:
             run.encode_seconds = self._set_view(image, full)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import copy
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -48,6 +49,23 @@ class Decoded:
         return cls(logits=logits, score=float(probs[inside].mean()) if inside.any() else 0.0)
 
 
+def probability_to_logit(p: float) -> float:
+    """The logit of probability ``p`` (0 < p < 1): thresholds are kept as logits, people set probabilities."""
+    p = float(p)
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"a probability threshold is between 0 and 1 (exclusive), not {p}")
+    return math.log(p / (1.0 - p))
+
+
+def logit_to_probability(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-float(x)))
+
+
+#: RITM's pred_thr, the probability its lineage's predictors and evaluations threshold at
+RITM_PROBABILITY_THRESHOLD = 0.49
+RITM_LOGIT_THRESHOLD = probability_to_logit(RITM_PROBABILITY_THRESHOLD)
+
+
 class Segmenter(abc.ABC):
     """A promptable segmentation model behind one name in the registry."""
 
@@ -58,6 +76,10 @@ class Segmenter(abc.ABC):
     #: Which weights ``encode`` depends on; a decoder-only fine-tune keeps its base's, so embeddings cached
     #: before it was swapped in stay valid. Empty: the model's ``version``.
     encoder_version: str = ""
+    #: The logit above which a pixel is in the mask when nobody says otherwise (the studio's starting
+    #: threshold, the Predictor's default, the evaluation's): the family's own rule. SAM and its family, the
+    #: classical engine and InterFormer (its argmax of two classes) decide at logit 0 = probability 0.5.
+    default_threshold: float = 0.0
 
     @property
     def preprocessing(self) -> str:

@@ -33,7 +33,7 @@ from torch import nn
 
 from ...errors import CheckpointError, PromptError
 from ...prompts import Click, Contour, Scribble
-from ..base import Decoded, ImageEmbedding, TrainableSegmenter, TrainOutput
+from ..base import RITM_LOGIT_THRESHOLD, Decoded, ImageEmbedding, TrainableSegmenter, TrainOutput
 from ..checkpoint import check_state_dict
 from .hrnet import HRNetOCR
 from .maps import (IMAGENET_MEAN, IMAGENET_STD, batch_points, config_params, disk_maps, fit_long_side, points_tensor,
@@ -225,6 +225,9 @@ class ClickMapSegmenter(TrainableSegmenter):
     (alpha 0.5, gamma 2), as the authors' trainers."""
 
     align_corners = True  # how the frame's logits are resized to the image (RITM's predictor and ZoomIn)
+    # RITM and its lineage (SAIC-IS, SimpleClick, SegNext, MST, MIS) decide at probability 0.49 (their
+    # predictors' and evaluations' pred_thr)
+    default_threshold = RITM_LOGIT_THRESHOLD
     training_modes = ("full",)
 
     @property
