@@ -97,6 +97,7 @@ PAGE_CSS = """
 #brush_size { padding: 0 6px; }
 #object_row { align-items: center; }
 #sidebar { max-height: calc(100vh - 140px); overflow-y: auto; flex-wrap: nowrap; gap: 8px; }
+#sidebar > * { flex-shrink: 0; }
 """
 
 LEGEND_CSS = """
@@ -430,10 +431,10 @@ def build_app(studio: Studio, workers: Optional[int] = None, hf_oauth: bool = Fa
 
             with turn(request) as sid:
                 return (*_out(studio.set_model(sid, name, progress=report), request),
-                        studio.threshold_probability(sid))
+                        studio.threshold_probability(sid), gr.Dropdown(choices=model_choices()))
 
-        # the slider follows the model: each family starts at its own threshold
-        model.change(on_model, [model], outs + [threshold], api_name="set_model", **edit)
+        # the slider follows the model (each family starts at its own threshold); the picker says what is here now
+        model.change(on_model, [model], outs + [threshold, model], api_name="set_model", **edit)
         def on_files(images_only: bool):
             def on_upload(files, request: gr.Request):
                 with turn(request) as sid:
@@ -588,17 +589,18 @@ def build_app(studio: Studio, workers: Optional[int] = None, hf_oauth: bool = Fa
         def on_load(screen, request: gr.Request):
             why = refusal(user_of(request))
             if why:  # the page says what to do; nothing is opened
-                return (*_out(View(None, f"**{why}**", [], {}), request), gr.skip(), gr.skip())
+                return (*_out(View(None, f"**{why}**", [], {}), request), gr.skip(), gr.skip(), gr.skip())
             with turn(request) as sid:
                 studio.set_screen(sid, screen)
                 v = studio.open_index(sid, 0) if studio.tab(sid).index < 0 else studio.view(sid)
                 # review controls for reviewers only; the threshold slider at the tab's model's
                 return (*_out(v, request), gr.Group(visible=studio.is_reviewer(sid)),
-                        studio.threshold_probability(sid))
+                        studio.threshold_probability(sid), gr.Dropdown(choices=model_choices(),
+                                                                       value=studio.tab(sid).model))
 
         # the page tells the server how many device pixels its canvas spans: the display copy is made that large
         screen = gr.Number(0, visible=False)
-        demo.load(on_load, [screen], outs + [review_box, threshold], api_visibility="private",
+        demo.load(on_load, [screen], outs + [review_box, threshold, model], api_visibility="private",
                   js=SCREEN_JS).then(label_widgets, [], label_outs, api_visibility="private")
         def on_unload(request: gr.Request):  # a closed tab: its unsaved drawing and undo history go
             studio.drop(_sid(request))
