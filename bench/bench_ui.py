@@ -1,14 +1,16 @@
 """Click-to-overlay latency in a real browser: Debian's chromium (Playwright) clicks on the studio's image and
 waits until the new overlay is decoded and shown.
 
-    python bench/bench_ui.py [--clicks 20] [--models classical,sam_vit_b]
+    python bench/bench_ui.py [--clicks 20] [--models classical,sam_vit_b] [--windows 1500x1000,1100x800]
 
 For each model (``sam_vit_b`` with random weights: the decoder's cost does not depend on them) and each image
 (a 2 MP and a 12 MP resize of GrabCut 124080), the image is opened (encoded once, not timed; the studio's
 background encoding of the next image is waited for, as it competes for the CPU), then ``--clicks``
 positive clicks are made one after the other, each timed from the mouse click to the overlay's ``load``.
 Also printed: the server-side part of the same clicks (prediction + overlay rendering), from the studio's
-status line. Ratios are against the classical 2 MP row.
+status line. Each browser window size is its own page: the page asks for a display copy as large as its canvas
+(1024 to 2048 px on the long side; the "display" column), which is what a click decodes, renders and ships.
+Ratios are against the first row.
 """
 from __future__ import annotations
 
@@ -52,10 +54,42 @@ def _wait_new_overlay(page, old_src: str) -> None:
         return e && e.getAttribute('src') !== old && e.complete && e.naturalWidth > 0; }""", arg=old_src, timeout=120000)
 
 
+def _clicks(page, n: int):
+    """``n`` timed clicks (after one warm-up), a fresh object every 5 -> (click-to-overlay ms, the server's
+    predict ms from the status line, the frame's long side in px)."""
+    e2e, server, shown = [], [], 0
+    for i in range(n + 1):
+        if i % 5 == 0:  # a fresh object every 5 clicks (a lone click and 4 refinements)
+            page.locator("#clear_btn").click()  # the image may not change: wait on the status
+            page.wait_for_function("() => /Cleared/.test(document.querySelector('#status').innerText)",
+                                   timeout=60000)
+        img = page.locator("#canvas img")
+        for _ in range(600):  # the canvas re-renders its <img> when a new frame arrives
+            nw, nh = img.evaluate("e => e.complete ? [e.naturalWidth, e.naturalHeight] : [0, 0]")
+            if nw:
+                break
+            time.sleep(0.05)
+        shown = max(nw, nh)
+        box = img.bounding_box()  # the canvas sizes the frame's box to the frame: box and picture coincide
+        s = box["width"] / nw
+        x, y = nw * (0.40 + 0.04 * (i % 5)), nh * (0.45 + 0.03 * (i % 3))
+        old = img.get_attribute("src")
+        t0 = time.perf_counter()
+        page.mouse.click(box["x"] + x * s, box["y"] + y * s)
+        _wait_new_overlay(page, old)
+        dt = (time.perf_counter() - t0) * 1e3
+        m = re.search(r"· (\d+) ms", page.inner_text("#status"))
+        if i:  # the first click warms up
+            e2e.append(dt)
+            server.append(float(m.group(1)) if m else float("nan"))
+    return e2e, server, shown
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--clicks", type=int, default=20)
     ap.add_argument("--models", default="classical,sam_vit_b")
+    ap.add_argument("--windows", default="1500x1000,1100x800", help="browser window sizes, WxH, comma-separated")
     args = ap.parse_args()
     tune_allocator()
     from playwright.sync_api import sync_playwright
@@ -75,58 +109,38 @@ def main() -> None:
         try:
             with sync_playwright() as pw:
                 browser = pw.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=ARGS)
-                page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                page.goto(url, wait_until="load")
-                page.wait_for_selector("#canvas img", timeout=600000)
-                # the studio encodes the next image in the background; clicks are timed once that is done
-                deadline = time.monotonic() + 600
-                while not all(studio.manager(model_name).is_encoded(i.sha256) for i in studio.store.images_of(studio.project)):
-                    if time.monotonic() > deadline:
-                        raise RuntimeError("background encoding did not finish in 600 s")
-                    time.sleep(0.5)
-                for k, label in enumerate(SIZES):
-                    if k:  # next image (encoded in the background meanwhile, or now)
-                        old = page.locator("#canvas img").get_attribute("src")
-                        page.locator("#next_btn").click()
-                        _wait_new_overlay(page, old)
-                        page.wait_for_function("() => /photo_4000/.test(document.querySelector('#status').innerText)",
-                                               timeout=600000)
-                    e2e, server = [], []
-                    for i in range(args.clicks + 1):
-                        if i % 5 == 0:  # a fresh object every 5 clicks (a lone click and 4 refinements)
-                            page.locator("#clear_btn").click()  # the image may not change: wait on the status
-                            page.wait_for_function("() => /Cleared/.test(document.querySelector('#status').innerText)",
-                                                   timeout=60000)
-                        img = page.locator("#canvas img")
-                        for _ in range(600):  # the canvas re-renders its <img> when a new frame arrives
-                            nw, nh = img.evaluate("e => e.complete ? [e.naturalWidth, e.naturalHeight] : [0, 0]")
-                            if nw:
-                                break
-                            time.sleep(0.05)
-                        box = img.bounding_box()
-                        s = min(box["width"] / nw, box["height"] / nh, 1.0)
-                        ox, oy = box["x"] + (box["width"] - nw * s) / 2, box["y"] + (box["height"] - nh * s) / 2
-                        x, y = nw * (0.40 + 0.04 * (i % 5)), nh * (0.45 + 0.03 * (i % 3))
-                        old = img.get_attribute("src")
-                        t0 = time.perf_counter()
-                        page.mouse.click(ox + x * s, oy + y * s)
-                        _wait_new_overlay(page, old)
-                        dt = (time.perf_counter() - t0) * 1e3
-                        m = re.search(r"· (\d+) ms", page.inner_text("#status"))
-                        if i:  # the first click warms up
-                            e2e.append(dt)
-                            server.append(float(m.group(1)) if m else float("nan"))
-                    med, p95 = summary(e2e)
-                    smed, _ = summary(server)
-                    ref = ref or med
-                    rows.append((model_name if model_name == "classical" else f"{model_name} (random weights)",
-                                 label, med, p95, smed, med / ref))
+                for window in args.windows.split(","):
+                    w, h = (int(v) for v in window.split("x"))
+                    page = browser.new_page(viewport={"width": w, "height": h})
+                    page.goto(url, wait_until="load")
+                    page.wait_for_selector("#canvas img", timeout=600000)
+                    # the studio encodes the next image in the background; clicks are timed once that is done
+                    deadline = time.monotonic() + 600
+                    while not all(studio.manager(model_name).is_encoded(i.sha256)
+                                  for i in studio.store.images_of(studio.project)):
+                        if time.monotonic() > deadline:
+                            raise RuntimeError("background encoding did not finish in 600 s")
+                        time.sleep(0.5)
+                    for k, label in enumerate(SIZES):
+                        if k:  # next image (encoded in the background meanwhile, or now)
+                            old = page.locator("#canvas img").get_attribute("src")
+                            page.locator("#next_btn").click()
+                            _wait_new_overlay(page, old)
+                            page.wait_for_function(
+                                "() => /photo_4000/.test(document.querySelector('#status').innerText)", timeout=600000)
+                        e2e, server, shown = _clicks(page, args.clicks)
+                        med, p95 = summary(e2e)
+                        smed, _ = summary(server)
+                        ref = ref or med
+                        rows.append((model_name if model_name == "classical" else f"{model_name} (random weights)",
+                                     label, window, shown, med, p95, smed, med / ref))
+                    page.close()
                 browser.close()
         finally:
             demo.close()
             store.close()
     print(f"\nclick -> overlay shown in chromium, {args.clicks} clicks per row (ms)\n")
-    print_table(rows, ["model", "image", "median", "p95", "predict median", "ratio"])
+    print_table(rows, ["model", "image", "window", "display", "median", "p95", "predict median", "ratio"])
 
 
 if __name__ == "__main__":
