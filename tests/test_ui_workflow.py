@@ -135,6 +135,9 @@ def test_objects_in_their_label_colours_and_the_image_browser(page, app):
 
     page.get_by_role("tab", name="Images").click()
     page.wait_for_selector("#browser img", timeout=30000)
+    # the page is read again on every visit: wait for this visit's answer
+    page.wait_for_function("() => /chelsea\\.jpg · in progress/.test(document.querySelector('#browser').innerText)",
+                           timeout=30000)
     assert "4 image(s) · page 1 of 1" in page.inner_text("#browse_info")
     captions = page.inner_text("#browser")
     assert "astronaut.jpg · done · 1 object(s)" in captions and "chelsea.jpg · in progress · 2 object(s)" in captions

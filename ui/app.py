@@ -33,6 +33,7 @@ from .studio import Studio, View
 from .text import html_text, md
 
 TOOLS = ["positive", "negative", "box", "contour", "scribble", "brush", "eraser"]
+TOOL_KEYS = dict(zip(TOOLS, "QWBCSDE"))  # the tool bar shows each tool with its key
 # one keyboard scheme (listed on the page): digits are labels, letters are tools and actions
 SHORTCUTS = [("1-9", "finish the object as label 1-9"), ("Q / W", "positive / negative clicks"),
              ("right-click or Shift+click", "the opposite click (brush: erase)"),
@@ -93,7 +94,7 @@ PAGE_CSS = """
 #status p { margin: 1px 0; }
 #toolbar { align-items: center; gap: 6px; }
 #tool .wrap { gap: 2px; flex-wrap: nowrap; }
-#tool label { padding: 3px 7px; }
+#tool label { padding: 3px 6px; }
 #brush_size { padding: 0 6px; }
 #object_row { align-items: center; }
 #sidebar { max-height: calc(100vh - 140px); overflow-y: auto; flex-wrap: nowrap; gap: 8px; }
@@ -256,18 +257,18 @@ def build_app(studio: Studio, workers: Optional[int] = None, hf_oauth: bool = Fa
           with gr.Tab("Annotate", id="annotate", elem_id="annotate_tab"):
             # the tool bar: tools (letter keys), brush size, history, shapes, zoom, images
             with gr.Row(elem_id="toolbar", equal_height=True):
-                tool = gr.Radio(TOOLS, value="positive", show_label=False, elem_id="tool", container=False,
-                                scale=0, min_width=600)
+                tool = gr.Radio([(f"{t} {TOOL_KEYS[t]}", t) for t in TOOLS], value="positive", show_label=False,
+                                elem_id="tool", container=False, scale=0, min_width=660)
                 gr.Slider(1, 100, 12, step=1, label="Brush px ([ ])", elem_id="brush_size", scale=0, min_width=140,
                           container=False)
-                undo_btn = gr.Button("↶ Undo", elem_id="undo_btn", size="sm", scale=0, min_width=70)
-                redo_btn = gr.Button("↷ Redo", elem_id="redo_btn", size="sm", scale=0, min_width=70)
-                clear_btn = gr.Button("Clear", elem_id="clear_btn", size="sm", scale=0, min_width=60)
-                close_btn = gr.Button("Close shape", elem_id="close_btn", size="sm", scale=0, min_width=90)
-                zoom_btn = gr.Button("Zoom in", elem_id="zoom_btn", size="sm", scale=0, min_width=70)
-                unzoom_btn = gr.Button("Zoom out", elem_id="unzoom_btn", size="sm", scale=0, min_width=70)
-                prev_btn = gr.Button("← Previous", elem_id="prev_btn", size="sm", scale=0, min_width=80)
-                next_btn = gr.Button("Next →", elem_id="next_btn", size="sm", scale=0, min_width=70)
+                undo_btn = gr.Button("↶ Undo", elem_id="undo_btn", size="sm", scale=0, min_width=64)
+                redo_btn = gr.Button("↷ Redo", elem_id="redo_btn", size="sm", scale=0, min_width=64)
+                clear_btn = gr.Button("Clear", elem_id="clear_btn", size="sm", scale=0, min_width=54)
+                close_btn = gr.Button("Close ⏎", elem_id="close_btn", size="sm", scale=0, min_width=70)
+                zoom_btn = gr.Button("Zoom Z", elem_id="zoom_btn", size="sm", scale=0, min_width=64)
+                unzoom_btn = gr.Button("Unzoom", elem_id="unzoom_btn", size="sm", scale=0, min_width=64)
+                prev_btn = gr.Button("← Prev", elem_id="prev_btn", size="sm", scale=0, min_width=60)
+                next_btn = gr.Button("Next →", elem_id="next_btn", size="sm", scale=0, min_width=60)
             with gr.Row(elem_id="workspace"):
                 with gr.Column(scale=4, min_width=480):
                     view = gr.HTML({"src": ""}, html_template=TEMPLATE, css_template=CSS, js_on_load=JS,
@@ -308,7 +309,7 @@ def build_app(studio: Studio, workers: Optional[int] = None, hf_oauth: bool = Fa
                         contours = gr.Checkbox(True, label="Contour lines", elem_id="contours")
                     with gr.Accordion("Keyboard and mouse", open=False, elem_id="keys_panel"):
                         gr.Markdown(keys)
-          with gr.Tab("Images", id="images", elem_id="images_tab"):
+          with gr.Tab("Images", id="images", elem_id="images_tab") as images_tab:
             with gr.Row():
                 b_state = gr.Radio(["all", *IMAGE_STATES], value="all", label="State", elem_id="browse_state")
                 b_name = gr.Textbox(label="Name contains (Enter)", elem_id="browse_name")
@@ -514,7 +515,7 @@ def build_app(studio: Studio, workers: Optional[int] = None, hf_oauth: bool = Fa
         b_page.submit(on_browse, [b_state, b_name, b_page], browse_outs, **browse)
         b_prev.click(turn_page(-1), [b_state, b_name, b_page], browse_outs, **browse)
         b_next.click(turn_page(1), [b_state, b_name, b_page], browse_outs, **browse)
-        gr.on([tabs.select], on_browse, [b_state, b_name, b_page], browse_outs, **browse)
+        images_tab.select(on_browse, [b_state, b_name, b_page], browse_outs, **browse)  # fresh on every visit
 
         def open_from_browser(positions, evt: gr.SelectData, request: gr.Request):
             pos = positions[evt.index] if 0 <= evt.index < len(positions) else 0
