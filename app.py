@@ -21,6 +21,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 import torch  # noqa: E402
 
 from iseg_core import IsegError  # noqa: E402
+from iseg_core.embedding_store import EmbeddingStore, default_store_url  # noqa: E402
 from iseg_core.models import best_available_model, default_device, fetch_light_model  # noqa: E402
 from iseg_core.runtime import bf16_is_fast, tune_allocator  # noqa: E402
 from iseg_core.zerogpu import maybe_offload  # noqa: E402
@@ -81,6 +82,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=int(os.environ.get("ISEG_WORKERS", "0")) or None,
                     help="edits of different users running at once (default: one per CPU core, 1 on a GPU); one "
                          "user's edits always run one at a time, in order")
+    ap.add_argument("--embedding-store", default=os.environ.get("ISEG_EMBEDDING_STORE"),
+                    help="a folder or fsspec URL of precomputed image embeddings (python -m iseg_core.precompute); "
+                         "default: $ISEG_HOME/embeddings when it exists, else none")
     ap.add_argument("--host", default=host)
     ap.add_argument("--port", type=int, default=int(port))
     args = ap.parse_args()
@@ -125,9 +129,14 @@ def main() -> None:
                          "login` or set HF_TOKEN, or start without --hf-oauth")
             print("Hugging Face sign-in outside a Space: the Login button signs in as this machine's Hub account")
         store = Store(args.database)
+        embeddings = None
+        if args.embedding_store or Path(default_store_url()).is_dir():
+            embeddings = EmbeddingStore(args.embedding_store or default_store_url())
+            print(f"embedding store: {embeddings.url}")
         studio = Studio(store, args.project, args.model, loader=loader, author=os.environ.get("USER", ""),
                         notice=notice, import_dirs=args.import_dir, max_upload_mb=args.max_upload_mb,
-                        roles=users.role if users else None, lock_minutes=args.lock_minutes)
+                        roles=users.role if users else None, lock_minutes=args.lock_minutes,
+                        embedding_store=embeddings)
     except DatabaseUnusable as e:
         sys.exit(f"iseg cannot start: {e} {_restore_hint(e.path, snapshot_dir)}")
     except (IsegError, StorageError) as e:

@@ -18,10 +18,13 @@ class EmbeddingCache:
     larger than the whole budget is not stored at all.
     """
 
-    def __init__(self, max_bytes: int = DEFAULT_CACHE_BYTES):
+    def __init__(self, max_bytes: int = DEFAULT_CACHE_BYTES, store=None):
+        """``store``: an :class:`iseg_core.embedding_store.EmbeddingStore` behind this cache (every Predictor
+        using the cache reads a miss from it and writes what it encodes into it), or None."""
         if max_bytes < 0:
             raise ValueError("max_bytes must be >= 0")
         self.max_bytes = max_bytes
+        self.store = store
         self._items: "OrderedDict[Hashable, ImageEmbedding]" = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()

@@ -23,6 +23,19 @@ def image_hash(image: np.ndarray) -> str:
     return h.hexdigest()
 
 
+def _write_through(store, image_key: str, embedding: ImageEmbedding) -> None:
+    """Keep a fresh embedding in the shared store too; a store that cannot take it costs a log line, not the
+    click (the classical engine's embeddings are not storable: they cost milliseconds to make)."""
+    from .embedding_store import LOG, NotStorable
+
+    try:
+        store.put(image_key, embedding)
+    except NotStorable:
+        pass
+    except (OSError, IsegError) as e:
+        LOG.warning("embedding store %s: could not keep %s: %s", store.url, image_key, e)
+
+
 @dataclass
 class Prediction:
     mask: np.ndarray  # bool (H, W): original image size unless mask_size was asked for
@@ -45,6 +58,7 @@ class Predictor:
         self.cache = cache if cache is not None else EmbeddingCache()
         self.max_pixels = max_pixels
         self._embedding: Optional[ImageEmbedding] = None
+        self.source = ""  # where the last set_image's embedding came from: memory, store or encoded
 
     def set_image(self, image: np.ndarray, image_id: Optional[str] = None) -> ImageEmbedding:
         """Make ``image`` (``uint8`` RGB ``(H, W, 3)``) current, encoding it unless cached.
@@ -53,9 +67,14 @@ class Predictor:
         """
         check_image(image, self.max_pixels)
         key = (self.model.cache_key, image_id or image_hash(image))
-        embedding = self.cache.get(key)
+        embedding, self.source = self.cache.get(key), "memory"
         if embedding is None:
-            embedding = self.model.encode(image)
+            store = self.cache.store if ":" not in key[1] else None  # whole images only, not ZoomIn crops
+            embedding, self.source = (store.get(*key, device=self.model.device) if store is not None else None), "store"
+            if embedding is None:
+                embedding, self.source = self.model.encode(image), "encoded"
+                if store is not None:
+                    _write_through(store, key[1], embedding)
             self.cache.put(key, embedding)
         self._embedding = embedding
         return embedding

@@ -19,6 +19,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from iseg_core.cache import EmbeddingCache
 from iseg_core.errors import IsegError
 from iseg_core.geometry import DisplayFrame
 from iseg_core.image import IMAGE_SUFFIXES, load_image
@@ -118,13 +119,17 @@ class Studio:
                  checkpoint: Optional[str] = None, loader: Optional[Callable[[str], Segmenter]] = None,
                  export_dir: Optional[Path] = None, author: str = "", notice: Optional[str] = None,
                  import_dirs: Sequence[Path] = (), max_upload_mb: float = MAX_UPLOAD_MB,
-                 roles: Optional[Callable[[str], Optional[str]]] = None, lock_minutes: float = 15.0):
+                 roles: Optional[Callable[[str], Optional[str]]] = None, lock_minutes: float = 15.0,
+                 embedding_store=None):
         """``loader`` loads a model by name (default: :func:`model_loader` for ``model`` and ``checkpoint``);
         ``notice``: one line shown under the status while a tab uses the default model (how to get a better one);
         ``import_dirs``: the only folders the API may import image files from by path (``--import-dir``);
         ``max_upload_mb``: the size limit of one image file, uploaded or imported; ``roles``: a signed-in user's
         role ("annotator", "reviewer"; sign-in on); ``lock_minutes``: how long an image stays locked to a signed-in
-        user who does nothing with it."""
+        user who does nothing with it; ``embedding_store``: an :class:`iseg_core.embedding_store.EmbeddingStore`
+        behind every model's cache (images precomputed into it open without encoding; what is encoded here
+        goes into it), or None."""
+        self.embedding_store = embedding_store
         self.roles = roles
         self.lock_seconds = float(lock_minutes) * 60
         self.notice = notice
@@ -150,7 +155,7 @@ class Studio:
             mgr = self._managers.get(name)
         if mgr is None:
             model = self._loader(name)  # raises a clear IsegError (e.g. weights missing) before anything changes
-            mgr = SessionManager(lambda: model)
+            mgr = SessionManager(lambda: model, EmbeddingCache(store=self.embedding_store))
             with self._lock:
                 mgr = self._managers.setdefault(name, mgr)
         return mgr
@@ -306,6 +311,8 @@ class Studio:
         enc = time.perf_counter() - t0
         self._precompute_next(sid, index, total)
         msg = f"Opened in {enc:.1f} s. Click on an object." if enc > 0.5 else "Click on an object."
+        if s.predictor.source == "store":  # encoded beforehand (python -m iseg_core.precompute)
+            msg = f"Embedding from the store ({enc:.1f} s). Click on an object."
         return self.view(sid, (note + " " if note else "") + msg)
 
     # -- team work: locks and review ----------------------------------------------------------------------
