@@ -2,12 +2,18 @@
 
     python -m iseg_core.precompute --project NAME --model NAME [--checkpoint hub] [--store URL] [--database URL]
     torchrun --nproc_per_node=N -m iseg_core.precompute --project NAME --model NAME ...
+    python -m iseg_core.precompute --project NAME --model NAME --ray local|ADDRESS [--ray-workers N]
 
 Only images whose embedding the store lacks are encoded (a stopped run, started again, does no image twice;
 entries appear whole or not at all). Under torchrun each rank takes every N-th image of the project's order
 (rank r: images r, r+N, ...), on GPU ``LOCAL_RANK`` when there are GPUs; the ranks need no communication. A
 progress bar per rank says images done / total, the rate and the time left; the last line counts what was
 encoded, what was already stored and what failed (a failed image is named, the others go on).
+
+With ``--ray`` the missing images become a Ray Data dataset mapped by a pool of encoder actors (each loads the
+model once; one GPU each where the cluster has GPUs, else one CPU each); ``local`` starts a Ray instance on this
+machine with ``--ray-workers`` CPUs. Ray is an optional extra (``pip install -r requirements-ray.txt``); the
+nodes of a remote cluster need iseg importable and the database, images and store reachable.
 """
 from __future__ import annotations
 
@@ -34,9 +40,7 @@ def precompute(store_db, project: str, model, embeddings: EmbeddingStore, rank: 
     counts {encoded, stored, failed, total} and the failures' messages."""
     from tqdm.auto import tqdm
 
-    images = store_db.images_of(store_db.project(project))
-    if limit is not None:
-        images = images[:limit]
+    images = store_db.images_of(store_db.project(project))[:limit]
     mine = images[rank::world]
     have = embeddings.keys(model.cache_key)
     counts = {"encoded": 0, "stored": 0, "failed": 0, "total": len(mine), "errors": []}
@@ -60,6 +64,82 @@ def precompute(store_db, project: str, model, embeddings: EmbeddingStore, rank: 
     return counts
 
 
+def _missing(store_db, project: str, cache_key: str, embeddings: EmbeddingStore, limit: Optional[int]):
+    images = store_db.images_of(store_db.project(project))[:limit]
+    have = embeddings.keys(cache_key)
+    return [r for r in images if r.sha256 not in have], len(images)
+
+
+class _RayEncoder:
+    """A Ray actor: the model loaded once, then each batch of image rows encoded into the store."""
+
+    def __init__(self, model_name: str, checkpoint: Optional[str], store_url: str):
+        import torch as _torch
+
+        from .models import load_model
+
+        device = "cuda" if _torch.cuda.is_available() else "cpu"
+        self.model = load_model(model_name, checkpoint, device=device)
+        self.store = EmbeddingStore(store_url)
+
+    def __call__(self, batch: dict) -> dict:
+        status = []
+        for path, key, name in zip(batch["path"], batch["key"], batch["name"]):
+            try:
+                self.store.put(str(key), self.model.encode(load_image(str(path)).rgb))
+                status.append("encoded")
+            except (IsegError, OSError) as e:
+                status.append(f"{name}: {e}")
+        return {"key": list(batch["key"]), "status": status}
+
+
+def precompute_ray(address: str, workers: int, store_db, project: str, model_name: str, checkpoint: Optional[str],
+                   embeddings: EmbeddingStore, cache_key: str, limit: Optional[int] = None,
+                   progress: bool = True) -> dict:
+    """The missing images of ``project`` encoded by a Ray Data job (see the module)."""
+    try:
+        import ray
+    except ImportError:
+        raise IsegError("--ray needs Ray: pip install -r requirements-ray.txt") from None
+    from pathlib import Path
+
+    from tqdm.auto import tqdm
+
+    todo, total = _missing(store_db, project, cache_key, embeddings, limit)
+    counts = {"encoded": 0, "stored": total - len(todo), "failed": 0, "total": total, "errors": []}
+    if not todo:
+        return counts
+    root = str(Path(__file__).resolve().parent.parent)
+    env = {"env_vars": {"PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+                        "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "0"),
+                        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}}
+    if address == "local":
+        ray.init(num_cpus=workers, include_dashboard=False, runtime_env=env, log_to_driver=False)
+    else:
+        ray.init(address=address, runtime_env=env, log_to_driver=False)
+    try:
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+        pool = min(len(todo), gpus or workers)
+        ds = ray.data.from_items([{"path": str(r.path), "key": r.sha256, "name": r.file_name} for r in todo])
+        out = ds.map_batches(_RayEncoder, fn_constructor_args=(model_name, checkpoint, embeddings.url),
+                             batch_size=1, concurrency=pool, num_gpus=1 if gpus else 0, num_cpus=0 if gpus else 1)
+        bar = tqdm(total=len(todo), desc=f"ray ({pool} {'GPU' if gpus else 'CPU'} workers)", unit="image",
+                   disable=not progress, file=sys.stderr)
+        for batch in out.iter_batches(batch_size=1, batch_format="numpy"):
+            for st in batch["status"]:
+                if st == "encoded":
+                    counts["encoded"] += 1
+                else:
+                    counts["failed"] += 1
+                    counts["errors"].append(str(st))
+                    bar.write(f"skipped {st}", file=sys.stderr)
+                bar.update(1)
+        bar.close()
+    finally:
+        ray.shutdown()
+    return counts
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description="Encode a project's images into the embedding store.")
     ap.add_argument("--project", required=True)
@@ -69,6 +149,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--database", default=None, help="database URL (default $ISEG_DATABASE_URL or $ISEG_HOME/iseg.db)")
     ap.add_argument("--limit", type=int, default=None, help="only the project's first N images")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads per process (default: torch's)")
+    ap.add_argument("--ray", default=None, metavar="ADDRESS", help="run as a Ray Data job: 'local' or a cluster address")
+    ap.add_argument("--ray-workers", type=int, default=2, help="with --ray: encoder actors where the cluster has "
+                                                               "no GPU (default 2; with GPUs: one per GPU)")
     args = ap.parse_args(argv)
     from storage import StorageError, Store
 
@@ -82,6 +165,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0')) % torch.cuda.device_count()}"
     try:
         ckpt = None if args.checkpoint == "random" or not takes_weights(args.model) else args.checkpoint
+        if ckpt is not None and os.path.exists(ckpt):
+            ckpt = os.path.abspath(ckpt)  # Ray's workers may start elsewhere
         model = load_model(args.model, ckpt, device=device)
         embeddings = EmbeddingStore(args.store)
         db = Store(args.database)
@@ -90,7 +175,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     t0 = time.perf_counter()
     try:
-        c = precompute(db, args.project, model, embeddings, rank, world, args.limit)
+        if args.ray:
+            c = precompute_ray(args.ray, args.ray_workers, db, args.project, args.model, ckpt, embeddings,
+                               model.cache_key, args.limit)
+        else:
+            c = precompute(db, args.project, model, embeddings, rank, world, args.limit)
     except (IsegError, StorageError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -165,6 +165,20 @@ def test_precompute_resumes_and_two_torchrun_ranks_give_the_same_entries(tmp_pat
     assert _entries(two) == _entries(one)  # the same entries: same places, metadata and arrays
 
 
+def test_a_local_ray_job_with_two_workers_gives_the_same_entries(tmp_path):
+    pytest.importorskip("ray")
+    db = _project(tmp_path)
+    r = _cli(tmp_path, db, tmp_path / "one")
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = _cli(tmp_path, db, tmp_path / "ray", "--ray", "local", "--ray-workers", "2")
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
+    assert "4 encoded, 0 already stored, 0 failed of 4 images" in r.stdout
+    assert "ray (2 CPU workers): 100%" in r.stderr
+    assert _entries(tmp_path / "ray") == _entries(tmp_path / "one")
+    r = _cli(tmp_path, db, tmp_path / "ray", "--ray", "local", "--ray-workers", "2")  # nothing left: no job at all
+    assert r.returncode == 0 and "0 encoded, 4 already stored" in r.stdout
+
+
 def test_the_studio_opens_a_precomputed_image_without_encoding(tmp_path, caplog):
     from ui import Studio
 
