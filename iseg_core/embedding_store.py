@@ -28,7 +28,7 @@ import os
 import re
 import secrets
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Union
 
 import numpy as np
 import torch
@@ -117,9 +117,13 @@ def _digest(arrays: Dict[str, torch.Tensor]) -> str:
 class EmbeddingStore:
     """Embeddings by (model cache key, image content key) in a folder or an fsspec URL (see the module)."""
 
-    def __init__(self, url: Union[str, os.PathLike, None] = None):
+    def __init__(self, url: Union[str, os.PathLike, None] = None,
+                 on_put: Optional[Callable[[str, str], None]] = None):
+        """``on_put(image_key, cache_key)`` hears of every entry written (the database notes it: a project
+        knows which images are ready for which model)."""
         import fsspec
 
+        self.on_put = on_put
         self.url = str(url or default_store_url())
         self.fs, self.root = fsspec.core.url_to_fs(self.url)
         self.root = self.root.rstrip("/")
@@ -159,6 +163,11 @@ class EmbeddingStore:
             except (OSError, FileNotFoundError):
                 pass
             raise
+        if self.on_put is not None:
+            try:
+                self.on_put(image_key, embedding.model_key)
+            except Exception as e:  # the entry is there; only the note about it is missing
+                LOG.warning("embedding store: %s written, but not noted: %s", final, e)
         return final
 
     def get(self, cache_key: str, image_key: str, device: Union[str, torch.device] = "cpu"

@@ -35,7 +35,7 @@ def _rank() -> tuple:
 
 
 def precompute(store_db, project: str, model, embeddings: EmbeddingStore, rank: int = 0, world: int = 1,
-               limit: Optional[int] = None, progress: bool = True) -> dict:
+               limit: Optional[int] = None, progress: bool = True, stop=None, report=None) -> dict:
     """Encode this rank's share of ``project``'s images that ``embeddings`` lacks for ``model``; returns the
     counts {encoded, stored, failed, total} and the failures' messages."""
     from tqdm.auto import tqdm
@@ -44,11 +44,18 @@ def precompute(store_db, project: str, model, embeddings: EmbeddingStore, rank: 
     mine = images[rank::world]
     have = embeddings.keys(model.cache_key)
     counts = {"encoded": 0, "stored": 0, "failed": 0, "total": len(mine), "errors": []}
+    # ``stop()`` true: stop after the current image; ``report(counts)`` after each image (the studio's progress)
     bar = tqdm(mine, desc=f"rank {rank}/{world}" if world > 1 else "encoding", unit="image", position=rank,
                disable=not progress, file=sys.stderr)
     for rec in bar:
+        if stop is not None and stop():
+            break
+        if report is not None:
+            report(counts)
         if rec.sha256 in have:
             counts["stored"] += 1
+            if embeddings.on_put is not None:  # written before, perhaps by a process without this database
+                embeddings.on_put(rec.sha256, model.cache_key)
             continue
         try:
             embedding = model.encode(load_image(rec.path).rgb)
@@ -61,6 +68,8 @@ def precompute(store_db, project: str, model, embeddings: EmbeddingStore, rank: 
             counts["failed"] += 1
             counts["errors"].append(f"{rec.file_name}: {e}")
             bar.write(f"skipped {rec.file_name}: {e}", file=sys.stderr)
+    if report is not None:
+        report(counts)
     return counts
 
 
@@ -126,9 +135,11 @@ def precompute_ray(address: str, workers: int, store_db, project: str, model_nam
         bar = tqdm(total=len(todo), desc=f"ray ({pool} {'GPU' if gpus else 'CPU'} workers)", unit="image",
                    disable=not progress, file=sys.stderr)
         for batch in out.iter_batches(batch_size=1, batch_format="numpy"):
-            for st in batch["status"]:
+            for key, st in zip(batch["key"], batch["status"]):
                 if st == "encoded":
                     counts["encoded"] += 1
+                    if embeddings.on_put is not None:  # the actors wrote it; the driver notes it
+                        embeddings.on_put(str(key), cache_key)
                 else:
                     counts["failed"] += 1
                     counts["errors"].append(str(st))
@@ -168,8 +179,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         if ckpt is not None and os.path.exists(ckpt):
             ckpt = os.path.abspath(ckpt)  # Ray's workers may start elsewhere
         model = load_model(args.model, ckpt, device=device)
-        embeddings = EmbeddingStore(args.store)
         db = Store(args.database)
+        embeddings = EmbeddingStore(args.store)
+        embeddings.on_put = lambda key, cache_key: db.record_embedding(key, cache_key, embeddings.url)
     except (IsegError, StorageError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

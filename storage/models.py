@@ -117,6 +117,20 @@ class Annotation(Base):
     model_version: Mapped[Optional[ModelVersion]] = relationship()
 
 
+class StoredEmbedding(Base):
+    """An image embedding kept in an embedding store (iseg_core.embedding_store): which model version's
+    (``cache_key``) embedding of which image content (``sha256``) is in which store (``store_url``). Images of
+    every project with that content share it; a project's images "ready for" a model are those with a row."""
+
+    __tablename__ = "stored_embeddings"
+    __table_args__ = (UniqueConstraint("sha256", "cache_key", "store_url"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    cache_key: Mapped[str] = mapped_column(String(300))
+    store_url: Mapped[str] = mapped_column(String(1000))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
 class TrainingRun(Base):
     __tablename__ = "training_runs"
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -363,10 +363,34 @@ class Store:
             return int(s.scalar(select(func.count(m.Image.id)).where(m.Image.project_id == project.id,
                                                                      m.Image.id < image_id)))
 
+    def record_embedding(self, sha256: str, cache_key: str, store_url: str) -> None:
+        """Note that ``store_url`` holds ``cache_key``'s embedding of the image content ``sha256`` (once)."""
+        def attempt():
+            with self.db.transaction() as s:
+                exists = s.scalar(select(m.StoredEmbedding.id).where(
+                    m.StoredEmbedding.sha256 == sha256, m.StoredEmbedding.cache_key == cache_key,
+                    m.StoredEmbedding.store_url == store_url))
+                if exists is None:
+                    s.add(m.StoredEmbedding(sha256=sha256, cache_key=cache_key, store_url=store_url))
+
+        try:
+            attempt()
+        except IntegrityError:  # another process noted it at the same moment
+            pass
+
+    def ready_count(self, project: ProjectRecord, cache_key: str, store_url: str) -> int:
+        """How many of the project's images have ``cache_key``'s embedding in ``store_url``."""
+        with self.db.session() as s:
+            return int(s.scalar(select(func.count(m.Image.id)).where(
+                m.Image.project_id == project.id, m.Image.sha256.in_(
+                    select(m.StoredEmbedding.sha256).where(m.StoredEmbedding.cache_key == cache_key,
+                                                           m.StoredEmbedding.store_url == store_url)))))
+
     def browse(self, project: ProjectRecord, state: Optional[str] = None, name: str = "", offset: int = 0,
-               limit: int = 48) -> BrowsePage:
+               limit: int = 48, ready: Optional[Tuple[str, str]] = None) -> BrowsePage:
         """One page of the project's images with their position, object count and state, filtered by state
-        (``IMAGE_STATES``) and by a piece of the file name (case-insensitive). Only the page is read."""
+        (``IMAGE_STATES``), by a piece of the file name (case-insensitive) and, with ``ready=(cache_key,
+        store_url)``, to the images whose embedding that store holds. Only the page is read."""
         if state not in (None, "", "all") + IMAGE_STATES:
             raise StorageError(f"unknown image state {state!r}; one of {', '.join(IMAGE_STATES)}")
         counts = (select(m.Annotation.image_id, func.count(m.Annotation.id).label("n"))
@@ -381,6 +405,9 @@ class Store:
             q = q.where(m.Image.done.is_(False), n > 0)
         elif state == "to do":
             q = q.where(m.Image.done.is_(False), n == 0)
+        if ready is not None:
+            q = q.where(m.Image.sha256.in_(select(m.StoredEmbedding.sha256).where(
+                m.StoredEmbedding.cache_key == ready[0], m.StoredEmbedding.store_url == ready[1])))
         if name.strip():
             pattern = "%" + name.strip().lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             q = q.where(func.lower(m.Image.file_name).like(pattern, escape="\\"))

@@ -126,6 +126,15 @@ def _cli(tmp_path, db, out, *args, torchrun=0):
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
+def _noted(db):
+    from sqlalchemy import select
+
+    from storage import models as m
+
+    with db.db.session() as s:
+        return [(r.sha256, r.cache_key, r.store_url) for r in s.scalars(select(m.StoredEmbedding))]
+
+
 def _port():
     from tests.conftest import free_port
 
@@ -158,6 +167,16 @@ def test_precompute_resumes_and_two_torchrun_ranks_give_the_same_entries(tmp_pat
     assert r.returncode == 0 and "2 encoded, 2 already stored, 0 failed of 4 images" in r.stdout, r.stdout
     assert len(_entries(one)) == 4 and all(_entries(one)[k] == v for k, v in first.items())  # untouched
     assert "encoding: 100%" in r.stderr and "image/s" in r.stderr  # the progress bar
+    with_db = Store(f"sqlite:///{db}", tmp_path / "images")  # the database notes what the store holds
+    project = with_db.project("pre")
+    url = str(one)
+    noted = _noted(with_db)
+    assert len(noted) == 4 and {r[2] for r in noted} == {url}
+    cache_key = noted[0][1]
+    assert with_db.ready_count(project, cache_key, url) == 4
+    assert with_db.browse(project, ready=(cache_key, url)).total == 4
+    assert with_db.browse(project, ready=(cache_key, "s3://elsewhere")).total == 0
+    with_db.close()
     two = tmp_path / "two"
     r = _cli(tmp_path, db, two, torchrun=2)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -202,4 +221,30 @@ def test_the_studio_opens_a_precomputed_image_without_encoding(tmp_path, caplog)
     assert "Embedding from the store" in v.status, v.status
     v = studio.add_click("a", 200, 150)
     assert "1 prompt(s)" in v.status and v.info["mask_area"] > 0
+    assert studio.browse(ready_for="sam_tiny").total == 4
+    db.close()
+
+
+def test_prepare_project_in_the_studio_encodes_in_the_background_and_notes_it(tmp_path):
+    import time
+
+    from ui import Studio
+
+    model = tiny_segmenter()
+    db = Store(f"sqlite:///{tmp_path / 'iseg.db'}", tmp_path / "images")
+    studio = Studio(db, "p", "sam_tiny", loader=lambda name: model, export_dir=tmp_path / "home" / "exports")
+    studio.ensure_samples()
+    assert studio.browse(ready_for="sam_tiny").total == 0  # no store yet
+    v = studio.start_prepare("a")
+    assert "Preparing the project for sam_tiny in the background" in v.status
+    assert "already" in studio.start_prepare("a").status or not studio.prepare_running
+    deadline = time.monotonic() + 120
+    while studio.prepare_running and time.monotonic() < deadline:
+        time.sleep(0.2)
+    text = studio.prepare_status()
+    assert "Project prepared." in text and "4 / 4 images (4 encoded, 0 already stored)" in text, text
+    assert (tmp_path / "home" / "embeddings").is_dir()  # the default store, made when asked
+    assert studio.browse(ready_for="sam_tiny").total == 4
+    v = studio.open_index("a", 2)
+    assert "Embedding from the store" in v.status or studio._session("a").predictor.source in ("memory", "store")
     db.close()

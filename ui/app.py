@@ -314,6 +314,8 @@ def build_app(studio: Studio, workers: Optional[int] = None, hf_oauth: bool = Fa
                 b_state = gr.Radio(["all", *IMAGE_STATES], value="all", label="State", elem_id="browse_state")
                 b_name = gr.Textbox(label="Name contains (Enter)", elem_id="browse_name")
                 b_page = gr.Number(1, precision=0, minimum=1, label="Page", elem_id="browse_page")
+                b_ready = gr.Checkbox(False, label="Only images ready for the model in use (precomputed)",
+                                      elem_id="browse_ready")
             with gr.Row():
                 b_prev = gr.Button("← Page", size="sm", elem_id="browse_prev")
                 b_next = gr.Button("Page →", size="sm", elem_id="browse_next")
@@ -353,6 +355,11 @@ def build_app(studio: Studio, workers: Optional[int] = None, hf_oauth: bool = Fa
                             label_key = gr.Dropdown([("none", 0)] + [(str(k), k) for k in range(1, 10)],
                                                     value=None, label="Key", elem_id="label_key")
                         label_save = gr.Button("Save label", size="sm", elem_id="label_save_btn")
+            gr.Markdown("### Prepare")
+            with gr.Row(equal_height=True):
+                prepare_btn = gr.Button("Prepare project", size="sm", elem_id="prepare_btn", scale=0, min_width=160)
+                prepare_status = gr.Markdown(studio.prepare_status(), elem_id="prepare_status")
+            prepare_timer = gr.Timer(2.0, active=False)
           with gr.Tab("Training", id="training", elem_id="training_tab"):
             gr.Markdown("Teach the open model this project's objects: fine-tune on accepted images, or pre-train "
                         "on images nobody labelled yet; the result replaces the model only if it scores better.",
@@ -480,16 +487,17 @@ def build_app(studio: Studio, workers: Optional[int] = None, hf_oauth: bool = Fa
                          ).then(label_widgets, [], label_outs, api_visibility="private")
 
         # the image browser: a page of thumbnails at a time; a click (or "go to") opens the image
-        def on_browse(state, name, page, request: gr.Request):
+        def on_browse(state, name, page, ready, request: gr.Request):
             why = refusal(user_of(request))
             if why:
                 return [], f"**{why}**", [], 1
             page = max(1, int(page or 1))
-            res = studio.browse(state, name, page, PER_PAGE)
+            ready_for = studio.tab(_sid(request)).model if ready else None
+            res = studio.browse(state, name, page, PER_PAGE, ready_for)
             pages = max(1, -(-res.total // PER_PAGE))
             if page > pages:
                 page = pages
-                res = studio.browse(state, name, page, PER_PAGE)
+                res = studio.browse(state, name, page, PER_PAGE, ready_for)
             items, positions, client = [], [], client_of(request)
             for row in res.rows:
                 thumb = studio.thumbnail(row.image)  # made once, then read from its cache file
@@ -506,16 +514,18 @@ def build_app(studio: Studio, workers: Optional[int] = None, hf_oauth: bool = Fa
         browse = dict(api_visibility="private", show_progress="hidden", concurrency_id="browse",
                       concurrency_limit=None)
         def turn_page(by: Optional[int]):  # by: pages forward (None: the first page)
-            def on_page(st, n, p, request: gr.Request):
-                return on_browse(st, n, 1 if by is None else (p or 1) + by, request)
+            def on_page(st, n, p, r, request: gr.Request):
+                return on_browse(st, n, 1 if by is None else (p or 1) + by, r, request)
             return on_page
 
-        b_state.change(turn_page(None), [b_state, b_name, b_page], browse_outs, **browse)
-        b_name.submit(turn_page(None), [b_state, b_name, b_page], browse_outs, **browse)
-        b_page.submit(on_browse, [b_state, b_name, b_page], browse_outs, **browse)
-        b_prev.click(turn_page(-1), [b_state, b_name, b_page], browse_outs, **browse)
-        b_next.click(turn_page(1), [b_state, b_name, b_page], browse_outs, **browse)
-        images_tab.select(on_browse, [b_state, b_name, b_page], browse_outs, **browse)  # fresh on every visit
+        b_inputs = [b_state, b_name, b_page, b_ready]
+        b_state.change(turn_page(None), b_inputs, browse_outs, **browse)
+        b_ready.change(turn_page(None), b_inputs, browse_outs, **browse)
+        b_name.submit(turn_page(None), b_inputs, browse_outs, **browse)
+        b_page.submit(on_browse, b_inputs, browse_outs, **browse)
+        b_prev.click(turn_page(-1), b_inputs, browse_outs, **browse)
+        b_next.click(turn_page(1), b_inputs, browse_outs, **browse)
+        images_tab.select(on_browse, b_inputs, browse_outs, **browse)  # fresh on every visit
 
         def open_from_browser(positions, evt: gr.SelectData, request: gr.Request):
             pos = positions[evt.index] if 0 <= evt.index < len(positions) else 0
@@ -536,6 +546,19 @@ def build_app(studio: Studio, workers: Optional[int] = None, hf_oauth: bool = Fa
 
         goto_btn.click(goto_image, [goto], outs + [tabs], api_visibility="private", **edit)
         goto.submit(goto_image, [goto], outs + [tabs], api_visibility="private", **edit)
+
+        # preparing the project (every image encoded into the store) runs in a background thread, polled
+        def on_prepare(request: gr.Request):
+            v = studio.start_prepare(sid_of(request))
+            return (*_out(v, request), studio.prepare_status(), gr.Timer(active=True))
+
+        prepare_btn.click(on_prepare, [], outs + [prepare_status, prepare_timer], api_name="prepare_project",
+                          concurrency_id="prepare", concurrency_limit=1)
+        prepare_timer.tick(lambda: (studio.prepare_status(), gr.Timer(active=studio.prepare_running)), [],
+                           [prepare_status, prepare_timer], api_visibility="private", show_progress="hidden",
+                           concurrency_id="train_status", concurrency_limit=None)
+        gr.Button(visible=False).click(studio.prepare_status, [], prepare_status, api_name="prepare_status",
+                                       concurrency_id="train_status", concurrency_limit=None)
 
         # fine-tuning runs in a background thread; the page polls its progress every 2 s while it runs
         def on_finetune(request: gr.Request):

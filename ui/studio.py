@@ -129,7 +129,8 @@ class Studio:
         user who does nothing with it; ``embedding_store``: an :class:`iseg_core.embedding_store.EmbeddingStore`
         behind every model's cache (images precomputed into it open without encoding; what is encoded here
         goes into it), or None."""
-        self.embedding_store = embedding_store
+        self.embedding_store = None
+        self._prepare = None  # the background "Prepare project" run's state
         self.roles = roles
         self.lock_seconds = float(lock_minutes) * 60
         self.notice = notice
@@ -147,6 +148,8 @@ class Studio:
         self.author = author
         self._job = None  # the latest training.job.FinetuneJob
         self._cached: Dict[str, tuple] = {}  # key -> (when, value): see _for_a_second
+        if embedding_store is not None:
+            self.attach_store(embedding_store)
         self.manager(model)  # fail early (and clearly) when the default model cannot load
 
     # -- plumbing ---------------------------------------------------------------------------------------
@@ -739,11 +742,85 @@ class Studio:
                               + notes)
 
     # -- the image browser ------------------------------------------------------------------------------
-    def browse(self, state: str = "all", name: str = "", page: int = 1, per_page: int = 48) -> BrowsePage:
-        """One page (1-based) of the project's images, filtered by state and file name."""
+    def browse(self, state: str = "all", name: str = "", page: int = 1, per_page: int = 48,
+               ready_for: Optional[str] = None) -> BrowsePage:
+        """One page (1-based) of the project's images, filtered by state and file name, and with ``ready_for``
+        (a model name) to the images whose embedding for that model is in the store."""
         if state not in IMAGE_STATES:
             state = None
-        return self.store.browse(self.project, state, name or "", (max(1, int(page)) - 1) * per_page, per_page)
+        ready = None
+        if ready_for:
+            key = self.manager(ready_for).model.cache_key
+            ready = (key, self.embedding_store.url if self.embedding_store is not None else "")
+        return self.store.browse(self.project, state, name or "", (max(1, int(page)) - 1) * per_page, per_page,
+                                 ready=ready)
+
+    # -- a project prepared before anyone clicks: its embeddings precomputed into the store -------------------
+    def attach_store(self, embeddings) -> None:
+        """Put ``embeddings`` (an EmbeddingStore) behind every model's cache; what it writes is noted in the
+        database (a project knows which images are ready for which model)."""
+        embeddings.on_put = lambda key, cache_key: self.store.record_embedding(key, cache_key, embeddings.url)
+        self.embedding_store = embeddings
+        with self._lock:
+            managers = list(self._managers.values())
+        for mgr in managers:
+            mgr.cache.store = embeddings
+
+    def start_prepare(self, sid: str) -> View:
+        """Encode every image of the project that the store lacks for the tab's model, in the background
+        (the store: the app's, else ``$ISEG_HOME/embeddings``, made now)."""
+        from iseg_core.embedding_store import EmbeddingStore
+        from iseg_core.precompute import precompute
+
+        if self.prepare_running:
+            return self.view(sid, "The project is being prepared already.")
+        t = self.tab(sid)
+        model = self.manager(t.model).model
+        try:
+            if self.embedding_store is None:
+                self.attach_store(EmbeddingStore(self.export_dir.parent / "embeddings"))
+        except IsegError as e:
+            return self.view(sid, f"**Cannot prepare:** {md(e, None)}")
+        state = self._prepare = {"model": t.model, "counts": None, "started": time.monotonic(), "done": False,
+                                 "error": "", "stop": False}
+
+        def report(counts):
+            state["counts"] = dict(counts)
+
+        def run():
+            try:
+                precompute(self.store, self.project.name, model, self.embedding_store, progress=False,
+                           stop=lambda: state["stop"], report=report)
+            except Exception as e:  # shown in the status; the app goes on
+                state["error"] = str(e)
+                logging.getLogger(__name__).warning("preparing the project failed: %s", e, exc_info=True)
+            finally:
+                state["done"] = True
+
+        threading.Thread(target=run, name="iseg-prepare", daemon=True).start()
+        return self.view(sid, f"Preparing the project for {t.model} in the background: every image's embedding "
+                              f"into {self.embedding_store.url}; keep annotating.")
+
+    @property
+    def prepare_running(self) -> bool:
+        return self._prepare is not None and not self._prepare["done"]
+
+    def prepare_status(self) -> str:
+        """One line: images done / total, rate, time left (or how it ended), and how many are ready."""
+        st = self._prepare
+        if st is None:
+            return "Prepare the project: every image encoded once for the model in use, before anyone opens it."
+        c = st["counts"] or {"encoded": 0, "stored": 0, "failed": 0, "total": 0}
+        done, total = c["encoded"] + c["stored"] + c["failed"], c["total"]
+        rate = c["encoded"] / max(time.monotonic() - st["started"], 1e-6)
+        line = f"{st['model']}: {done} / {total} images ({c['encoded']} encoded, {c['stored']} already stored"
+        line += f", {c['failed']} failed)" if c["failed"] else ")"
+        if st["error"]:
+            return f"**Preparing failed:** {md(st['error'], None)} ({line})"
+        if st["done"]:
+            return f"**Project prepared.** {line}."
+        left = (total - done) / rate if rate > 0 else None
+        return line + (f", {rate:.2f} images/s, about {left:.0f} s left" if left is not None else "") + "."
 
     def thumbnail(self, image: ImageRecord) -> Optional[str]:
         try:
