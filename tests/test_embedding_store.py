@@ -248,3 +248,34 @@ def test_prepare_project_in_the_studio_encodes_in_the_background_and_notes_it(tm
     v = studio.open_index("a", 2)
     assert "Embedding from the store" in v.status or studio._session("a").predictor.source in ("memory", "store")
     db.close()
+
+
+def test_bad_stores_and_missing_images_are_named_and_lose_nothing(photo, tmp_path, caplog, monkeypatch):
+    import errno
+
+    from iseg_core.errors import IsegError
+    from iseg_core.precompute import precompute
+
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(IsegError, match="cannot be used"):  # a store that cannot be reached or made
+        EmbeddingStore(tmp_path / "a-file" / "store")
+    model = tiny_segmenter()
+    store = EmbeddingStore(tmp_path / "store")
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(store.fs, "open", full)  # a full disk: the click is answered, the store is skipped
+    p = Predictor(model, EmbeddingCache(store=store))
+    p.set_image(photo, KEY)
+    assert p.source == "encoded" and p.predict([Click(100, 80)]).mask.any()
+    assert "could not keep" in caplog.text and "No space left" in caplog.text
+    assert not list((tmp_path / "store").rglob("*.partial"))  # nothing half-written left behind
+    monkeypatch.undo()
+    db_path = _project(tmp_path, n=3)
+    db = Store(f"sqlite:///{db_path}", tmp_path / "images")
+    gone = db.images_of(db.project("pre"))[1]
+    gone.path.unlink()  # an image file removed under the project
+    c = precompute(db, "pre", model, store, progress=False)
+    assert (c["encoded"], c["failed"]) == (2, 1) and gone.file_name in c["errors"][0]
+    db.close()
