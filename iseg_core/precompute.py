@@ -3,6 +3,7 @@
     python -m iseg_core.precompute --project NAME --model NAME [--checkpoint hub] [--store URL] [--database URL]
     torchrun --nproc_per_node=N -m iseg_core.precompute --project NAME --model NAME ...
     python -m iseg_core.precompute --project NAME --model NAME --ray local|ADDRESS [--ray-workers N]
+    python -m iseg_core.precompute --project NAME --model NAME --propose [--points-per-side 16]
 
 Only images whose embedding the store lacks are encoded (a stopped run, started again, does no image twice;
 entries appear whole or not at all). Under torchrun each rank takes every N-th image of the project's order
@@ -35,7 +36,8 @@ def _rank() -> tuple:
 
 
 def precompute(store_db, project: str, model, embeddings: EmbeddingStore, rank: int = 0, world: int = 1,
-               limit: Optional[int] = None, progress: bool = True, stop=None, report=None) -> dict:
+               limit: Optional[int] = None, progress: bool = True, stop=None, report=None,
+               propose=None) -> dict:
     """Encode this rank's share of ``project``'s images that ``embeddings`` lacks for ``model``; returns the
     counts {encoded, stored, failed, total} and the failures' messages."""
     from tqdm.auto import tqdm
@@ -43,7 +45,8 @@ def precompute(store_db, project: str, model, embeddings: EmbeddingStore, rank: 
     images = store_db.images_of(store_db.project(project))[:limit]
     mine = images[rank::world]
     have = embeddings.keys(model.cache_key)
-    counts = {"encoded": 0, "stored": 0, "failed": 0, "total": len(mine), "errors": []}
+    counts = {"encoded": 0, "stored": 0, "failed": 0, "total": len(mine), "errors": [], "proposed": 0}
+    # ``propose``: an EverythingConfig: each image's proposed objects are made and stored too
     # ``stop()`` true: stop after the current image; ``report(counts)`` after each image (the studio's progress)
     bar = tqdm(mine, desc=f"rank {rank}/{world}" if world > 1 else "encoding", unit="image", position=rank,
                disable=not progress, file=sys.stderr)
@@ -52,15 +55,26 @@ def precompute(store_db, project: str, model, embeddings: EmbeddingStore, rank: 
             break
         if report is not None:
             report(counts)
-        if rec.sha256 in have:
+        if rec.sha256 in have and propose is None:
             counts["stored"] += 1
             if embeddings.on_put is not None:  # written before, perhaps by a process without this database
                 embeddings.on_put(rec.sha256, model.cache_key)
             continue
         try:
-            embedding = model.encode(load_image(rec.path).rgb)
-            embeddings.put(rec.sha256, embedding)
-            counts["encoded"] += 1
+            embedding = embeddings.get(model.cache_key, rec.sha256, model.device) if rec.sha256 in have else None
+            if embedding is None:
+                embedding = model.encode(load_image(rec.path).rgb)
+                embeddings.put(rec.sha256, embedding)
+                counts["encoded"] += 1
+            else:
+                counts["stored"] += 1
+            if propose is not None:
+                from .everything import segment_everything
+
+                found = segment_everything(model, embedding, propose)
+                store_db.replace_proposals(rec.id, [{"mask": p.mask, "score": p.score, "stability": p.stability}
+                                                    for p in found], model.cache_key)
+                counts["proposed"] += len(found)
         except NotStorable as e:
             raise IsegError(f"{model.name}'s embeddings cannot be stored ({e}); it encodes in milliseconds "
                             f"anyway: nothing to precompute") from e
@@ -160,6 +174,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--database", default=None, help="database URL (default $ISEG_DATABASE_URL or $ISEG_HOME/iseg.db)")
     ap.add_argument("--limit", type=int, default=None, help="only the project's first N images")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads per process (default: torch's)")
+    ap.add_argument("--propose", action="store_true",
+                    help="also store each image's proposed objects (segment-everything; SAM-family models)")
+    ap.add_argument("--points-per-side", type=int, default=16, help="with --propose: the click grid (SAM: 32)")
     ap.add_argument("--ray", default=None, metavar="ADDRESS", help="run as a Ray Data job: 'local' or a cluster address")
     ap.add_argument("--ray-workers", type=int, default=2, help="with --ray: encoder actors where the cluster has "
                                                                "no GPU (default 2; with GPUs: one per GPU)")
@@ -187,11 +204,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     t0 = time.perf_counter()
     try:
+        if args.ray and args.propose:
+            raise IsegError("--propose runs in the single-process or torchrun job, not under --ray")
         if args.ray:
             c = precompute_ray(args.ray, args.ray_workers, db, args.project, args.model, ckpt, embeddings,
                                model.cache_key, args.limit)
         else:
-            c = precompute(db, args.project, model, embeddings, rank, world, args.limit)
+            from .everything import EverythingConfig
+
+            c = precompute(db, args.project, model, embeddings, rank, world, args.limit,
+                           propose=EverythingConfig(points_per_side=args.points_per_side) if args.propose else None)
     except (IsegError, StorageError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -200,7 +222,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     dt = time.perf_counter() - t0
     who = f"rank {rank} of {world}: " if world > 1 else ""
     print(f"{who}{c['encoded']} encoded, {c['stored']} already stored, {c['failed']} failed of {c['total']} "
-          f"images ({model.cache_key} into {embeddings.url}) in {dt:.1f} s")
+          f"images ({model.cache_key} into {embeddings.url}) in {dt:.1f} s"
+          + (f"; {c['proposed']} proposed objects stored" if args.propose else ""))
     return 1 if c["failed"] else 0
 
 

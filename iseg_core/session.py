@@ -74,6 +74,7 @@ class AnnotationSession:
     display: Optional[DisplayFrame] = None  # image <-> display pixels; the steps keep masks at display size.
     # Decoding at display size skips upsampling every click to full resolution; finish_object makes the full mask
     zoom: Optional[tuple] = None  # (x0, y0, x1, y1): the model sees only this crop (ZoomIn), None = whole image
+    seed_logits: Optional[torch.Tensor] = None  # the first click's previous-mask input (a proposal refined)
     base: Optional[np.ndarray] = None  # full-size mask that strokes start from while no model prompt is given
     # (an object re-opened whose log has no model prompt: imported, or made with the brush alone)
     started: float = field(default_factory=time.monotonic)
@@ -113,6 +114,7 @@ class AnnotationSession:
         if self.zoom is not None and self.image is not None:
             self._set_view(None)
         self.steps, self.redo_stack, self.editing, self.zoom, self.base = [], [], None, None, None
+        self.seed_logits = None
         self.started = time.monotonic()
 
     # -- frames: the whole image, or the ZoomIn crop --------------------------------------------------------
@@ -169,7 +171,7 @@ class AnnotationSession:
             mask = prompt.paint(prev.mask.copy() if prev else self._start(None), self.display.scale_xy)
             return Step(prompt, mask, prev.logits if prev else None, prev.score if prev else 0.0,
                         prev.model_mask if prev else None)
-        step = self._predict(model_prompts(self.prompts) + [prompt], prev.logits if prev else None)
+        step = self._predict(model_prompts(self.prompts) + [prompt], prev.logits if prev else self.seed_logits)
         step.model_mask = step.mask
         strokes = [p for p in self.prompts if isinstance(p, Stroke)]
         if strokes:  # (without strokes the two are one array: no copy on the per-click path)
@@ -200,6 +202,7 @@ class AnnotationSession:
         if (x1 - x0) * (y1 - y0) >= 0.8 * full.size:
             raise IsegError("the object already fills most of the image: zooming in would not help")
         prompts = self.prompts
+        self.seed_logits = None  # in the whole image's frame, not the crop's
         self._set_view(roi)
         self._replay(prompts)
         return roi
@@ -311,6 +314,17 @@ class AnnotationSession:
         if self.editing == index:
             self._reset_object()
         return self.objects.pop(index)
+
+    def start_from(self, mask: np.ndarray, logits: Optional[torch.Tensor] = None) -> None:
+        """A new object that starts as ``mask`` (the image's size: a proposed object): shown at once, and
+        ``logits`` (the mask in the model's frame, ``Segmenter.logits_from_mask``) are the previous-mask input
+        of the first click, so clicks refine it instead of starting over."""
+        self._need_image()
+        if self.zoom is not None:
+            self.zoom_out()
+        self._reset_object()
+        self.base = np.asarray(mask, bool).copy()
+        self.seed_logits = logits
 
     def edit_object(self, index: int) -> None:
         """Re-open a finished object: its prompts and strokes are replayed (so later prompts refine it as

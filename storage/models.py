@@ -131,6 +131,23 @@ class StoredEmbedding(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
+class Proposal(Base):
+    """A proposed object (segment-everything) of an image: a pre-annotation with the model's scores. It is no
+    accepted work until a person accepts it (then an Annotation is saved and its state is "accepted"), refines it
+    (clicks on it; "refined" once saved) or rejects it ("rejected")."""
+
+    __tablename__ = "proposals"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
+    rle: Mapped[str] = mapped_column(Text)  # compressed COCO RLE counts at the image's size
+    area: Mapped[int] = mapped_column(Integer)
+    score: Mapped[float] = mapped_column(Float)  # the model's predicted IoU
+    stability: Mapped[float] = mapped_column(Float)
+    model: Mapped[str] = mapped_column(String(300))  # the cache key (name@version) of the model that made it
+    state: Mapped[str] = mapped_column(String(20), default="proposed")  # proposed | accepted | refined | rejected
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
 class TrainingRun(Base):
     __tablename__ = "training_runs"
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -109,6 +109,26 @@ class AnnotationRecord:
         return decode_mask(self.rle, self.height, self.width)
 
 
+PROPOSAL_STATES = ("proposed", "accepted", "refined", "rejected")
+
+
+@dataclass(frozen=True)
+class ProposalRecord:
+    id: int
+    image_id: int
+    rle: str
+    height: int
+    width: int
+    area: int
+    score: float
+    stability: float
+    model: str
+    state: str
+
+    def mask(self) -> np.ndarray:
+        return decode_mask(self.rle, self.height, self.width)
+
+
 @dataclass(frozen=True)
 class BrowseRow:
     position: int  # 0-based position of the image in the project's order (what "open image N" takes, minus 1)
@@ -563,6 +583,45 @@ class Store:
                                 a.area, (a.bbox_x, a.bbox_y, a.bbox_w, a.bbox_h), a.iscrowd, a.author,
                                 f"{mv.name}@{mv.version}" if mv else None, a.interactions, a.n_interactions,
                                 a.seconds)
+
+    # -- proposed objects (segment-everything): pre-annotations a person accepts, refines or rejects -------------
+    def replace_proposals(self, image_id: int, proposals: Sequence[dict], model: str) -> List["ProposalRecord"]:
+        """The image's open proposals (state "proposed") replaced by ``proposals`` (dicts of mask, score,
+        stability), in one transaction; proposals already accepted, refined or rejected stay as they were."""
+        rows = []
+        for p in proposals:
+            enc = encode_mask(p["mask"])
+            if enc.area:
+                rows.append(m.Proposal(image_id=image_id, rle=enc.counts, area=enc.area, score=float(p["score"]),
+                                       stability=float(p["stability"]), model=model, state="proposed"))
+        with self.db.transaction() as s:
+            if s.get(m.Image, image_id) is None:
+                raise StorageError(f"no image with id {image_id}")
+            for old in s.scalars(select(m.Proposal).where(m.Proposal.image_id == image_id,
+                                                          m.Proposal.state == "proposed")):
+                s.delete(old)
+            s.add_all(rows)
+        return self.proposals(image_id)
+
+    def proposals(self, image_id: int, state: str = "proposed") -> List["ProposalRecord"]:
+        """The image's proposals in ``state``, best score first."""
+        with self.db.session() as s:
+            img = s.get(m.Image, image_id)
+            if img is None:
+                raise StorageError(f"no image with id {image_id}")
+            q = select(m.Proposal).where(m.Proposal.image_id == image_id, m.Proposal.state == state)
+            return [ProposalRecord(p.id, image_id, p.rle, img.height, img.width, p.area, p.score, p.stability,
+                                   p.model, p.state) for p in s.scalars(q.order_by(m.Proposal.score.desc(),
+                                                                                   m.Proposal.id))]
+
+    def set_proposal_state(self, proposal_id: int, state: str) -> None:
+        if state not in PROPOSAL_STATES:
+            raise StorageError(f"a proposal's state is one of {', '.join(PROPOSAL_STATES)}, not {state!r}")
+        with self.db.transaction() as s:
+            p = s.get(m.Proposal, proposal_id)
+            if p is None:
+                raise StorageError(f"no proposal with id {proposal_id}")
+            p.state = state
 
     def annotations(self, image_id: int) -> List[AnnotationRecord]:
         with self.db.session() as s:

@@ -115,3 +115,42 @@ def test_wheel_zoom_and_pan_keep_clicks_on_their_pixel(app):
         assert abs(page.evaluate(BOX, "#canvas img")["w"] - fitted["w"]) < 1
         page.keyboard.press("Escape")
         browser.close()
+
+
+def test_propose_objects_then_accept_with_p_and_reject_in_the_browser(tmp_path, monkeypatch):
+    """MobileSAM (random weights, fixed seed) proposes the image's objects from a 4x4 grid with the filters
+    open (random weights predict low IoUs, and most of their masks are empty: seed 2 gives 16 non-empty ones);
+    P accepts number 1 with the chosen label, Reject drops the next."""
+    import torch
+
+    for name, value in [("ISEG_PROPOSE_POINTS", "4"), ("ISEG_PROPOSE_IOU", "0"), ("ISEG_PROPOSE_STABILITY", "0"),
+                        ("ISEG_PROPOSE_NMS", "1.0")]:
+        monkeypatch.setenv(name, value)
+    torch.manual_seed(2)
+    url, studio, store, demo = serve_studio(tmp_path, "propose", "mobile_sam")
+    try:
+        with playwright_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+            page = browser.new_page(viewport={"width": 1500, "height": 1000})
+            page.goto(url, wait_until="load")
+            page.wait_for_selector("#canvas img", timeout=60000)
+            _wait_status(page, r"astronaut\.jpg", timeout=120000)
+            page.locator("#propose_btn").click()
+            status = _wait_status(page, r"\d+ proposed object\(s\)", timeout=120000)
+            n = int(status.split(" proposed object")[0].split()[-1])
+            assert n >= 2
+            page.screenshot(path=str(ARTIFACTS / "proposals.png"))
+            image = store.images_of(store.project("propose"))[0]
+            assert store.annotations(image.id) == []  # nothing accepted yet
+            page.evaluate("document.activeElement.blur()")
+            page.keyboard.press("p")
+            _wait_status(page, r"Accepted proposal 1 as object 1 \(object\)")
+            [ann] = store.annotations(image.id)
+            assert ann.category.name == "object" and len(store.proposals(image.id, "accepted")) == 1
+            page.locator("#reject_proposal_btn").click()
+            _wait_status(page, rf"Rejected proposal 1; {n - 2} left")
+            assert len(store.proposals(image.id, "rejected")) == 1 and len(store.proposals(image.id)) == n - 2
+            browser.close()
+    finally:
+        demo.close()
+        store.close()

@@ -42,7 +42,8 @@ SHORTCUTS = [("1-9", "finish the object as label 1-9"), ("Q / W", "positive / ne
              ("D / E", "brush / eraser"), ("[ / ]", "smaller / larger brush"),
              ("Enter", "close the contour / end the scribble"), ("Z / Shift+Z", "zoom in on / out of a small object"), ("Ctrl+Z / Ctrl+Y", "undo / redo"),
              ("Space / N", "finish the object as the chosen label"), ("A", "accept the image (saved), next"),
-             ("→ / ←", "next / previous image"), ("Esc", "clear the current object")]
+             ("→ / ←", "next / previous image"), ("Esc", "clear the current object"),
+             ("P", "accept proposed object 1 as the chosen label")]
 # the canvas's own view (the browser's; the image's pixels stay exact)
 VIEW_KEYS = [("wheel", "zoom the view at the pointer"), ("middle-drag or Alt+drag", "pan"), ("F", "fit the image")]
 
@@ -82,6 +83,7 @@ document.addEventListener('keydown', e => {
   if (k === ']') return size(1);
   if (k === 'z') return click(e.shiftKey ? 'unzoom_btn' : 'zoom_btn');
   if (k === 'f') { window.dispatchEvent(new Event('iseg-fit')); e.preventDefault(); }
+  if (k === 'p') return click('accept_best_btn');
 });
 </script>"""
 
@@ -293,6 +295,19 @@ def build_app(studio: Studio, workers: Optional[int] = None, hf_oauth: bool = Fa
                         edit_btn = gr.Button("Edit", size="sm", elem_id="edit_btn", min_width=50)
                         delete_btn = gr.Button("Delete", size="sm", elem_id="delete_btn", min_width=50)
                         relabel_btn = gr.Button("Set label", size="sm", elem_id="relabel_btn", min_width=60)
+                    with gr.Accordion("Proposed objects", open=True, elem_id="proposals_panel"):
+                        with gr.Row(equal_height=True):
+                            propose_btn = gr.Button("Propose objects", size="sm", elem_id="propose_btn",
+                                                    min_width=120)
+                            proposal_num = gr.Number(1, precision=0, minimum=1, label="#", elem_id="proposal_num",
+                                                     min_width=50, container=False)
+                        with gr.Row():
+                            accept_prop_btn = gr.Button("Accept (P)", size="sm", elem_id="accept_proposal_btn",
+                                                        min_width=60)
+                            refine_prop_btn = gr.Button("Refine", size="sm", elem_id="refine_proposal_btn",
+                                                        min_width=60)
+                            reject_prop_btn = gr.Button("Reject", size="sm", elem_id="reject_proposal_btn",
+                                                        min_width=60)
                     # reviewers only (on_load shows it to a signed-in reviewer)
                     with gr.Group(visible=False, elem_id="review") as review_box:
                         review_comment = gr.Textbox(label="Review comment", elem_id="review_comment", lines=1)
@@ -414,6 +429,25 @@ def build_app(studio: Studio, workers: Optional[int] = None, hf_oauth: bool = Fa
         bind(send_back_btn, handler(lambda sid, c: studio.review(sid, False, c), 1), [review_comment],
              "send_back_image")
         bind(delete_btn, handler(studio.delete_object, 1), [obj_num], "delete_object")
+
+        def on_propose(request: gr.Request, progress=gr.Progress()):
+            with turn(request) as sid:
+                return _out(studio.propose(sid, progress=lambda d, t: progress(d / t, desc=f"Proposing: {d} of {t} "
+                                                                                           "clicks")), request)
+
+        propose_btn.click(on_propose, [], outs, api_name="propose_objects", **edit)
+        accept_prop_btn.click(handler(studio.accept_proposal, 2, lambda n, c: (int(n or 1), c)),
+                              [proposal_num, category], outs, api_name="accept_proposal", **edit
+                              ).then(label_widgets, [], label_outs, api_visibility="private")
+        refine_prop_btn.click(handler(studio.refine_proposal, 1, lambda n: (int(n or 1),)), [proposal_num], outs,
+                              api_name="refine_proposal", **edit)
+        reject_prop_btn.click(handler(studio.reject_proposal, 1, lambda n: (int(n or 1),)), [proposal_num], outs,
+                              api_name="reject_proposal", **edit)
+        # key P: the best proposal (number 1) accepted with the chosen label
+        accept_best = gr.Button("accept proposal 1", elem_id="accept_best_btn", visible="hidden")
+        accept_best.click(handler(lambda sid, c: studio.accept_proposal(sid, 1, c), 1), [category], outs,
+                          api_visibility="private", **edit).then(label_widgets, [], label_outs,
+                                                                 api_visibility="private")
 
         for k, button in enumerate(label_keys, start=1):
             button.click(handler(lambda sid, k=k: studio.label_key(sid, k), 0), [], outs,

@@ -13,6 +13,7 @@ from iseg_core.geometry import DisplayFrame
 from iseg_core.prompts import Box, Click, Contour, Prompt, Scribble, Stroke
 from storage.store import LABEL_COLOURS, hex_rgb
 
+PROPOSAL = (255, 215, 0)  # proposed objects' outlines and numbers
 DISPLAY_LONG_SIDE = 1024  # the display copy of an image (a page on a large screen asks for more)
 MAX_DISPLAY_LONG_SIDE = 2048
 CURRENT = (30, 144, 255)
@@ -44,10 +45,12 @@ def render(display: np.ndarray, frame: DisplayFrame, objects: Sequence[np.ndarra
            prompts: Sequence[Prompt], pending: Sequence[Tuple[float, float]] = (), pending_kind: str = "",
            options: ViewOptions = ViewOptions(), selected: Optional[int] = None,
            zoom: Optional[Tuple[float, float, float, float]] = None,
-           colours: Optional[Sequence[Tuple[int, int, int]]] = None) -> np.ndarray:
+           colours: Optional[Sequence[Tuple[int, int, int]]] = None,
+           proposals: Sequence[np.ndarray] = ()) -> np.ndarray:
     """The overlay as uint8 RGB at display size. ``objects`` and ``current`` are masks (resized to the display
     when they are not at its size); ``colours``: each object's (its label's), else the palette in turn;
-    prompts, ``pending`` points and ``zoom`` are in image pixels."""
+    prompts, ``pending`` points and ``zoom`` are in image pixels. ``proposals`` (display-size masks, best
+    first): outlined in yellow with their numbers, not filled (they are not accepted work)."""
     out = display.copy()
     shape = display.shape[:2]
     a = float(np.clip(options.opacity, 0.0, 1.0))
@@ -69,6 +72,14 @@ def render(display: np.ndarray, frame: DisplayFrame, objects: Sequence[np.ndarra
             cnts, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
             cv2.drawContours(out, cnts, -1, (255, 255, 255) if width == 2 else colour, width)
     r = max(3, round(max(shape) / 160))
+    for k, m in enumerate(proposals):
+        cnts, _ = cv2.findContours(to_display(m, shape).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(out, cnts, -1, PROPOSAL, max(1, r // 3))
+        ys, xs = np.nonzero(to_display(m, shape))
+        if len(xs):
+            at = (int(xs.mean()), int(ys.mean()))
+            cv2.putText(out, str(k + 1), at, cv2.FONT_HERSHEY_SIMPLEX, r / 8, (0, 0, 0), max(2, r // 2), cv2.LINE_AA)
+            cv2.putText(out, str(k + 1), at, cv2.FONT_HERSHEY_SIMPLEX, r / 8, PROPOSAL, max(1, r // 4), cv2.LINE_AA)
     if zoom is not None:  # the crop the model works on
         x0, y0, x1, y1 = frame.roi_to_display(zoom)
         cv2.rectangle(out, (x0, y0), (max(x0, x1 - 1), max(y0, y1 - 1)), (0, 230, 230), 1)

@@ -108,6 +108,9 @@ class TabState:
     user: str = ""  # the signed-in name (sign-in on), the author of what this tab saves
     lock_refreshed: float = 0.0  # when the lock on the open image was last renewed (monotonic)
     display_long: int = DISPLAY_LONG_SIDE  # the display copy's long side (raised for a large canvas)
+    proposals: list = field(default_factory=list)  # the open image's proposed objects (ProposalRecord), best first
+    proposal_previews: dict = field(default_factory=dict)  # proposal id -> its mask at display size
+    refining: Optional[int] = None  # the proposal id the current object started from
 
     @property
     def image_id(self) -> Optional[int]:
@@ -245,9 +248,13 @@ class Studio:
                 for o in s.objects:
                     if o.preview is None:
                         o.preview = to_display(o.mask, t.display.shape[:2])
+                for p in t.proposals:
+                    if p.id not in t.proposal_previews:
+                        t.proposal_previews[p.id] = to_display(p.mask(), t.display.shape[:2])
                 img = render(t.display, s.display, [o.preview for o in s.objects], s.mask, s.prompts, t.pending,
                              t.pending_kind, t.options, s.editing, zoom=s.zoom,
-                             colours=[self._colour(o.category, k) for k, o in enumerate(s.objects)])
+                             colours=[self._colour(o.category, k) for k, o in enumerate(s.objects)],
+                             proposals=[t.proposal_previews[p.id] for p in t.proposals])
             rows = [[k + 1, o.category, o.area, len(o.prompts), "saved" if o.stored_id else "not saved"]
                     for k, o in enumerate(s.objects)]
             current = t.record
@@ -262,6 +269,7 @@ class Studio:
                 "editing": s.editing, "zoom": list(s.zoom) if s.zoom else None, "pending": [list(p) for p in t.pending], "pending_kind": t.pending_kind,
                 "queue": {"done": done, "total": total},
                 "threshold": round(logit_to_probability(s.effective_threshold), 4),
+                "proposals": [{"id": p.id, "score": round(p.score, 4), "area": p.area} for p in t.proposals],
             }
         head = f"**{done} / {total} images done**"
         if t.user:
@@ -311,6 +319,7 @@ class Studio:
             s.open_image(loaded.rgb, rec.sha256, rec.id, stored, display=frame)
             t.index, t.record = index, rec
             t.pending, t.pending_kind = [], ""
+            t.proposals, t.proposal_previews, t.refining = self.store.proposals(rec.id), {}, None
         enc = time.perf_counter() - t0
         self._precompute_next(sid, index, total)
         msg = f"Opened in {enc:.1f} s. Click on an object." if enc > 0.5 else "Click on an object."
@@ -573,6 +582,8 @@ class Studio:
         s = self._session(sid)
         with s.lock:
             s.clear()
+        if t.refining is not None and t.image_id is not None:  # the proposal it came from is offered again
+            t.proposals, t.proposal_previews, t.refining = self.store.proposals(t.image_id), {}, None
         return self.view(sid, "Cleared the current object.")
 
     # -- objects and saving -----------------------------------------------------------------------------
@@ -596,8 +607,104 @@ class Studio:
                 return self.view(sid, f"**Not saved** (the object is kept here, try again): {md(e, None)}")
             obj.stored_id = rec.id
             n = len(s.objects)
+        t = self.tab(sid)
+        if t.refining is not None:  # the proposal it started from is done with
+            self.store.set_proposal_state(t.refining, "refined")
+            t.refining = None
         self.labels(fresh=True)  # a new name is a new label
         return self.view(sid, f"Saved object {n} ({md(obj.category)}).")
+
+    # -- proposed objects (segment-everything) ------------------------------------------------------------
+    def propose(self, sid: str, config=None, progress: Optional[Callable[[int, int], None]] = None) -> View:
+        """Propose the open image's objects with the tab's model (SAM's automatic mask generator rules,
+        iseg_core.everything); they replace the image's open proposals and are drawn outlined and numbered."""
+        from iseg_core.everything import EverythingConfig, segment_everything
+
+        t, s = self.tab(sid), self._session(sid)
+        if t.image_id is None:
+            return self.view(sid, "Open an image first.")
+        env = os.environ.get
+        cfg = config or EverythingConfig(points_per_side=int(env("ISEG_PROPOSE_POINTS", "16")),
+                                         pred_iou_thresh=float(env("ISEG_PROPOSE_IOU", "0.88")),
+                                         stability_score_thresh=float(env("ISEG_PROPOSE_STABILITY", "0.95")),
+                                         box_nms_thresh=float(env("ISEG_PROPOSE_NMS", "0.7")))
+        t0 = time.perf_counter()
+        with s.lock:
+            if s.zoom is not None:
+                s.zoom_out()
+            model = s.predictor.model
+            try:
+                found = segment_everything(model, s.predictor._current(), cfg, progress)
+            except IsegError as e:
+                return self.view(sid, f"**No proposals:** {md(e, None)}")
+        try:
+            t.proposals = self.store.replace_proposals(t.image_id, [{"mask": p.mask, "score": p.score,
+                                                                     "stability": p.stability} for p in found],
+                                                       model.cache_key)
+        except StorageError as e:
+            return self.view(sid, f"**Proposals not saved:** {md(e, None)}")
+        t.proposal_previews = {}
+        if not t.proposals:
+            return self.view(sid, f"No object passed the filters ({cfg.points_per_side}x{cfg.points_per_side} "
+                                  f"clicks, predicted IoU >= {cfg.pred_iou_thresh}, stability >= "
+                                  f"{cfg.stability_score_thresh}).")
+        return self.view(sid, f"{len(t.proposals)} proposed object(s) in {time.perf_counter() - t0:.1f} s, "
+                              "outlined and numbered: accept one (P accepts number 1), refine it with clicks, or "
+                              "reject it.")
+
+    def _proposal(self, sid: str, number: int):
+        t = self.tab(sid)
+        k = int(number) - 1
+        if not 0 <= k < len(t.proposals):
+            raise IsegError(f"no proposal {int(number)}; this image has {len(t.proposals)}")
+        return t, t.proposals[k]
+
+    def accept_proposal(self, sid: str, number: int = 1, category: str = "object") -> View:
+        """Proposal ``number`` becomes a finished object with label ``category`` (saved; accepted work now)."""
+        try:
+            t, p = self._proposal(sid, number)
+        except IsegError as e:
+            return self.view(sid, str(e))
+        s = self._session(sid)
+        mask = p.mask()
+        with s.lock:
+            try:
+                rec = self.store.save_annotation(t.image_id, mask, category or "object", author=self._author(sid),
+                                                 model=tuple(p.model.split("@", 1)) if "@" in p.model else None)
+                self.store.set_proposal_state(p.id, "accepted")
+            except StorageError as e:
+                return self.view(sid, f"**Not saved:** {md(e, None)}")
+            s.objects.append(FinishedObject(mask, rec.category.name, [], 0.0, rec.id))
+            t.proposals.remove(p)
+        self.labels(fresh=True)
+        return self.view(sid, f"Accepted proposal {int(number)} as object {len(s.objects)} ({md(rec.category.name)}).")
+
+    def reject_proposal(self, sid: str, number: int) -> View:
+        try:
+            t, p = self._proposal(sid, number)
+            self.store.set_proposal_state(p.id, "rejected")
+        except (IsegError, StorageError) as e:
+            return self.view(sid, md(e, None))
+        t.proposals.remove(p)
+        return self.view(sid, f"Rejected proposal {int(number)}; {len(t.proposals)} left.")
+
+    def refine_proposal(self, sid: str, number: int) -> View:
+        """Proposal ``number`` becomes the current object: shown at once, and its mask is the previous-mask
+        input of the next click (clicks correct it instead of starting over); finishing it saves the object."""
+        try:
+            t, p = self._proposal(sid, number)
+        except IsegError as e:
+            return self.view(sid, str(e))
+        s = self._session(sid)
+        with s.lock:
+            model = s.predictor.model
+            mask = p.mask()
+            logits = (model.logits_from_mask(s.predictor._current(), mask) if hasattr(model, "logits_from_mask")
+                      else None)
+            s.start_from(mask, logits)
+            t.proposals.remove(p)
+            t.refining = p.id
+        return self.view(sid, f"Refining proposal {int(number)}: click to correct it, then finish the object.")
 
     def label_key(self, sid: str, key: int) -> View:
         """Key 1-9: finish the object being drawn as the label with that key. With no object in progress it

@@ -386,6 +386,47 @@ class SamSegmenter(TrainableSegmenter):
         logits = dec.finish(masks, pixels, mask_tokens, skips, size)[0]
         return Decoded(logits=logits, score=float(iou[0, best]))
 
+    @torch.inference_mode()
+    def decode_candidates(self, embedding: ImageEmbedding, points: Sequence[Tuple[float, float]]
+                          ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Segment-everything's step: one positive click at each of ``points`` (image pixels), decoded in one
+        batch, and every multimask candidate kept (tokens 1-3, as SAM's automatic mask generator reads them):
+        low-res logits ``(N, 3, 4h, 4w)`` (each one what :meth:`decode` would return had it chosen that token)
+        and their predicted IoU ``(N, 3)``."""
+        from ...prompts import Click
+
+        n = len(points)
+        prompts = [[Click(float(x), float(y))] for x, y in points]
+        sparse, dense, _ = self._prompt_tokens(prompts, [embedding.original_size] * n,
+                                               [embedding.extra["input_size"]] * n, [None] * n)
+        enc, dec = self.network.prompt_encoder, self.network.mask_decoder
+        skips = [t.expand(n, *t.shape[1:]) for t in embedding.extra.get("skips", [])]
+        tokens = to_tokens(embedding.data)
+        mask_tokens, iou, image = dec.run_transformer(tokens.expand(n, *tokens.shape[1:]), enc.dense_pe_tokens(),
+                                                      sparse, dense)
+        pixels = dec.upscale(image, skips)
+        size = (self.config.embedding_size,) * 2
+        index = torch.arange(1, 4, device=pixels.device)
+        masks = dec.finish(dec.read_masks(pixels, mask_tokens, index, size), pixels, mask_tokens, skips, size)
+        return masks, iou[:, 1:4]
+
+    def logits_from_mask(self, embedding: ImageEmbedding, mask: np.ndarray, magnitude: float = 8.0) -> torch.Tensor:
+        """A mask of the image (``(H, W)`` bool) as low-res logits in the model's frame, the inverse of
+        :meth:`upsample_logits` (SAM: resized into the padded input frame, then to ``4h x 4w``; SAM 2: straight):
+        +``magnitude`` inside, -``magnitude`` outside, soft at the edges. A proposal refined with clicks feeds
+        it back as the previous mask."""
+        m = np.asarray(mask, np.float32)
+        h4, w4 = self._mask_size
+        if self.config.squash:
+            low = cv2.resize(m, (w4, h4), interpolation=cv2.INTER_AREA)
+        else:
+            nh, nw = embedding.extra["input_size"]
+            s = self.config.image_size
+            padded = np.zeros((s, s), np.float32)
+            padded[:nh, :nw] = cv2.resize(m, (nw, nh), interpolation=cv2.INTER_AREA)
+            low = cv2.resize(padded, (w4, h4), interpolation=cv2.INTER_AREA)
+        return torch.from_numpy((low * 2 - 1) * magnitude).reshape(1, h4, w4).to(self.device)
+
     def upsample_logits(self, embedding, logits, size=None) -> np.ndarray:
         """SAM: bilinear 4h x 4w -> S x S, crop the padding, bilinear to ``size`` (SAM's two steps, done by cv2
         on one mask); SAM 2: bilinear straight to ``size``. Only the output-sized float buffer is allocated."""
