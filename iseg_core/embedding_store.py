@@ -27,6 +27,7 @@ import logging
 import os
 import re
 import secrets
+import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Union
 
@@ -136,6 +137,38 @@ class EmbeddingStore:
         if not re.fullmatch(r"[A-Za-z0-9]{8,128}", image_key):
             raise IsegError(f"an image key for the embedding store is a content hash, not {image_key!r}")
         return f"{self.root}/{_safe(cache_key)}/{image_key[:2]}/{image_key}.safetensors"
+
+    def claim(self, cache_key: str, image_key: str, stale_after: float = 600.0) -> bool:
+        """Take the entry to write it: True for the one job that gets it (another job that asks before it is
+        written or released gets False and moves on), so two jobs on one project share the work without
+        encoding an image twice. A claim older than ``stale_after`` seconds (its job killed) is taken over.
+        Only a local folder has atomic exclusive creation; on other stores every job gets True (an image two
+        jobs reach at once is encoded twice, the same bytes written twice)."""
+        if "file" not in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)):
+            return True
+        path = self.path(cache_key, image_key) + ".claim"
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                try:
+                    if time.time() - os.path.getmtime(path) > stale_after:
+                        os.unlink(path)  # its job is gone: take it over
+                        continue
+                except FileNotFoundError:
+                    continue  # released meanwhile
+                return False
+            with os.fdopen(fd, "w") as fh:
+                fh.write(f"{os.getpid()} {time.time():.0f}\n")
+            return True
+        return False
+
+    def release(self, cache_key: str, image_key: str) -> None:
+        try:
+            os.unlink(self.path(cache_key, image_key) + ".claim")
+        except (FileNotFoundError, OSError):
+            pass
 
     def has(self, cache_key: str, image_key: str) -> bool:
         return self.fs.exists(self.path(cache_key, image_key))

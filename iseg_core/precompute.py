@@ -45,7 +45,7 @@ def precompute(store_db, project: str, model, embeddings: EmbeddingStore, rank: 
     images = store_db.images_of(store_db.project(project))[:limit]
     mine = images[rank::world]
     have = embeddings.keys(model.cache_key)
-    counts = {"encoded": 0, "stored": 0, "failed": 0, "total": len(mine), "errors": [], "proposed": 0}
+    counts = {"encoded": 0, "stored": 0, "failed": 0, "taken": 0, "total": len(mine), "errors": [], "proposed": 0}
     # ``propose``: an EverythingConfig: each image's proposed objects are made and stored too
     # ``stop()`` true: stop after the current image; ``report(counts)`` after each image (the studio's progress)
     bar = tqdm(mine, desc=f"rank {rank}/{world}" if world > 1 else "encoding", unit="image", position=rank,
@@ -60,8 +60,15 @@ def precompute(store_db, project: str, model, embeddings: EmbeddingStore, rank: 
             if embeddings.on_put is not None:  # written before, perhaps by a process without this database
                 embeddings.on_put(rec.sha256, model.cache_key)
             continue
+        claimed = False
         try:
             embedding = embeddings.get(model.cache_key, rec.sha256, model.device) if rec.sha256 in have else None
+            if embedding is None:
+                claimed = embeddings.claim(model.cache_key, rec.sha256)
+                if not claimed:  # another job is encoding it right now
+                    counts["taken"] += 1
+                    continue
+                embedding = embeddings.get(model.cache_key, rec.sha256, model.device)  # done meanwhile?
             if embedding is None:
                 embedding = model.encode(load_image(rec.path).rgb)
                 embeddings.put(rec.sha256, embedding)
@@ -82,6 +89,9 @@ def precompute(store_db, project: str, model, embeddings: EmbeddingStore, rank: 
             counts["failed"] += 1
             counts["errors"].append(f"{rec.file_name}: {e}")
             bar.write(f"skipped {rec.file_name}: {e}", file=sys.stderr)
+        finally:
+            if claimed:
+                embeddings.release(model.cache_key, rec.sha256)
     if report is not None:
         report(counts)
     return counts
@@ -221,8 +231,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         db.close()
     dt = time.perf_counter() - t0
     who = f"rank {rank} of {world}: " if world > 1 else ""
-    print(f"{who}{c['encoded']} encoded, {c['stored']} already stored, {c['failed']} failed of {c['total']} "
-          f"images ({model.cache_key} into {embeddings.url}) in {dt:.1f} s"
+    print(f"{who}{c['encoded']} encoded, {c['stored']} already stored, {c['failed']} failed"
+          + (f", {c['taken']} taken by another job" if c.get("taken") else "")
+          + f" of {c['total']} images ({model.cache_key} into {embeddings.url}) in {dt:.1f} s"
           + (f"; {c['proposed']} proposed objects stored" if args.propose else ""))
     return 1 if c["failed"] else 0
 

@@ -279,3 +279,29 @@ def test_bad_stores_and_missing_images_are_named_and_lose_nothing(photo, tmp_pat
     c = precompute(db, "pre", model, store, progress=False)
     assert (c["encoded"], c["failed"]) == (2, 1) and gone.file_name in c["errors"][0]
     db.close()
+
+
+def test_two_jobs_on_one_project_share_the_work_without_doubles(tmp_path):
+    """Two precompute processes started together on one project and store: every image encoded once in all
+    (a job skips an image the other has claimed, or finds it written), and a stale claim is taken over."""
+    db = _project(tmp_path, n=4)
+    out = tmp_path / "shared"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", ISEG_HOME=str(tmp_path), ISEG_IMAGE_DIR=str(tmp_path / "images"),
+               OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "iseg_core.precompute", "--project", "pre", "--model", "mobile_sam", "--checkpoint",
+           str(_weights(tmp_path)), "--store", str(out), "--database", f"sqlite:///{db}"]
+    jobs = [subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    outs = [j.communicate(timeout=600) for j in jobs]
+    assert all(j.returncode == 0 for j in jobs), [o[1][-2000:] for o in outs]
+    encoded = [int(o[0].split(" encoded")[0].split()[-1]) for o in outs]
+    assert sum(encoded) == 4, [o[0] for o in outs]
+    assert len(_entries(out)) == 4 and not list(out.rglob("*.claim"))
+    # a claim left by a killed job is taken over once it is stale
+    store = EmbeddingStore(out)
+    assert store.claim("m@v", KEY) and not store.claim("m@v", KEY)
+    claim = store.path("m@v", KEY) + ".claim"
+    os.utime(claim, (0, 0))  # as if written long ago
+    assert store.claim("m@v", KEY)
+    store.release("m@v", KEY)
+    assert not os.path.exists(claim)
