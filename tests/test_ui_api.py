@@ -224,3 +224,24 @@ def test_threshold_and_zoom_twins(served):
     c.predict(8, 8, 504, 504, api_name="/add_box")  # a box around nearly all of the image: a large object
     status = c.predict(api_name="/zoom_in")[1]
     assert "already fills most of the image" in status
+
+
+def test_proposal_and_prepare_twins(served):
+    """The proposals' named endpoints: the classical engine cannot propose (said plainly); numbers that do not
+    exist are refused; Prepare project says what it does and reports its progress."""
+    url, studio, store = served
+    c = Client(url, verbose=False)
+    c.predict(1, api_name="/open_image")
+    status = c.predict(api_name="/propose_objects")[1]
+    assert "No proposals:" in status and "needs a SAM-family model" in status
+    assert "no proposal 3; this image has 0" in c.predict(3, "car", api_name="/accept_proposal")[1]
+    assert "no proposal 1" in c.predict(1, api_name="/refine_proposal")[1]
+    assert "no proposal 2" in c.predict(2, api_name="/reject_proposal")[1]
+    assert "Preparing the project for classical" in c.predict(api_name="/prepare_project")[1]
+    import time
+
+    deadline = time.monotonic() + 60
+    while studio.prepare_running and time.monotonic() < deadline:
+        time.sleep(0.2)
+    text = c.predict(api_name="/prepare_status")  # the classical engine's embeddings are not worth storing
+    assert "Preparing failed" in text and "cannot be stored" in text and "nothing to precompute" in text, text
