@@ -216,6 +216,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         if args.ray and args.propose:
             raise IsegError("--propose runs in the single-process or torchrun job, not under --ray")
+        if args.propose and not hasattr(model, "decode_candidates"):
+            raise IsegError(f"--propose needs a SAM-family model (segment-everything); {args.model} is not one")
         if args.ray:
             c = precompute_ray(args.ray, args.ray_workers, db, args.project, args.model, ckpt, embeddings,
                                model.cache_key, args.limit)
