@@ -173,8 +173,9 @@ def test_thumbnails_reach_only_the_clients_the_image_browser_showed_them_to(serv
     a, b = Client(url, verbose=False), Client(url, verbose=False)
     config = httpx.get(f"{url}config").json()
     gallery = next(c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == "browser")
-    page = next(d["id"] for d in config["dependencies"] if gallery in d["outputs"] and len(d["inputs"]) == 3)
-    items = _join(url, page, ["all", "", 1], a.cookies)[0]
+    # the page event: state, name, page number, "only images ready for the model"
+    page = next(d["id"] for d in config["dependencies"] if gallery in d["outputs"] and len(d["inputs"]) == 4)
+    items = _join(url, page, ["all", "", 1, False], a.cookies)[0]
     thumbs = [item["image"]["path"] for item in items]
     assert len(thumbs) == store.image_count(studio.project)[0] >= 4
     for thumb in thumbs:
@@ -186,5 +187,5 @@ def test_thumbnails_reach_only_the_clients_the_image_browser_showed_them_to(serv
     stray.write_bytes(Path(thumbs[0]).read_bytes())
     r = httpx.get(f"{url}gradio_api/file={stray}", cookies=a.cookies)
     assert (r.status_code, r.json()) == (403, {"detail": f"File not allowed: {stray}."})
-    _join(url, page, ["all", "", 1], b.cookies)  # once b's page shows them, b may fetch them too
+    _join(url, page, ["all", "", 1, False], b.cookies)  # once b's page shows them, b may fetch them too
     assert all(httpx.get(f"{url}gradio_api/file={t}", cookies=b.cookies).status_code == 200 for t in thumbs)
