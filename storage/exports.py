@@ -39,9 +39,15 @@ FORMATS = {"coco": "COCO JSON (RLE)", "coco-polygons": "COCO JSON (polygons)", "
 Progress = Optional[Callable[[int, int], None]]
 
 
+def safe_name(text: str, limit: Optional[int] = 80) -> str:
+    """``text`` as a piece of a file name: runs of anything but letters, digits, dot, dash and underscore become
+    one underscore; at most ``limit`` characters (None: all)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text))[:limit]
+
+
 def _stem(img: ImageRecord) -> str:
     """A file stem unique within the project: the COCO id, then the name's stem made safe for any file system."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(img.file_name).stem)[:80]
+    safe = safe_name(Path(img.file_name).stem)
     return f"{img.coco_id:06d}_{safe}"
 
 
@@ -166,7 +172,7 @@ def write_objects(store: Store, project: ProjectRecord, out: Path, progress: Pro
     for img, anns in _annotated(store, project, progress):
         masks = [ann.mask() for ann in anns]
         for k, (ann, m) in enumerate(zip(anns, masks), start=1):
-            label = re.sub(r"[^A-Za-z0-9._-]+", "_", ann.category.name)
+            label = safe_name(ann.category.name, limit=None)
             name = f"objects/{_stem(img)}_{k:03d}_{label}.png"
             PILImage.fromarray(m.astype(np.uint8) * 255).save(out / name)
             rows.append([name, img.file_name, k, ann.id, ann.category.name, ann.area])

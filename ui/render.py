@@ -41,16 +41,25 @@ class ViewOptions:
     show_objects: bool = True
 
 
+def proposal_outline(mask: np.ndarray, shape: Tuple[int, int]) -> tuple:
+    """A proposed object's outline at display size and where its number goes: made once per proposal (the
+    studio keeps it), so a click's frame only draws it."""
+    m = to_display(mask, shape).astype(np.uint8)
+    cnts, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    ys, xs = np.nonzero(m)
+    return cnts, ((int(xs.mean()), int(ys.mean())) if len(xs) else (0, 0))
+
+
 def render(display: np.ndarray, frame: DisplayFrame, objects: Sequence[np.ndarray], current: Optional[np.ndarray],
            prompts: Sequence[Prompt], pending: Sequence[Tuple[float, float]] = (), pending_kind: str = "",
            options: ViewOptions = ViewOptions(), selected: Optional[int] = None,
            zoom: Optional[Tuple[float, float, float, float]] = None,
            colours: Optional[Sequence[Tuple[int, int, int]]] = None,
-           proposals: Sequence[np.ndarray] = ()) -> np.ndarray:
+           proposals: Sequence[tuple] = ()) -> np.ndarray:
     """The overlay as uint8 RGB at display size. ``objects`` and ``current`` are masks (resized to the display
     when they are not at its size); ``colours``: each object's (its label's), else the palette in turn;
-    prompts, ``pending`` points and ``zoom`` are in image pixels. ``proposals`` (display-size masks, best
-    first): outlined in yellow with their numbers, not filled (they are not accepted work)."""
+    prompts, ``pending`` points and ``zoom`` are in image pixels. ``proposals`` (:func:`proposal_outline` of
+    each, best first): outlined in yellow with their numbers, not filled (they are not accepted work)."""
     out = display.copy()
     shape = display.shape[:2]
     a = float(np.clip(options.opacity, 0.0, 1.0))
@@ -72,14 +81,10 @@ def render(display: np.ndarray, frame: DisplayFrame, objects: Sequence[np.ndarra
             cnts, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
             cv2.drawContours(out, cnts, -1, (255, 255, 255) if width == 2 else colour, width)
     r = max(3, round(max(shape) / 160))
-    for k, m in enumerate(proposals):
-        cnts, _ = cv2.findContours(to_display(m, shape).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    for k, (cnts, at) in enumerate(proposals):
         cv2.drawContours(out, cnts, -1, PROPOSAL, max(1, r // 3))
-        ys, xs = np.nonzero(to_display(m, shape))
-        if len(xs):
-            at = (int(xs.mean()), int(ys.mean()))
-            cv2.putText(out, str(k + 1), at, cv2.FONT_HERSHEY_SIMPLEX, r / 8, (0, 0, 0), max(2, r // 2), cv2.LINE_AA)
-            cv2.putText(out, str(k + 1), at, cv2.FONT_HERSHEY_SIMPLEX, r / 8, PROPOSAL, max(1, r // 4), cv2.LINE_AA)
+        cv2.putText(out, str(k + 1), at, cv2.FONT_HERSHEY_SIMPLEX, r / 8, (0, 0, 0), max(2, r // 2), cv2.LINE_AA)
+        cv2.putText(out, str(k + 1), at, cv2.FONT_HERSHEY_SIMPLEX, r / 8, PROPOSAL, max(1, r // 4), cv2.LINE_AA)
     if zoom is not None:  # the crop the model works on
         x0, y0, x1, y1 = frame.roi_to_display(zoom)
         cv2.rectangle(out, (x0, y0), (max(x0, x1 - 1), max(y0, y1 - 1)), (0, 230, 230), 1)

@@ -30,11 +30,12 @@ from iseg_core.session import FinishedObject, SessionManager
 from iseg_core.weights import reporting_progress
 from storage import Store, StorageError
 from storage.coco import import_coco
-from storage.exports import FORMATS, export
+from storage.exports import FORMATS, export, safe_name
 from storage.store import IMAGE_STATES, BrowsePage, CategoryRecord, ImageRecord
 
-from .text import md, safe_name
-from .render import DISPLAY_LONG_SIDE, MAX_DISPLAY_LONG_SIDE, PALETTE, ViewOptions, display_copy, render, to_display
+from .text import md
+from .render import (DISPLAY_LONG_SIDE, MAX_DISPLAY_LONG_SIDE, PALETTE, ViewOptions, display_copy, proposal_outline,
+                     render, to_display)
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
 MAX_UPLOAD_MB = 50  # default size limit of one uploaded or imported image file
@@ -109,7 +110,7 @@ class TabState:
     lock_refreshed: float = 0.0  # when the lock on the open image was last renewed (monotonic)
     display_long: int = DISPLAY_LONG_SIDE  # the display copy's long side (raised for a large canvas)
     proposals: list = field(default_factory=list)  # the open image's proposed objects (ProposalRecord), best first
-    proposal_previews: dict = field(default_factory=dict)  # proposal id -> its mask at display size
+    proposal_previews: dict = field(default_factory=dict)  # proposal id -> its outline at display size
     refining: Optional[int] = None  # the proposal id the current object started from
 
     @property
@@ -250,7 +251,7 @@ class Studio:
                         o.preview = to_display(o.mask, t.display.shape[:2])
                 for p in t.proposals:
                     if p.id not in t.proposal_previews:
-                        t.proposal_previews[p.id] = to_display(p.mask(), t.display.shape[:2])
+                        t.proposal_previews[p.id] = proposal_outline(p.mask(), t.display.shape[:2])
                 img = render(t.display, s.display, [o.preview for o in s.objects], s.mask, s.prompts, t.pending,
                              t.pending_kind, t.options, s.editing, zoom=s.zoom,
                              colours=[self._colour(o.category, k) for k, o in enumerate(s.objects)],
@@ -820,7 +821,7 @@ class Studio:
         stamp = time.strftime('%Y%m%d-%H%M%S')
         suffix = ".json" if fmt.startswith("coco") else ".zip"
         # a random part: two people exporting in the same second get two files
-        path = self.export_dir / f"{safe_name(self.project.name)}-{stamp}-{secrets.token_hex(4)}-{fmt}{suffix}"
+        path = self.export_dir / f"{safe_name(self.project.name) or 'project'}-{stamp}-{secrets.token_hex(4)}-{fmt}{suffix}"
         try:
             path, warnings = export(self.store, self.project, fmt, path, progress)
         except StorageError as e:

@@ -43,7 +43,3 @@ def md(text: object, shown: Optional[int] = SHOWN) -> str:
                         else m.group(1) + m.group(2)[:-1] + "\\" + m.group(2)[-1], s)
     return html.escape(s, quote=False)
 
-
-def safe_name(text: object, limit: int = 80) -> str:
-    """``text`` as a piece of a file name: letters, digits, dot, dash and underscore only."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text))[:limit].strip(".") or "project"
