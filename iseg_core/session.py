@@ -39,6 +39,7 @@ class Step:
     logits: Optional[torch.Tensor]  # the model's low-res logits, fed back with the next prompt (None: no prompt yet)
     score: float
     model_mask: Optional[np.ndarray] = None  # the model's own mask (display size) before the strokes
+    deferred: bool = False  # added without decoding (the page's decoder drew it): mask and logits come later
 
 
 @dataclass
@@ -141,6 +142,33 @@ class AnnotationSession:
         mask[dy0:dy1, dx0:dx1] = pred.mask  # the crop's mask pasted into the whole frame
         return Step(prompts[-1], mask, pred.logits, pred.score)
 
+    def can_defer(self, prompt) -> bool:
+        """Whether ``prompt`` may be added without decoding it now (:meth:`add` with ``decode=False``): a click,
+        box or scribble on the whole image of an object that has no brush strokes, contours or starting mask
+        (what the page's decoder draws exactly as the server would)."""
+        from .prompts import Box, Scribble
+
+        simple = (Click, Box, Scribble)
+        return (isinstance(prompt, simple) and self.zoom is None and self.base is None and self.seed_logits is None
+                and all(isinstance(p, simple) for p in self.prompts))
+
+    @property
+    def deferred(self) -> bool:
+        """Whether the current object has prompts not decoded here yet (see :meth:`settle`)."""
+        return any(s.deferred for s in self.steps)
+
+    def settle(self) -> int:
+        """Decode the deferred steps, in order, each fed the one before's logits (as if they had been decoded
+        when added); returns how many were decoded."""
+        first = next((i for i, s in enumerate(self.steps) if s.deferred), None)
+        if first is None:
+            return 0
+        prompts = [s.prompt for s in self.steps[first:]]
+        del self.steps[first:]
+        for p in prompts:
+            self.steps.append(self._next_step(p))
+        return len(prompts)
+
     def _replay(self, prompts: List[Prompt]) -> None:
         self.steps, self.redo_stack = [], []
         for p in prompts:
@@ -182,6 +210,8 @@ class AnnotationSession:
         """Every step's mask again from its model mask and the strokes before it (after a threshold change)."""
         strokes, model = [], None
         for step in self.steps + self.redo_stack[::-1]:
+            if step.deferred:  # (an object with deferred steps has no strokes)
+                continue
             if isinstance(step.prompt, Stroke):
                 strokes.append(step.prompt)
             else:
@@ -193,6 +223,7 @@ class AnnotationSession:
         its own, so a resizing model sees it at a higher resolution) and the prompts are replayed there."""
         if not model_prompts(self.prompts):
             raise IsegError("zoom in needs an object: click on it first")
+        self.settle()
         full = self._mask(self.steps[-1].logits, full=True)
         clicks = [p for p in self.prompts if isinstance(p, Click)]
         roi = zoom_roi(full, clicks, ZoomIn(expansion=expansion, min_crop=min_crop))
@@ -227,14 +258,23 @@ class AnnotationSession:
     def mask(self) -> Optional[np.ndarray]:
         """The current object at display size (None before anything is drawn)."""
         if self.steps:
+            self.settle()
             return self.steps[-1].mask
         return self._start(None) if self.base is not None else None
 
-    def add(self, prompt: Union[Prompt, Stroke]) -> Step:
+    def add(self, prompt: Union[Prompt, Stroke], decode: bool = True) -> Step:
         """Add one prompt to the current object and segment with all of them (previous logits fed back), or
         paint one brush / eraser stroke over the mask. A prompt outside the image raises PromptError and
-        changes nothing."""
+        changes nothing. ``decode=False`` (the page decodes it itself) keeps the prompt without decoding it when
+        :meth:`can_defer` allows; the mask is made when it is first needed (:meth:`settle`)."""
         self._need_image()
+        if not decode and self.can_defer(prompt):
+            validate_prompts([prompt], self.image.shape[:2])
+            step = Step(prompt, None, None, float("nan"), deferred=True)
+            self.steps.append(step)
+            self.redo_stack.clear()
+            return step
+        self.settle()
         if not isinstance(prompt, Stroke):  # strokes are painted on the whole image, zoomed or not
             validate_prompts([prompt], self.image.shape[:2])
             if self.zoom is not None:
@@ -273,7 +313,7 @@ class AnnotationSession:
         (None: back to the model family's default)."""
         self.threshold = None if threshold is None else float(threshold)
         for step in self.steps + self.redo_stack:
-            if not isinstance(step.prompt, Stroke):
+            if not isinstance(step.prompt, Stroke) and not step.deferred:
                 step.model_mask = self._mask(step.logits)
         self._recompose()
 
@@ -282,6 +322,7 @@ class AnnotationSession:
         strokes painted at full size (None before the first prompt)."""
         if not self.steps:
             return self.base.copy() if self.base is not None else None
+        self.settle()
         if self.display.identity:
             return self.mask.copy()
         model = next((s for s in reversed(self.steps) if not isinstance(s.prompt, Stroke)), None)

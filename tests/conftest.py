@@ -1,9 +1,16 @@
 """Shared fixtures. Tests never touch the network: the Hub is offline and models are built randomly."""
+import atexit
 import importlib
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
+# the page decoder's ONNX exports of random test models: one throwaway folder per run, not weights/onnx
+if "ISEG_ONNX_DIR" not in os.environ:
+    os.environ["ISEG_ONNX_DIR"] = tempfile.mkdtemp(prefix="iseg-onnx-")
+    atexit.register(shutil.rmtree, os.environ["ISEG_ONNX_DIR"], True)
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 

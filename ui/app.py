@@ -152,9 +152,20 @@ def hf_user(request: Optional[gr.Request]) -> Optional[str]:
     return (info.get("userinfo") or {}).get("preferred_username") or None
 
 
+def canvas_value(v: View, request: Optional[gr.Request]) -> dict:
+    """The canvas's value for a view: its frame, and the page decoder's settings (arrays for this client)."""
+    owner = client_of(request)
+    value = frame_value(v.image, owner)
+    if v.decoder is not None:
+        from .page_decoder import page_decoder
+
+        value["decoder"] = page_decoder().value(v.decoder, owner)
+    return value
+
+
 def _out(v: View, request: Optional[gr.Request]):
     """A view as the page's outputs; its frame is served to the requesting client only."""
-    return frame_value(v.image, client_of(request)), v.status, v.objects, v.info
+    return canvas_value(v, request), v.status, v.objects, v.info
 
 
 def _handler(turn, action, n_inputs: int, convert=None):
@@ -203,6 +214,10 @@ def build_app(studio: Studio, workers: Optional[int] = None, hf_oauth: bool = Fa
     Face (a Login button; nothing can be seen or changed before it; ``studio.roles``, when set, is the list of
     accounts allowed in)."""
     keys = "  \n".join(f"**{k}** {v}" for k, v in SHORTCUTS + VIEW_KEYS)
+    from .page_decoder import enabled, page_decoder
+
+    if enabled() and studio.page is None:  # SAM-family clicks decoded in the page (ui/page_decoder.py)
+        studio.page = page_decoder()
 
     def user_of(request: Optional[gr.Request]) -> Optional[str]:
         """The signed-in name: Gradio's sign-in with the users file, or the Hugging Face account."""
@@ -399,7 +414,7 @@ def build_app(studio: Studio, workers: Optional[int] = None, hf_oauth: bool = Fa
                                    {"kind": "click", "point": evt.index, "negative": False})
             # a gesture never changes the object table: skipping it (and the hidden state) saves Gradio's
             # DataFrame round trip on every click
-            return frame_value(v.image, client_of(request)), v.status, gr.skip(), gr.skip()
+            return canvas_value(v, request), v.status, gr.skip(), gr.skip()
 
         view.select(on_select, [tool], outs, api_visibility="private", show_progress="hidden", **edit)
 

@@ -28,6 +28,7 @@ from .owned import OWNED
 
 TEMPLATE = """<div class="iseg-canvas">
   <img src="${value.src || ''}" draggable="false" alt="image" ${value.src ? '' : 'hidden'} />
+  <canvas class="iseg-mask" width="${value.width || 1}" height="${value.height || 1}"></canvas>
   <canvas class="iseg-draw"></canvas>
 </div>"""
 
@@ -35,8 +36,13 @@ CSS = """
 .iseg-canvas { position: relative; display: flex; justify-content: center; align-items: center; overflow: hidden;
                height: calc(100vh - 200px); min-height: 380px; background: #f4f4f5; user-select: none;
                touch-action: none; }
-.iseg-canvas img { max-width: 100%; max-height: 100%; cursor: crosshair; transform-origin: 0 0; }
-.iseg-canvas canvas { position: absolute; left: 0; top: 0; width: 100%; height: 100%; pointer-events: none; }
+.iseg-canvas img { max-width: var(--iseg-mw, 100%); max-height: var(--iseg-mh, 100%); cursor: crosshair;
+                  transform-origin: 0 0; width: var(--iseg-w, auto); height: var(--iseg-h, auto);
+                  transform: var(--iseg-t, none); }
+.iseg-canvas canvas.iseg-draw { position: absolute; left: 0; top: 0; width: 100%; height: 100%; pointer-events: none; }
+.iseg-canvas canvas.iseg-mask { position: absolute; left: var(--iseg-x, 0); top: var(--iseg-y, 0); pointer-events: none;
+                  width: var(--iseg-w, 0); height: var(--iseg-h, 0); transform: var(--iseg-t, none);
+                  transform-origin: 0 0; }
 """
 
 # Delegated listeners on the component's root survive re-renders of the template. The view (fit to the
@@ -50,9 +56,12 @@ const place = () => { if (!box()) return;  // the canvas reaches down to the win
   if (box().style.height !== h) box().style.height = h;
   const i = img(); if (!i || !i.naturalWidth) return;
   const r = box().getBoundingClientRect(); const k = Math.min(r.width / i.naturalWidth, r.height / i.naturalHeight);
-  i.style.maxWidth = 'none'; i.style.maxHeight = 'none';
-  i.style.width = (i.naturalWidth * k) + 'px'; i.style.height = (i.naturalHeight * k) + 'px';
-  i.style.transform = 'translate(' + view.tx + 'px, ' + view.ty + 'px) scale(' + view.s + ')'; };
+  // CSS variables on the component's own element: re-rendering the template (each answer) keeps them
+  const st = element.style;
+  st.setProperty('--iseg-mw', 'none'); st.setProperty('--iseg-mh', 'none');
+  st.setProperty('--iseg-w', (i.naturalWidth * k) + 'px'); st.setProperty('--iseg-h', (i.naturalHeight * k) + 'px');
+  st.setProperty('--iseg-t', 'translate(' + view.tx + 'px, ' + view.ty + 'px) scale(' + view.s + ')');
+  st.setProperty('--iseg-x', i.offsetLeft + 'px'); st.setProperty('--iseg-y', i.offsetTop + 'px'); };
 const fit = () => { view = { s: 1, tx: 0, ty: 0 }; place(); };
 element.addEventListener('load', e => { if (e.target.tagName === 'IMG') place(); }, true);
 new ResizeObserver(place).observe(element); window.addEventListener('resize', place);
@@ -111,20 +120,117 @@ element.addEventListener('pointermove', e => {
 });
 element.addEventListener('pointerup', e => {
   if (pan) { pan = null; return; }
-  if (!drag) return; const d = drag; drag = null; const p = natural(e);
+  if (!drag) return; const d = drag; drag = null; const p = natural(e); const t0 = performance.now();
   const moved = Math.hypot(p[0] - d.start[0], p[1] - d.start[1]) * img().getBoundingClientRect().width / img().naturalWidth > 6;
   const neg = d.negative || e.shiftKey || window.__isegShift;
+  let g;
   if (painting(d.t)) {  // a click is a dab, a drag a stroke; right button / Shift = the other tool
-    trigger('select', { index: d.start.map(Math.round), value: { kind: 'stroke', points: moved ? d.points : [d.start],
-      radius: brush(), erase: (d.t === 'eraser') !== neg } });
+    g = { kind: 'stroke', points: moved ? d.points : [d.start], radius: brush(), erase: (d.t === 'eraser') !== neg };
   } else if (d.t === 'scribble' && moved) {
-    trigger('select', { index: d.start.map(Math.round), value: { kind: 'scribble', points: d.points, negative: neg } });
+    g = { kind: 'scribble', points: d.points, negative: neg };
   } else if (moved && d.t !== 'contour') {
-    trigger('select', { index: d.start.map(Math.round), value: { kind: 'box', box: [d.start[0], d.start[1], p[0], p[1]] } });
+    g = { kind: 'box', box: [d.start[0], d.start[1], p[0], p[1]] };
   } else {
-    trigger('select', { index: d.start.map(Math.round), value: { kind: 'click', point: d.start, negative: neg } });
+    g = { kind: 'click', point: d.start, negative: neg };
   }
+  send(d.start, g, d.t, t0);
 });
+
+// -- the page's decoder (ui/page_decoder.py, ui/static/decoder_worker.js): SAM-family prompts answered here --
+const D = window.__isegDecoder = { worker: null, ready: false, failed: null, cfg: null, loaded: null, loading: null,
+  prompts: [], local: [], seq: 0, req: 0, starts: {}, drawn: 0, last: null, times: [], shown: false };
+const abs = (u) => new URL(u, document.baseURI).href;
+const mcanvas = () => element.querySelector('canvas.iseg-mask');
+const hide = () => { const c = mcanvas(); if (c && D.shown) c.getContext('2d').clearRect(0, 0, c.width, c.height);
+  D.shown = false; element.dataset.decoder = D.cfg && !D.failed && !window.__isegDecoderOff ? 'page' : 'server'; };
+const fail = (why) => {  // the server decodes from now on, including what this page drew
+  if (D.failed) return; D.failed = why; hide(); console.warn('iseg: page decoder off:', why);
+  trigger('select', { index: [0, 0], value: { kind: 'settle', seq: ++D.seq } });
+};
+// a gesture as the prompt the server will make of it (image pixels), or null when the page does not draw it
+const pagePrompt = (g, t) => {
+  const c = D.cfg; if (!c || !c.live || D.failed || window.__isegDecoderOff || D.loaded !== c.image) return null;
+  const [H, W] = c.meta.original_size, [fh, fw] = c.frame; const sx = fw / W, sy = fh / H;
+  const im = (q) => [q[0] / sx, q[1] / sy];  // iseg_core.geometry.DisplayFrame.to_image
+  const on = (q) => q[0] >= 0 && q[0] < W && q[1] >= 0 && q[1] < H;
+  if (g.kind === 'click') { if (t !== 'positive' && t !== 'negative') return null;
+    const q = im(g.point); return on(q) ? { kind: 'click', x: q[0], y: q[1], positive: (t !== 'negative') !== !!g.negative } : null; }
+  if (g.kind === 'box') { const a = im(g.box.slice(0, 2)), b = im(g.box.slice(2));
+    const x0 = Math.min(a[0], b[0]), x1 = Math.max(a[0], b[0]), y0 = Math.min(a[1], b[1]), y1 = Math.max(a[1], b[1]);
+    if (x0 < 0 || y0 < 0 || x1 > W || y1 > H || x1 - x0 < 1 || y1 - y0 < 1) return null;
+    return { kind: 'box', x0, y0, x1, y1 }; }
+  if (g.kind === 'scribble') { const pts = g.points.map(im); if (!pts.every(on)) return null;
+    return { kind: 'scribble', points: pts, positive: !g.negative }; }
+  return null;
+};
+const send = (start, g, t, t0) => {
+  g.seq = ++D.seq;
+  const prompt = pagePrompt(g, t);
+  if (prompt) { g.page = true; D.local.push({ seq: g.seq, prompt }); D.prompts.push(prompt); decode(t0); }
+  trigger('select', { index: start.map(Math.round), value: g });
+};
+const decode = (t0) => {
+  if (!D.prompts.length) return hide();
+  const id = ++D.req; D.starts[id] = t0 === undefined ? performance.now() : t0;
+  D.worker.postMessage({ type: 'decode', id, image: D.loaded, prompts: D.prompts, out: D.cfg.frame,
+                         threshold: D.cfg.threshold });
+};
+const draw = (msg) => {
+  const c = mcanvas(), cfg = D.cfg; if (!c || !cfg) return;
+  if (c.width !== msg.w || c.height !== msg.h) { c.width = msg.w; c.height = msg.h; }
+  const W = msg.w, H = msg.h, m = msg.mask, g = c.getContext('2d'), im = g.createImageData(W, H);
+  const px = new Uint32Array(im.data.buffer);
+  const fill = ((Math.round(cfg.opacity * 255) << 24) | (cfg.colour[2] << 16) | (cfg.colour[1] << 8) | cfg.colour[0]) >>> 0;
+  for (let k = 0; k < m.length; k++) if (m[k]) px[k] = fill;
+  if (cfg.contours) { const edge = 0xffffffff;  // the object's outline, as the server's frame draws it
+    for (let y = 0, k = 0; y < H; y++) for (let x = 0; x < W; x++, k++)
+      if (m[k] && (x === 0 || x === W - 1 || y === 0 || y === H - 1 || !m[k - 1] || !m[k + 1] || !m[k - W] || !m[k + W])) px[k] = edge; }
+  g.putImageData(im, 0, 0); D.shown = true; element.dataset.decoder = 'page';
+};
+const onWorker = (e) => { const msg = e.data;
+  if (msg.type === 'ready') D.ready = true;
+  else if (msg.type === 'loaded') { D.loaded = msg.image; D.loading = null; D.loadMs = msg.ms;
+    if (D.cfg && D.cfg.image === msg.image && D.prompts.length && (D.cfg.deferred || D.local.length)) decode(); }
+  else if (msg.type === 'mask') {
+    const t0 = D.starts[msg.id]; delete D.starts[msg.id];
+    if (msg.id !== D.req || msg.image !== D.loaded) return;  // a newer decode is on its way
+    draw(msg); const total = performance.now() - t0;
+    D.drawn++; D.last = { id: msg.id, mask: msg.mask, low: msg.low, w: msg.w, h: msg.h, ms: total, decodeMs: msg.ms,
+      decodes: msg.decodes, score: msg.score, at: Date.now(), serverSeq: D.cfg ? D.cfg.seq : null, prompts: D.prompts.length };
+    D.times.push(total); D.threshold = D.cfg.threshold;
+  } else if (msg.type === 'error') fail(msg.message);
+};
+const start = (c) => {
+  if (D.worker || D.failed) return;
+  if (typeof WebAssembly !== 'object' || typeof Worker !== 'function') { D.failed = 'no WebAssembly or web workers'; return; }
+  try { D.worker = new Worker(abs(c.worker)); } catch (err) { D.failed = String(err); return; }
+  D.worker.onmessage = onWorker; D.worker.onerror = (e) => fail(e.message || 'the worker failed');
+  D.worker.postMessage({ type: 'init', ort: abs(c.ort), base: abs(c.base) });
+};
+let waiting = null;  // a sync that waits for its frame to load (so a hidden overlay never leaves a gap)
+element.addEventListener('load', e => { if (waiting && e.target.tagName === 'IMG' && e.target.getAttribute('src') === waiting.src) {
+  const f = waiting.fn; waiting = null; f(); } }, true);
+const sync = () => {
+  const v = props.value || {}, c = v.decoder || null;
+  const prev = D.cfg; D.cfg = c;
+  if (!c || D.failed || window.__isegDecoderOff) { D.prompts = []; D.local = []; return later(v.src, hide); }
+  start(c);
+  if (D.loaded !== c.image && D.loading !== c.image && D.worker) {
+    D.loading = c.image;
+    D.worker.postMessage({ type: 'image', model: abs(c.model), image: c.image, meta: c.meta,
+                           arrays: c.arrays.map(a => ({ name: a.name, url: abs(a.url), dims: a.dims })) });
+  }
+  D.local = D.local.filter(l => l.seq > c.seq);  // the page's prompts the server has not answered yet
+  const expected = c.live ? c.prompts.concat(D.local.map(l => l.prompt)) : [];
+  const same = JSON.stringify(expected) === JSON.stringify(D.prompts);
+  D.prompts = expected;
+  if (!c.live || (!c.deferred && !D.local.length)) return later(v.src, hide);  // the server's frame shows it
+  const restyled = prev && (prev.threshold !== c.threshold || prev.opacity !== c.opacity || prev.contours !== c.contours);
+  if ((!same || restyled || !D.shown) && D.loaded === c.image) decode();
+};
+const later = (src, fn) => { const i = img();
+  if (!src || (i && i.getAttribute('src') === src && i.complete)) { waiting = null; fn(); } else waiting = { src, fn }; };
+watch('value', () => setTimeout(sync, 0)); sync();  // (after the template's re-render)
 """
 
 

@@ -34,8 +34,8 @@ from storage.exports import FORMATS, export, safe_name
 from storage.store import IMAGE_STATES, BrowsePage, CategoryRecord, ImageRecord
 
 from .text import md
-from .render import (DISPLAY_LONG_SIDE, MAX_DISPLAY_LONG_SIDE, PALETTE, ViewOptions, display_copy, proposal_outline,
-                     render, to_display)
+from .render import (CURRENT, DISPLAY_LONG_SIDE, MAX_DISPLAY_LONG_SIDE, PALETTE, ViewOptions, display_copy,
+                     proposal_outline, render, to_display)
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
 MAX_UPLOAD_MB = 50  # default size limit of one uploaded or imported image file
@@ -91,6 +91,7 @@ class View:
     status: str
     objects: List[list]
     info: dict
+    decoder: Optional[dict] = None  # the page's decoder settings (ui.page_decoder), None: the server decodes
 
 
 @dataclass
@@ -112,6 +113,7 @@ class TabState:
     proposals: list = field(default_factory=list)  # the open image's proposed objects (ProposalRecord), best first
     proposal_previews: dict = field(default_factory=dict)  # proposal id -> its outline at display size
     refining: Optional[int] = None  # the proposal id the current object started from
+    seq: int = 0  # the page's number of the last canvas gesture handled (the page's decoder syncs by it)
 
     @property
     def image_id(self) -> Optional[int]:
@@ -138,6 +140,7 @@ class Studio:
         self.roles = roles
         self.lock_seconds = float(lock_minutes) * 60
         self.notice = notice
+        self.page = None  # the page's decoder (ui.page_decoder.PageDecoder), set by build_app; None: server only
         self.import_dirs = [Path(d).resolve() for d in import_dirs]
         self.max_upload_bytes = int(max_upload_mb * 1024 * 1024)
         self.store = store
@@ -245,6 +248,8 @@ class Studio:
         total, done = self.counts()
         with s.lock:
             img = None
+            deferred = s.deferred  # the page's decoder drew the current object: the frame leaves it out
+            drawn = None if deferred else s.mask
             if t.display is not None:
                 for o in s.objects:
                     if o.preview is None:
@@ -252,20 +257,23 @@ class Studio:
                 for p in t.proposals:
                     if p.id not in t.proposal_previews:
                         t.proposal_previews[p.id] = proposal_outline(p.mask(), t.display.shape[:2])
-                img = render(t.display, s.display, [o.preview for o in s.objects], s.mask, s.prompts, t.pending,
+                img = render(t.display, s.display, [o.preview for o in s.objects], drawn, s.prompts, t.pending,
                              t.pending_kind, t.options, s.editing, zoom=s.zoom,
                              colours=[self._colour(o.category, k) for k, o in enumerate(s.objects)],
                              proposals=[t.proposal_previews[p.id] for p in t.proposals])
             rows = [[k + 1, o.category, o.area, len(o.prompts), "saved" if o.stored_id else "not saved"]
                     for k, o in enumerate(s.objects)]
+            decoder = self._decoder_config(t, s)
             current = t.record
             info = {
                 "session": sid, "model": t.model, "image_index": t.index, "image_id": t.image_id,
                 "file_name": current.file_name if current else None,
                 "image_size": list(s.image.shape[:2]) if s.image is not None else None,
                 "prompts": [prompt_to_dict(p) for p in s.prompts],
-                "mask_area": int(s.mask.sum()) if s.mask is not None else 0,  # pixels of the displayed mask
-                "score": float(s.steps[-1].score) if s.steps else None, "redo": len(s.redo_stack),
+                # pixels of the displayed mask (None: drawn by the page, not decoded here yet)
+                "mask_area": None if deferred else int(drawn.sum()) if drawn is not None else 0,
+                "score": float(s.steps[-1].score) if s.steps and not deferred else None, "redo": len(s.redo_stack),
+                "decoded_by": "page" if deferred else "server",
                 "objects": [{"category": o.category, "area": o.area, "id": o.stored_id} for o in s.objects],
                 "editing": s.editing, "zoom": list(s.zoom) if s.zoom else None, "pending": [list(p) for p in t.pending], "pending_kind": t.pending_kind,
                 "queue": {"done": done, "total": total},
@@ -286,7 +294,20 @@ class Studio:
         if self.notice and t.model == self.default_model:
             head += f"\n\n{self.notice}"
         status = head + (f"\n\n{t.message}" if t.message else "")
-        return View(img, status, rows, info)
+        return View(img, status, rows, info, decoder)
+
+    def _decoder_config(self, t: TabState, s) -> Optional[dict]:
+        """The page's decoder settings for this tab (None: its model has none, or it is not exported yet)."""
+        if self.page is None:
+            return None
+        try:
+            cfg = self.page.config(s.predictor.model, s, t.options, CURRENT)
+        except (IsegError, OSError) as e:
+            log.warning("page decoder: %s", e)
+            return None
+        if cfg is not None:
+            cfg["seq"] = t.seq
+        return cfg
 
     # -- images -----------------------------------------------------------------------------------------
     def open_index(self, sid: str, index: int) -> View:
@@ -445,33 +466,38 @@ class Studio:
         return self.view(sid, msg)
 
     # -- prompts ----------------------------------------------------------------------------------------
-    def _add(self, sid: str, prompt) -> View:
+    def _add(self, sid: str, prompt, decode: bool = True) -> View:
+        """Add a prompt to the tab's object. ``decode=False``: the page's decoder drew it, so the server keeps
+        the prompt and decodes it only when the mask is needed (finish, a brush stroke, ZoomIn...)."""
         s = self._session(sid)
         if s.image is None:
             return self.view(sid, "Open an image first.")
         t0 = time.perf_counter()
         try:
             with s.lock:
-                step = s.add(prompt)
+                step = s.add(prompt, decode=decode)
         except IsegError as e:
             return self.view(sid, f"**Not added:** {md(e, None)}")
         ms = (time.perf_counter() - t0) * 1e3
-        return self.view(sid, f"{len(s.steps)} prompt(s) · mask {int(step.mask.sum())} px · {ms:.0f} ms")
+        if step.deferred:
+            return self.view(sid, f"{len(s.steps)} prompt(s) · decoded in the page")
+        return self.view(sid, f"{len(s.steps)} prompt(s) · mask {int(step.mask.sum())} px · {ms:.0f} ms on the server")
 
-    def add_click(self, sid: str, x: float, y: float, positive: bool = True) -> View:
-        return self._add(sid, Click(float(x), float(y), bool(positive)))
+    def add_click(self, sid: str, x: float, y: float, positive: bool = True, decode: bool = True) -> View:
+        return self._add(sid, Click(float(x), float(y), bool(positive)), decode)
 
-    def add_box(self, sid: str, x0: float, y0: float, x1: float, y1: float) -> View:
+    def add_box(self, sid: str, x0: float, y0: float, x1: float, y1: float, decode: bool = True) -> View:
         x0, x1 = sorted((float(x0), float(x1)))
         y0, y1 = sorted((float(y0), float(y1)))
-        return self._add(sid, Box(x0, y0, x1, y1))
+        return self._add(sid, Box(x0, y0, x1, y1), decode)
 
-    def add_scribble(self, sid: str, points: Sequence[Sequence[float]], positive: bool = True) -> View:
+    def add_scribble(self, sid: str, points: Sequence[Sequence[float]], positive: bool = True,
+                     decode: bool = True) -> View:
         try:
             prompt = Scribble([(float(x), float(y)) for x, y in points], bool(positive))
         except (TypeError, ValueError, IsegError) as e:
             return self.view(sid, f"**Not added:** a scribble needs a list of [x, y] points ({e})")
-        return self._add(sid, prompt)
+        return self._add(sid, prompt, decode)
 
     def add_contour(self, sid: str, points: Sequence[Sequence[float]]) -> View:
         try:
@@ -501,8 +527,10 @@ class Studio:
         frame = self._session(sid).display
         return frame.to_image(float(x), float(y)) if frame is not None else (float(x), float(y))
 
-    def image_click(self, sid: str, mode: str, x: float, y: float, negative: bool = False) -> View:
-        """A click on the displayed image (display pixels), interpreted by the tool ``mode``."""
+    def image_click(self, sid: str, mode: str, x: float, y: float, negative: bool = False,
+                    decode: bool = True) -> View:
+        """A click on the displayed image (display pixels), interpreted by the tool ``mode`` (``decode=False``:
+        a positive / negative click the page's decoder drew)."""
         t = self.tab(sid)
         ox, oy = self._to_image(sid, x, y)
         if mode == "box":
@@ -519,19 +547,29 @@ class Studio:
             what = "Contour" if mode == "contour" else ("Scribble" if t.pending_positive else "Negative scribble")
             return self.view(sid, f"{what}: {len(t.pending)} point(s); press Enter or 'Close shape' to finish.")
         t.pending, t.pending_kind = [], ""
-        return self.add_click(sid, ox, oy, positive=(mode != "negative") != bool(negative))
+        return self.add_click(sid, ox, oy, positive=(mode != "negative") != bool(negative), decode=decode)
 
     def gesture(self, sid: str, mode: str, g: dict) -> View:
         """A pointer gesture on the canvas (display pixels): ``{"kind": "click", "point", "negative"}``,
-        ``{"kind": "box", "box": [x0, y0, x1, y1]}`` or ``{"kind": "scribble", "points", "negative"}``."""
+        ``{"kind": "box", "box": [x0, y0, x1, y1]}`` or ``{"kind": "scribble", "points", "negative"}``; the page
+        numbers them (``seq``) and says which ones its decoder drew (``page``: kept here, decoded when needed).
+        ``{"kind": "settle"}``: the page's decoder stopped; decode what it drew and draw it here from now on."""
         t = self.tab(sid)
         try:
+            if g.get("seq") is not None:
+                t.seq = int(g["seq"])
+            decode = not g.get("page")
             kind = g.get("kind")
+            if kind == "settle":
+                s = self._session(sid)
+                with s.lock:
+                    n = s.settle()
+                return self.view(sid, f"The page's decoder stopped; decoded {n} prompt(s) on the server.")
             if kind == "box":
                 bx0, by0, bx1, by1 = g["box"]
                 (x0, y0), (x1, y1) = self._to_image(sid, bx0, by0), self._to_image(sid, bx1, by1)
                 t.pending, t.pending_kind = [], ""
-                return self.add_box(sid, x0, y0, x1, y1)
+                return self.add_box(sid, x0, y0, x1, y1, decode=decode)
             if kind == "stroke":  # brush / eraser: radius in display pixels
                 pts = [self._to_image(sid, x, y) for x, y in g["points"]]
                 frame = self._session(sid).display
@@ -541,9 +579,9 @@ class Studio:
             if kind == "scribble":
                 pts = [self._to_image(sid, x, y) for x, y in g["points"]]
                 t.pending, t.pending_kind = [], ""
-                return self.add_scribble(sid, pts, not g.get("negative"))
+                return self.add_scribble(sid, pts, not g.get("negative"), decode=decode)
             x, y = (float(v) for v in g["point"])
-            return self.image_click(sid, mode, x, y, negative=bool(g.get("negative")))
+            return self.image_click(sid, mode, x, y, negative=bool(g.get("negative")), decode=decode)
         except (KeyError, TypeError, ValueError) as e:
             return self.view(sid, f"**Not understood:** {e}")
 

@@ -158,7 +158,7 @@ class SamMaskDecoder(nn.Module):
         x = torch.addmm(b1, image_tokens.reshape(b * n, -1), w1).view(b, n * 4, -1)
         if skips:
             x = x + skips[0]
-        x = F.gelu(F.layer_norm(x, (x.shape[-1],), norm.weight, norm.bias, norm.eps))
+        x = F.gelu(F.layer_norm(x, (norm.weight.numel(),), norm.weight, norm.bias, norm.eps))
         w2, b2 = _transposed_conv_as_linear(self.output_upscaling[3])
         x = torch.addmm(b2, x.reshape(b * n * 4, -1), w2).view(b, n * 16, -1)
         if skips:
@@ -272,7 +272,7 @@ class HqMaskDecoder(SamMaskDecoder):
         nhwc = pixels.view(b, h, w, 2, 2, 2, 2, c).permute(0, 1, 3, 5, 2, 4, 6, 7).reshape(b, 4 * h, 4 * w, c)
         conv1, norm, _, conv2 = self.embedding_maskfeature
         z = F.conv2d(nhwc.permute(0, 3, 1, 2), conv1.weight, conv1.bias, padding=1)
-        z = F.gelu(F.layer_norm(z.permute(0, 2, 3, 1), (z.shape[1],), norm.weight, norm.bias, norm.eps))
+        z = F.gelu(F.layer_norm(z.permute(0, 2, 3, 1), (norm.weight.numel(),), norm.weight, norm.bias, norm.eps))
         z = z.permute(0, 3, 1, 2)
         hyper = self.hf_mlp(hq_token)  # (B, C // 8)
         masks = []

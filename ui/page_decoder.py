@@ -1,0 +1,170 @@
+"""The page's decoder, server side: what the browser needs to answer clicks itself with a SAM-family model.
+
+For a tab whose model has a decoder graph (:mod:`iseg_core.models.sam.onnx_decoder`) the canvas's value carries
+a ``decoder`` entry: the URLs of the vendored onnxruntime-web files and of our worker script (public static
+files), of the model's graph (exported in the background the first time a model is used; until then the
+server decodes), and of the open image's arrays (raw float32 files written once per image and model, served to
+the tab's client only, like frames), with the frame geometry, the threshold, the colour, and the current
+object's prompts as the server holds them. The page decodes while the graph and arrays are loaded and the
+object is ``live`` (clicks, boxes and scribbles only: a brush stroke, a contour, ZoomIn or a proposal being
+refined hand it back to the server until the object is finished or cleared).
+
+``ISEG_PAGE_DECODER=0`` turns it off (every click decoded on the server, as before).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import tempfile
+import threading
+from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import gradio as gr
+
+from iseg_core.models.sam import onnx_decoder
+from iseg_core.prompts import Box, Click, Scribble
+
+from .owned import OWNED
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).resolve().parent
+VENDOR = HERE / "vendor" / "onnxruntime-web"
+STATIC = HERE / "static"
+EXPORT_WAIT = 15.0  # seconds a view waits for a model's first export (the server decodes meanwhile)
+
+
+def enabled() -> bool:
+    return os.environ.get("ISEG_PAGE_DECODER", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def page_prompt(p) -> Optional[dict]:
+    """A prompt as the page's worker holds it (image pixels), or None for a kind the page does not decode."""
+    if isinstance(p, Click):
+        return {"kind": "click", "x": p.x, "y": p.y, "positive": p.positive}
+    if isinstance(p, Box):
+        return {"kind": "box", "x0": p.x0, "y0": p.y0, "x1": p.x1, "y1": p.y1}
+    if isinstance(p, Scribble):
+        return {"kind": "scribble", "points": [list(q) for q in p.points], "positive": p.positive}
+    return None
+
+
+def _url(path: Path) -> str:
+    return "gradio_api/file=" + str(path)
+
+
+class PageDecoder:
+    """Exports (once per model version, in one thread) and per-image array files (the newest ``keep``)."""
+
+    def __init__(self, folder: Optional[Path] = None, keep: int = 24):
+        self.folder = Path(folder) if folder is not None else onnx_decoder.cache_dir()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.arrays_dir = Path(tempfile.mkdtemp(prefix="iseg-embeddings-"))
+        OWNED.protect(self.arrays_dir)
+        gr.set_static_paths([VENDOR, STATIC, self.folder, self.arrays_dir])
+        self.keep = keep
+        self._exports: Dict[str, Future] = {}
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="iseg-onnx-export")
+        self._arrays: "OrderedDict[tuple, list]" = OrderedDict()
+        self._lock = threading.Lock()
+        self.failed: Dict[str, str] = {}  # model key -> why its export failed (the server decodes for it)
+
+    def graph(self, model, wait: float = 0.0) -> Optional[Path]:
+        """The model's graph file when it is ready; the first call starts its export and waits for it up to
+        ``wait`` seconds (after that the server decodes until a later view finds it ready)."""
+        if not enabled() or not onnx_decoder.supports(model):
+            return None
+        key = onnx_decoder.model_key(model)
+        with self._lock:
+            fut = self._exports.get(key)
+            if fut is None:
+                fut = self._exports[key] = self._pool.submit(onnx_decoder.export_decoder, model, self.folder)
+        if wait:
+            futures_wait([fut], timeout=wait)
+        if not fut.done():
+            return None
+        if fut.exception() is not None:
+            if key not in self.failed:
+                self.failed[key] = str(fut.exception())
+                log.warning("no page decoder for %s: %s", model.name, fut.exception())
+            return None
+        return fut.result()
+
+    def arrays(self, model, embedding, image_key: str, owner: str) -> List[dict]:
+        """The image's arrays as files only ``owner`` may fetch: ``[{name, url, dims}]``."""
+        key = (onnx_decoder.model_key(model), image_key, owner)
+        with self._lock:
+            hit = self._arrays.get(key)
+            if hit is not None:
+                self._arrays.move_to_end(key)
+                return hit
+        out, paths = [], []
+        for name, a in onnx_decoder.page_arrays(model, embedding).items():
+            path = self.arrays_dir / f"{name}-{secrets.token_urlsafe(12)}.f32"
+            OWNED.give(path, owner)
+            path.write_bytes(a.tobytes())
+            out.append({"name": name, "url": _url(path), "dims": list(a.shape), "bytes": a.nbytes})
+            paths.append(path)
+        with self._lock:
+            self._arrays[key] = out
+            old = self._arrays.popitem(last=False) if len(self._arrays) > self.keep else None
+        if old is not None:
+            for a in old[1]:
+                p = Path(a["url"][len("gradio_api/file="):])
+                p.unlink(missing_ok=True)
+                OWNED.forget(p)
+        return out
+
+    def config(self, model, session, options, current_colour) -> Optional[dict]:
+        """The page's decoder settings for a tab (None: the server decodes), without the per-client arrays
+        (:meth:`value` adds them)."""
+        if session.image is None or session.display is None:
+            return None
+        graph = self.graph(model, wait=EXPORT_WAIT)  # a model version's first use exports it (seconds, once)
+        if graph is None:
+            return None
+        emb = session.predictor._embedding
+        if emb is None or session.zoom is not None or emb.model_key != model.cache_key:
+            return None
+        prompts = [page_prompt(p) for p in session.prompts]
+        live = session.base is None and session.seed_logits is None and all(p is not None for p in prompts)
+        h, w = emb.original_size
+        return {
+            "worker": _url(STATIC / "decoder_worker.js"), "ort": _url(VENDOR / "ort.wasm.min.js"),
+            "base": _url(VENDOR) + "/", "model": _url(graph),
+            "image": f"{onnx_decoder.model_key(model)}:{session.image_key}",
+            "meta": {"original_size": [h, w], "input_size": list(emb.extra["input_size"]),
+                     "crop": list(onnx_decoder._crop(model, emb)), "mask_size": list(model._mask_size),
+                     "box_first": bool(model.network.prompt_encoder.box_first)},
+            "frame": list(session.display.display_size), "threshold": float(session.effective_threshold),
+            "colour": list(current_colour), "opacity": float(options.opacity), "contours": bool(options.contours),
+            "live": bool(live), "prompts": prompts if live else [], "deferred": bool(session.deferred),
+            "_model": model, "_embedding": emb, "_image_key": session.image_key,
+        }
+
+    def value(self, config: Optional[dict], owner: str) -> Optional[dict]:
+        """``config`` for one client: its arrays' URLs added, the server-side objects removed."""
+        if not config:
+            return None
+        out = {k: v for k, v in config.items() if not k.startswith("_")}
+        out["arrays"] = self.arrays(config["_model"], config["_embedding"], config["_image_key"], owner)
+        return out
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+_PAGE: Optional[PageDecoder] = None
+
+
+def page_decoder() -> PageDecoder:
+    """The process's page decoder (made on first use: its folders are served from then on)."""
+    global _PAGE
+    if _PAGE is None:
+        _PAGE = PageDecoder()
+    return _PAGE
