@@ -2,6 +2,13 @@
 waits until the new overlay is decoded and shown.
 
     python bench/bench_ui.py [--clicks 20] [--models classical,sam_vit_b] [--windows 1500x1000,1100x800]
+                             [--paths page,server] [--rtt 0,100]
+
+``--paths``: for a SAM-family model, each image is clicked twice over in the same page: decoded by the page's
+decoder (onnxruntime-web in a web worker; timed from the mouse click to the overlay drawn on the canvas) and by
+the server (the page's decoder switched off; timed to the new frame loaded), side by side, the ratio against the
+server's row. ``--rtt``: network round-trip times (ms) chromium adds to every request (its network emulation), as
+a Space's visitors have them: the server's path pays them on every click, the page's only when an image opens.
 
 For each model (``sam_vit_b`` with random weights: the decoder's cost does not depend on them) and each image
 (a 2 MP and a 12 MP resize of GrabCut 124080), the image is opened (encoded once, not timed; the studio's
@@ -54,10 +61,12 @@ def _wait_new_overlay(page, old_src: str) -> None:
         return e && e.getAttribute('src') !== old && e.complete && e.naturalWidth > 0; }""", arg=old_src, timeout=120000)
 
 
-def _clicks(page, n: int):
+def _clicks(page, n: int, path: str = "server"):
     """``n`` timed clicks (after one warm-up), a fresh object every 5 -> (click-to-overlay ms, the server's
-    predict ms from the status line, the frame's long side in px)."""
+    predict ms from the status line, the frame's long side in px). ``path="page"``: drawn by the page's decoder
+    (the server's answer to each click is waited for, untimed, before the next, as a person's pace would)."""
     e2e, server, shown = [], [], 0
+    page.evaluate("off => { window.__isegDecoderOff = off; }", path != "page")
     for i in range(n + 1):
         if i % 5 == 0:  # a fresh object every 5 clicks (a lone click and 4 refinements)
             page.locator("#clear_btn").click()  # the image may not change: wait on the status
@@ -74,10 +83,19 @@ def _clicks(page, n: int):
         s = box["width"] / nw
         x, y = nw * (0.40 + 0.04 * (i % 5)), nh * (0.45 + 0.03 * (i % 3))
         old = img.get_attribute("src")
+        drawn = page.evaluate("() => window.__isegDecoder.drawn")
         t0 = time.perf_counter()
         page.mouse.click(box["x"] + x * s, box["y"] + y * s)
-        _wait_new_overlay(page, old)
-        dt = (time.perf_counter() - t0) * 1e3
+        if path == "page":
+            page.wait_for_function("n => window.__isegDecoder.drawn > n", arg=drawn, timeout=120000)
+            dt = (time.perf_counter() - t0) * 1e3
+            page.wait_for_function("() => { const d = window.__isegDecoder; return d.cfg && d.cfg.seq === d.seq; }",
+                                   timeout=120000)
+            if "decoded in the page" not in page.inner_text("#status"):
+                raise RuntimeError("the page's decoder did not answer: " + page.inner_text("#status"))
+        else:
+            _wait_new_overlay(page, old)
+            dt = (time.perf_counter() - t0) * 1e3
         m = re.search(r"· (\d+) ms", page.inner_text("#status"))
         if i:  # the first click warms up
             e2e.append(dt)
@@ -90,13 +108,15 @@ def main() -> None:
     ap.add_argument("--clicks", type=int, default=20)
     ap.add_argument("--models", default="classical,sam_vit_b")
     ap.add_argument("--windows", default="1500x1000,1100x800", help="browser window sizes, WxH, comma-separated")
+    ap.add_argument("--paths", default="page,server", help="page (the page's decoder) and / or server")
+    ap.add_argument("--rtt", default="0", help="round-trip times (ms) added by chromium, comma-separated")
     args = ap.parse_args()
     tune_allocator()
     from playwright.sync_api import sync_playwright
 
     tmp = Path(tempfile.mkdtemp(prefix="iseg-bench-ui-"))
     paths = _images(tmp)
-    rows, ref = [], None
+    rows = []
     for model_name in args.models.split(","):
         store = Store(f"sqlite:///{tmp / f'{model_name}.db'}", tmp / "images")
         studio = Studio(store, "bench", model_name, checkpoint="random",
@@ -109,9 +129,14 @@ def main() -> None:
         try:
             with sync_playwright() as pw:
                 browser = pw.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=ARGS)
-                for window in args.windows.split(","):
+                for window, rtt in [(w, r) for w in args.windows.split(",") for r in args.rtt.split(",")]:
                     w, h = (int(v) for v in window.split("x"))
                     page = browser.new_page(viewport={"width": w, "height": h})
+                    if float(rtt):
+                        cdp = page.context.new_cdp_session(page)
+                        cdp.send("Network.enable")
+                        cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": float(rtt),
+                                                                     "downloadThroughput": -1, "uploadThroughput": -1})
                     page.goto(url, wait_until="load")
                     page.wait_for_selector("#canvas img", timeout=600000)
                     # the studio encodes the next image in the background; clicks are timed once that is done
@@ -128,19 +153,29 @@ def main() -> None:
                             _wait_new_overlay(page, old)
                             page.wait_for_function(
                                 "() => /photo_4000/.test(document.querySelector('#status').innerText)", timeout=600000)
-                        e2e, server, shown = _clicks(page, args.clicks)
-                        med, p95 = summary(e2e)
-                        smed, _ = summary(server)
-                        ref = ref or med
-                        rows.append((model_name if model_name == "classical" else f"{model_name} (random weights)",
-                                     label, window, shown, med, p95, smed, med / ref))
+                        page_ok = page.evaluate("() => !!(window.__isegDecoder && window.__isegDecoder.cfg)")
+                        if page_ok:
+                            page.wait_for_function("() => window.__isegDecoder.loaded === window.__isegDecoder.cfg.image",
+                                                   timeout=600000)
+                        measured = {}
+                        for path in [p for p in args.paths.split(",") if p == "server" or page_ok]:
+                            measured[path] = _clicks(page, args.clicks, path)
+                        base = summary(measured["server"][0])[0] if "server" in measured else None
+                        for path, (e2e, server, shown) in measured.items():
+                            med, p95 = summary(e2e)
+                            smed, _ = summary(server)
+                            rows.append((model_name if model_name == "classical" else f"{model_name} (random weights)",
+                                         label, window, rtt, shown, path, med, p95, smed,
+                                         med / base if base else float("nan")))
                     page.close()
                 browser.close()
         finally:
             demo.close()
             store.close()
-    print(f"\nclick -> overlay shown in chromium, {args.clicks} clicks per row (ms)\n")
-    print_table(rows, ["model", "image", "window", "display", "median", "p95", "predict median", "ratio"])
+    print(f"\nclick -> overlay shown in chromium, {args.clicks} clicks per row (ms); ratio: against the server's "
+          "path for the same model, image, window and round trip\n")
+    print_table(rows, ["model", "image", "window", "rtt", "display", "decoded by", "median", "p95",
+                       "server predict median", "ratio"])
 
 
 if __name__ == "__main__":

@@ -223,6 +223,12 @@ def weights_dir() -> Path:
     return Path(os.environ.get("ISEG_WEIGHTS_DIR") or Path(__file__).resolve().parent.parent / "weights")
 
 
+def page_graph_dir() -> Path:
+    """Where the page's decoder graphs are kept (``Segmenter.page_graph``): ``ISEG_ONNX_DIR``, else
+    ``weights/onnx`` beside the checkpoints."""
+    return Path(os.environ.get("ISEG_ONNX_DIR") or weights_dir() / "onnx")
+
+
 def _human(n: Optional[int], published: Optional[str] = None) -> str:
     if n is None:
         if not published:

@@ -46,8 +46,24 @@ class Held:
         studio.gesture, model.decode = gesture, decode
 
 
+STATE = """() => { const d = window.__isegDecoder; const i = document.querySelector('#canvas img');
+  const r = i.getBoundingClientRect(); const e = document.elementFromPoint(r.x + r.width / 2, r.y + r.height / 2);
+  return JSON.stringify({ img: [r.x, r.y, r.width, r.height, i.complete, i.hidden], centre: e && (e.tagName + '.' + e.className),
+  events: (window.__dbg || []).filter(x => x.startsWith('ERR') && !x.includes('ResizeObserver')).concat((window.__dbg || []).slice(-4)), nevents: (window.__dbg || []).length, failed: d.failed, loaded: d.loaded,
+  drawn: d.drawn, seq: d.seq, req: d.req, shown: d.shown, prompts: d.prompts.length, local: d.local.length,
+  cfg: d.cfg && { seq: d.cfg.seq, live: d.cfg.live, deferred: d.cfg.deferred, prompts: d.cfg.prompts.length } }); }"""
+
+
+def _wait(page, js, arg=None, timeout=60000):
+    """wait_for_function, saying the page decoder's state and the status when it times out."""
+    try:
+        page.wait_for_function(js, arg=arg, timeout=timeout)
+    except playwright_api.TimeoutError:
+        raise AssertionError(f"timed out on {js}: {page.evaluate(STATE)}; status: {_status(page)!r}") from None
+
+
 def _drawn(page, n):
-    page.wait_for_function("n => window.__isegDecoder.drawn >= n", arg=n, timeout=60000)
+    _wait(page, "n => window.__isegDecoder.drawn >= n", n)
     return page.evaluate(LAST)
 
 
@@ -62,8 +78,7 @@ def _held_gesture(page, held, act, n_drawn):
     assert (held.decodes, held.gestures) == before  # the server has not handled the gesture yet
     assert last["serverSeq"] < last["seq"]  # the page drew before the server's answer to it came
     held.gate.set()
-    page.wait_for_function("() => { const d = window.__isegDecoder; return d.cfg && d.cfg.seq === d.seq; }",
-                           timeout=60000)
+    _wait(page, "() => { const d = window.__isegDecoder; return d.cfg && d.cfg.seq === d.seq; }")
     assert held.decodes == before[0]  # the server kept the prompt without decoding it
     assert "decoded in the page" in _status(page)
     return last
@@ -80,6 +95,9 @@ def test_clicks_boxes_and_refinements_are_drawn_by_the_page_and_the_saved_object
             page = browser.new_page(viewport={"width": 1500, "height": 1000})
             errors = []
             page.on("pageerror", lambda e: errors.append(str(e)))
+            page.add_init_script("""window.__dbg = []; window.addEventListener('error', e => window.__dbg.push('ERR ' + e.message)); for (const t of ['pointerdown', 'pointerup', 'click'])
+              document.addEventListener(t, e => window.__dbg.push(t + ':' + e.target.tagName + '.' +
+                String(e.target.className).slice(0, 30) + ':' + e.button + ':' + (window.__isegDecoder ? window.__isegDecoder.seq : '-') + ':' + Math.round(performance.now())), true);""")
             page.goto(url, wait_until="load")
             page.wait_for_selector("#canvas img", timeout=60000)
             _wait_status(page, r"astronaut\.jpg", timeout=120000)
@@ -97,7 +115,7 @@ def test_clicks_boxes_and_refinements_are_drawn_by_the_page_and_the_saved_object
             # Esc clears the object: the overlay goes with it
             page.keyboard.press("Escape")
             _wait_status(page, "Cleared the current object")
-            page.wait_for_function(OVERLAY.replace("return n;", "return n === 0;"), timeout=30000)
+            _wait(page, OVERLAY.replace("return n;", "return n === 0;"))
 
             # a box, dragged
             def drag():
@@ -138,7 +156,7 @@ def test_clicks_boxes_and_refinements_are_drawn_by_the_page_and_the_saved_object
             assert differ.sum() <= 0.001 * saved.size  # the same mask ...
             assert np.all(np.abs(soft[differ] - thr) < 1e-3)  # ... but for pixels on the threshold itself
             assert np.array_equal(saved, soft > thr)
-            page.wait_for_function(OVERLAY.replace("return n;", "return n === 0;"), timeout=30000)
+            _wait(page, OVERLAY.replace("return n;", "return n === 0;"))
             assert not errors
             browser.close()
     finally:

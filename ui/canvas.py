@@ -67,7 +67,7 @@ element.addEventListener('load', e => { if (e.target.tagName === 'IMG') place();
 new ResizeObserver(place).observe(element); window.addEventListener('resize', place);
 window.addEventListener('iseg-fit', fit);
 element.addEventListener('wheel', e => {
-  const i = img(); if (!i || !i.naturalWidth) return; e.preventDefault();
+  const i = img(); if (!i || !nat()[0]) return; e.preventDefault();
   const r = i.getBoundingClientRect(); const ox = r.left - view.tx, oy = r.top - view.ty;
   const s = Math.min(20, Math.max(1, view.s * Math.exp(-e.deltaY * 0.0015)));
   const ux = (e.clientX - r.left) / view.s, uy = (e.clientY - r.top) / view.s;
@@ -80,28 +80,33 @@ const brush = () => { const r = document.querySelector('#brush_size input[type=r
 const painting = (t) => t === 'brush' || t === 'eraser';
 let drag = null;
 const img = () => element.querySelector('img');
+// the frame's natural size, kept while a new frame loads (its naturalWidth is 0 meanwhile: a press then still counts)
+let lastSize = [0, 0];
+const nat = () => { const i = img(); if (i && i.naturalWidth) lastSize = [i.naturalWidth, i.naturalHeight]; return lastSize; };
 const natural = (e) => { const i = img(); const r = i.getBoundingClientRect();
-  return [(e.clientX - r.left) * i.naturalWidth / r.width, (e.clientY - r.top) * i.naturalHeight / r.height]; };
+  return [(e.clientX - r.left) * nat()[0] / r.width, (e.clientY - r.top) * nat()[1] / r.height]; };
 const ctx = () => { const c = element.querySelector('canvas.iseg-draw'); const r = element.getBoundingClientRect();
   c.width = r.width; c.height = r.height; const g = c.getContext('2d'); g.clearRect(0, 0, c.width, c.height); return [c, g]; };
 const screen = (p) => { const i = img(); const r = i.getBoundingClientRect(); const o = element.getBoundingClientRect();
-  return [r.left - o.left + p[0] * r.width / i.naturalWidth, r.top - o.top + p[1] * r.height / i.naturalHeight]; };
+  return [r.left - o.left + p[0] * r.width / nat()[0], r.top - o.top + p[1] * r.height / nat()[1]]; };
 element.addEventListener('mousedown', e => { if (e.button === 1) e.preventDefault(); });  // no autoscroll
 element.addEventListener('contextmenu', e => { if (e.target.tagName === 'IMG') e.preventDefault(); });
 element.addEventListener('pointerdown', e => {
-  if (e.target.tagName !== 'IMG' || !img().naturalWidth) return;
+  if (e.target.tagName !== 'IMG' || !nat()[0]) return;
+  // (capture can fail when a busy page handles the press after the button is up again: the gesture still counts)
+  const capture = () => { try { img().setPointerCapture(e.pointerId); } catch (err) { /* released already */ } };
   if (e.button === 1 || e.altKey) {  // the middle button or Alt: pan the view
-    e.preventDefault(); img().setPointerCapture(e.pointerId); pan = { x: e.clientX, y: e.clientY, tx: view.tx, ty: view.ty };
+    e.preventDefault(); pan = { x: e.clientX, y: e.clientY, tx: view.tx, ty: view.ty }; capture();
     return;
   }
-  e.preventDefault(); img().setPointerCapture(e.pointerId);
-  drag = { start: natural(e), points: [natural(e)], negative: e.button === 2 || e.shiftKey, t: tool() };
+  e.preventDefault();
+  drag = { start: natural(e), points: [natural(e)], negative: e.button === 2 || e.shiftKey, t: tool() }; capture();
 });
 element.addEventListener('pointermove', e => {
   if (pan) { view.tx = pan.tx + e.clientX - pan.x; view.ty = pan.ty + e.clientY - pan.y; place(); return; }
   if (!drag) {  // the brush's outline follows the pointer
-    if (painting(tool()) && e.target.tagName === 'IMG' && img().naturalWidth) {
-      const [c, g] = ctx(); const s = screen(natural(e)); const k = img().getBoundingClientRect().width / img().naturalWidth;
+    if (painting(tool()) && e.target.tagName === 'IMG' && nat()[0]) {
+      const [c, g] = ctx(); const s = screen(natural(e)); const k = img().getBoundingClientRect().width / nat()[0];
       g.strokeStyle = tool() === 'eraser' ? '#dc0000' : '#00c800'; g.lineWidth = 1.5;
       g.beginPath(); g.arc(s[0], s[1], brush() * k, 0, 2 * Math.PI); g.stroke();
     }
@@ -109,7 +114,7 @@ element.addEventListener('pointermove', e => {
   }
   const p = natural(e); drag.points.push(p);
   const [c, g] = ctx(); g.lineWidth = 2;
-  if (painting(drag.t)) { const k = img().getBoundingClientRect().width / img().naturalWidth;
+  if (painting(drag.t)) { const k = img().getBoundingClientRect().width / nat()[0];
     g.strokeStyle = drag.t === 'eraser' ? 'rgba(220,0,0,0.5)' : 'rgba(0,200,0,0.5)'; g.lineWidth = 2 * brush() * k;
     g.lineCap = 'round'; g.lineJoin = 'round'; g.beginPath();
     drag.points.forEach((q, k) => { const s = screen(q); k ? g.lineTo(s[0], s[1]) : g.moveTo(s[0], s[1]); }); g.stroke(); }
@@ -121,7 +126,7 @@ element.addEventListener('pointermove', e => {
 element.addEventListener('pointerup', e => {
   if (pan) { pan = null; return; }
   if (!drag) return; const d = drag; drag = null; const p = natural(e); const t0 = performance.now();
-  const moved = Math.hypot(p[0] - d.start[0], p[1] - d.start[1]) * img().getBoundingClientRect().width / img().naturalWidth > 6;
+  const moved = Math.hypot(p[0] - d.start[0], p[1] - d.start[1]) * img().getBoundingClientRect().width / nat()[0] > 6;
   const neg = d.negative || e.shiftKey || window.__isegShift;
   let g;
   if (painting(d.t)) {  // a click is a dab, a drag a stroke; right button / Shift = the other tool
@@ -218,7 +223,7 @@ const sync = () => {
   if (D.loaded !== c.image && D.loading !== c.image && D.worker) {
     D.loading = c.image;
     D.worker.postMessage({ type: 'image', model: abs(c.model), image: c.image, meta: c.meta,
-                           arrays: c.arrays.map(a => ({ name: a.name, url: abs(a.url), dims: a.dims })) });
+                           arrays: c.arrays.map(a => ({ name: a.name, url: abs(a.url), dims: a.dims, dtype: a.dtype })) });
   }
   D.local = D.local.filter(l => l.seq > c.seq);  // the page's prompts the server has not answered yet
   const expected = c.live ? c.prompts.concat(D.local.map(l => l.prompt)) : [];

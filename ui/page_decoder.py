@@ -1,13 +1,14 @@
 """The page's decoder, server side: what the browser needs to answer clicks itself with a SAM-family model.
 
-For a tab whose model has a decoder graph (:mod:`iseg_core.models.sam.onnx_decoder`) the canvas's value carries
-a ``decoder`` entry: the URLs of the vendored onnxruntime-web files and of our worker script (public static
-files), of the model's graph (exported in the background the first time a model is used; until then the
-server decodes), and of the open image's arrays (raw float32 files written once per image and model, served to
-the tab's client only, like frames), with the frame geometry, the threshold, the colour, and the current
-object's prompts as the server holds them. The page decodes while the graph and arrays are loaded and the
-object is ``live`` (clicks, boxes and scribbles only: a brush stroke, a contour, ZoomIn or a proposal being
-refined hand it back to the server until the object is finished or cleared).
+For a tab whose model has a decoder graph (``Segmenter.page_graph``: the SAM family's, made by
+iseg_core/models/sam/onnx_decoder.py) the canvas's value carries a ``decoder`` entry: the URLs of the vendored
+onnxruntime-web files and of our worker script (public static files), of the model's graph (exported the first
+time a model version is used, in one thread; a view waits for it up to ``EXPORT_WAIT`` seconds, the server
+decodes meanwhile), and of the open image's arrays (raw float16 files by default, written once per image and
+model, served to the tab's client only, like frames), with the frame geometry, the threshold, the colour, and
+the current object's prompts as the server holds them. The page decodes while the graph and arrays are loaded
+and the object is ``live`` (clicks, boxes and scribbles only: a brush stroke, a contour, ZoomIn or a proposal
+being refined hand it back to the server until the object is finished or cleared).
 
 ``ISEG_PAGE_DECODER=0`` turns it off (every click decoded on the server, as before).
 """
@@ -26,8 +27,8 @@ from typing import Dict, List, Optional
 
 import gradio as gr
 
-from iseg_core.models.sam import onnx_decoder
 from iseg_core.prompts import Box, Click, Scribble
+from iseg_core.weights import page_graph_dir
 
 from .owned import OWNED
 
@@ -41,6 +42,16 @@ EXPORT_WAIT = 15.0  # seconds a view waits for a model's first export (the serve
 
 def enabled() -> bool:
     return os.environ.get("ISEG_PAGE_DECODER", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def array_dtype() -> str:
+    """How the image's arrays travel: ``float16`` (default: half the bytes; measured on GrabCut 124080 with
+    random weights, 0.001-0.008 % of mask pixels differ from float32 and the low-res logits by at most 4e-4,
+    docs/BENCHMARKS.md) or ``float32`` (``ISEG_PAGE_ARRAYS=float32``: the server's numbers exactly)."""
+    value = os.environ.get("ISEG_PAGE_ARRAYS", "float16").strip().lower()
+    if value not in ("float16", "float32"):
+        raise ValueError(f"ISEG_PAGE_ARRAYS must be float16 or float32, not {value!r}")
+    return value
 
 
 def page_prompt(p) -> Optional[dict]:
@@ -62,7 +73,7 @@ class PageDecoder:
     """Exports (once per model version, in one thread) and per-image array files (the newest ``keep``)."""
 
     def __init__(self, folder: Optional[Path] = None, keep: int = 24):
-        self.folder = Path(folder) if folder is not None else onnx_decoder.cache_dir()
+        self.folder = Path(folder) if folder is not None else page_graph_dir()
         self.folder.mkdir(parents=True, exist_ok=True)
         self.arrays_dir = Path(tempfile.mkdtemp(prefix="iseg-embeddings-"))
         OWNED.protect(self.arrays_dir)
@@ -73,17 +84,19 @@ class PageDecoder:
         self._arrays: "OrderedDict[tuple, list]" = OrderedDict()
         self._lock = threading.Lock()
         self.failed: Dict[str, str] = {}  # model key -> why its export failed (the server decodes for it)
+        self.dtype = array_dtype()
 
     def graph(self, model, wait: float = 0.0) -> Optional[Path]:
         """The model's graph file when it is ready; the first call starts its export and waits for it up to
         ``wait`` seconds (after that the server decodes until a later view finds it ready)."""
-        if not enabled() or not onnx_decoder.supports(model):
+        graph = model.page_graph() if enabled() else None
+        if graph is None:
             return None
-        key = onnx_decoder.model_key(model)
+        key = graph.key
         with self._lock:
             fut = self._exports.get(key)
             if fut is None:
-                fut = self._exports[key] = self._pool.submit(onnx_decoder.export_decoder, model, self.folder)
+                fut = self._exports[key] = self._pool.submit(graph.export, self.folder)
         if wait:
             futures_wait([fut], timeout=wait)
         if not fut.done():
@@ -96,19 +109,22 @@ class PageDecoder:
         return fut.result()
 
     def arrays(self, model, embedding, image_key: str, owner: str) -> List[dict]:
-        """The image's arrays as files only ``owner`` may fetch: ``[{name, url, dims}]``."""
-        key = (onnx_decoder.model_key(model), image_key, owner)
+        """The image's arrays as files only ``owner`` may fetch: ``[{name, url, dims, dtype, bytes}]``."""
+        graph = model.page_graph()
+        key = (graph.key, image_key, owner)
         with self._lock:
             hit = self._arrays.get(key)
             if hit is not None:
                 self._arrays.move_to_end(key)
                 return hit
         out, paths = [], []
-        for name, a in onnx_decoder.page_arrays(model, embedding).items():
-            path = self.arrays_dir / f"{name}-{secrets.token_urlsafe(12)}.f32"
+        for name, a in graph.arrays(embedding).items():
+            a = a.astype(self.dtype)
+            path = self.arrays_dir / f"{name}-{secrets.token_urlsafe(12)}.{self.dtype}"
             OWNED.give(path, owner)
             path.write_bytes(a.tobytes())
-            out.append({"name": name, "url": _url(path), "dims": list(a.shape), "bytes": a.nbytes})
+            out.append({"name": name, "url": _url(path), "dims": list(a.shape), "dtype": self.dtype,
+                        "bytes": a.nbytes})
             paths.append(path)
         with self._lock:
             self._arrays[key] = out
@@ -133,14 +149,11 @@ class PageDecoder:
             return None
         prompts = [page_prompt(p) for p in session.prompts]
         live = session.base is None and session.seed_logits is None and all(p is not None for p in prompts)
-        h, w = emb.original_size
+        page_graph = model.page_graph()
         return {
             "worker": _url(STATIC / "decoder_worker.js"), "ort": _url(VENDOR / "ort.wasm.min.js"),
             "base": _url(VENDOR) + "/", "model": _url(graph),
-            "image": f"{onnx_decoder.model_key(model)}:{session.image_key}",
-            "meta": {"original_size": [h, w], "input_size": list(emb.extra["input_size"]),
-                     "crop": list(onnx_decoder._crop(model, emb)), "mask_size": list(model._mask_size),
-                     "box_first": bool(model.network.prompt_encoder.box_first)},
+            "image": f"{page_graph.key}:{session.image_key}", "meta": page_graph.meta(emb),
             "frame": list(session.display.display_size), "threshold": float(session.effective_threshold),
             "colour": list(current_colour), "opacity": float(options.opacity), "contours": bool(options.contours),
             "live": bool(live), "prompts": prompts if live else [], "deferred": bool(session.deferred),

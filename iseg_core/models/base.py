@@ -12,6 +12,7 @@ from __future__ import annotations
 import abc
 import copy
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -121,6 +122,31 @@ class Segmenter(abc.ABC):
         self, embedding: ImageEmbedding, logits: torch.Tensor, size: Optional[Tuple[int, int]] = None
     ) -> np.ndarray:
         """Float32 logits at ``size`` (H, W; default the original image size) from low-res ``logits``."""
+
+    def page_graph(self) -> Optional["PageGraph"]:
+        """The decode step as a graph a browser runs itself (:class:`PageGraph`), or None: the server decodes
+        every prompt of this model (the default)."""
+        return None
+
+
+class PageGraph(abc.ABC):
+    """A model's decode step as an ONNX graph for the page (onnxruntime-web): exported once per model version,
+    fed the image's arrays once and each object's prompts as the server's session gives them."""
+
+    #: Names the graph file of one model version (what the export is cached under).
+    key: str
+
+    @abc.abstractmethod
+    def export(self, folder) -> "os.PathLike":
+        """The graph's file in ``folder``, exported (and checked) the first time."""
+
+    @abc.abstractmethod
+    def arrays(self, embedding: ImageEmbedding) -> Dict[str, np.ndarray]:
+        """The image's float32 arrays the graph reads, by input name."""
+
+    @abc.abstractmethod
+    def meta(self, embedding: ImageEmbedding) -> dict:
+        """What the page needs besides the arrays to feed the graph for this image (sizes, token order)."""
 
 
 @dataclass

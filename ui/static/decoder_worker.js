@@ -66,6 +66,23 @@ function tokens(prompts, meta) {
   return { points, labels: Float32Array.from(L), n: P.length, single };
 }
 
+let F16 = null;  // float16 bit pattern -> float32 value, for the arrays sent as float16
+function f16table() {
+  if (F16) return F16;
+  F16 = new Float32Array(65536);
+  for (let h = 0; h < 65536; h++) {
+    const s = h & 0x8000 ? -1 : 1, e = (h >> 10) & 31, f = h & 1023;
+    F16[h] = e === 0 ? s * f * 2 ** -24 : e === 31 ? (f ? NaN : s * Infinity) : s * (1 + f / 1024) * 2 ** (e - 15);
+  }
+  return F16;
+}
+function floats(buf, dtype) {
+  if (dtype !== 'float16') return new Float32Array(buf);
+  const h = new Uint16Array(buf), t = f16table(), out = new Float32Array(h.length);
+  for (let k = 0; k < h.length; k++) out[k] = t[h[k]];
+  return out;
+}
+
 async function getBuffer(url) {
   const r = await fetch(url, { credentials: 'same-origin' });
   if (!r.ok) throw new Error(url + ': ' + r.status + ' ' + r.statusText);
@@ -80,10 +97,12 @@ async function loadImage(msg) {
   const session = await models[msg.model];
   const feeds = {};
   await Promise.all(msg.arrays.map(async a => {
-    feeds[a.name] = new ort.Tensor('float32', new Float32Array(await getBuffer(a.url)), a.dims);
+    feeds[a.name] = new ort.Tensor('float32', floats(await getBuffer(a.url), a.dtype), a.dims);
   }));
   for (const k of Object.keys(images)) if (k !== msg.image) delete images[k];  // one image at a time
-  images[msg.image] = { session, feeds, meta: msg.meta, chain: new Map() };
+  const img = images[msg.image] = { session, feeds, meta: msg.meta, chain: new Map() };
+  const [H, W] = msg.meta.original_size;  // one decode to warm the session up (its first run plans memory)
+  await run(img, [{ kind: 'click', x: W / 2, y: H / 2, positive: true }], null, [1, 1], 0);
   return performance.now() - t0;
 }
 
@@ -107,7 +126,7 @@ async function decode(msg) {
   const img = images[msg.image];
   if (!img) throw new Error('no image ' + msg.image + ' is loaded');
   const t0 = performance.now();
-  let prev = msg.seed ? null : null, decodes = 0, result = null;
+  let prev = null, decodes = 0, result = null;
   // the longest prefix already decoded; the rest one prompt at a time, each fed the one before's logits
   let k = msg.prompts.length - 1;
   while (k > 0 && !img.chain.has(JSON.stringify(msg.prompts.slice(0, k)))) k--;

@@ -439,6 +439,12 @@ class SamSegmenter(TrainableSegmenter):
         padded = cv2.resize(low, (s, s), interpolation=cv2.INTER_LINEAR)
         return cv2.resize(padded[:nh, :nw], (w, h), interpolation=cv2.INTER_LINEAR)
 
+    def page_graph(self):
+        """Prompt encoder + mask decoder as one ONNX graph the page runs (:mod:`.onnx_decoder`)."""
+        from .onnx_decoder import SamPageGraph
+
+        return SamPageGraph(self)
+
     # -- training ------------------------------------------------------------------------------------------
     def forward_train(self, features, prompts, sizes, prev_logits) -> TrainOutput:
         """All four mask tokens ``(B, 4, 4h, 4w)`` (HQ-SAM: each plus the HQ token's mask, as inference

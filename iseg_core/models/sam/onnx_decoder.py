@@ -42,6 +42,7 @@ from torch import nn
 
 from ...errors import IsegError
 from ...prompts import Box, Click, Prompt, Scribble
+from ..base import PageGraph
 from .layers import to_tokens
 from .mask_decoder import HqMaskDecoder, Sam2MaskDecoder
 from .prompting import to_sam_inputs
@@ -239,13 +240,6 @@ def model_key(model) -> str:
     return f"{model.name}-{hashlib.blake2b(raw.encode(), digest_size=8).hexdigest()}"
 
 
-def cache_dir() -> Path:
-    """Where exports are kept: ``ISEG_ONNX_DIR``, else ``weights/onnx`` beside the checkpoints."""
-    from ...weights import weights_dir
-
-    return Path(os.environ.get("ISEG_ONNX_DIR") or weights_dir() / "onnx")
-
-
 def random_embedding(model, size: Tuple[int, int], seed: int = 0):
     """An embedding of the model's shapes filled with noise (the decoder's equality holds for any input; the
     check costs no encoder run, so the large variants check in seconds too)."""
@@ -295,12 +289,15 @@ def check_export(model, path: Path, embedding=None, tol: float = 1e-4) -> dict:
 
 
 def export_decoder(model, folder: Optional[Path] = None, check: bool = True) -> Path:
-    """The model's decoder graph, exported once per model version into ``folder`` (default :func:`cache_dir`)
+    """The model's decoder graph, exported once per model version into ``folder`` (default
+    :func:`iseg_core.weights.page_graph_dir`)
     and reused after; checked against PyTorch at export when onnxruntime is installed (the result is kept in a
     JSON file beside it). Writes go to a temporary name and are renamed: two processes never see half a file."""
     if not supports(model):
         raise IsegError(f"{getattr(model, 'name', model)} has no page decoder: only the SAM family exports one")
-    folder = Path(folder or cache_dir())
+    from ...weights import page_graph_dir
+
+    folder = Path(folder or page_graph_dir())
     path = folder / f"{model_key(model)}.onnx"
     if path.exists():
         return path
@@ -331,3 +328,23 @@ def supports(model) -> bool:
     from .model import SamSegmenter
 
     return isinstance(model, SamSegmenter)
+
+
+class SamPageGraph(PageGraph):
+    """A SAM-family model's :class:`PageGraph` (what ``SamSegmenter.page_graph`` returns)."""
+
+    def __init__(self, model):
+        self.model = model
+        self.key = model_key(model)
+
+    def export(self, folder) -> Path:
+        return export_decoder(self.model, folder)
+
+    def arrays(self, embedding) -> Dict[str, np.ndarray]:
+        return page_arrays(self.model, embedding)
+
+    def meta(self, embedding) -> dict:
+        m = self.model
+        return {"original_size": list(embedding.original_size), "input_size": list(embedding.extra["input_size"]),
+                "crop": list(_crop(m, embedding)), "mask_size": list(m._mask_size),
+                "box_first": bool(m.network.prompt_encoder.box_first)}
