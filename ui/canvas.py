@@ -218,13 +218,14 @@ element.addEventListener('load', e => { if (waiting && e.target.tagName === 'IMG
 const sync = () => {
   const v = props.value || {}, c = v.decoder || null;
   const prev = D.cfg; D.cfg = c;
-  if (!c || D.failed || window.__isegDecoderOff) { D.prompts = []; D.local = []; return later(v.src, hide); }
+  if (!c || D.failed) { D.prompts = []; D.local = []; return later(v.src, hide); }
   start(c);
   if (D.loaded !== c.image && D.loading !== c.image && D.worker) {
     D.loading = c.image;
     D.worker.postMessage({ type: 'image', model: abs(c.model), image: c.image, meta: c.meta,
                            arrays: c.arrays.map(a => ({ name: a.name, url: abs(a.url), dims: a.dims, dtype: a.dtype })) });
   }
+  if (window.__isegDecoderOff) { D.prompts = []; D.local = []; return later(v.src, hide); }  // (benchmarks)
   D.local = D.local.filter(l => l.seq > c.seq);  // the page's prompts the server has not answered yet
   const expected = c.live ? c.prompts.concat(D.local.map(l => l.prompt)) : [];
   const same = JSON.stringify(expected) === JSON.stringify(D.prompts);
