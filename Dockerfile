@@ -23,6 +23,8 @@ RUN pip install --no-cache-dir --index-url "${TORCH_INDEX}" torch==2.14.1 torchv
  && pip install --no-cache-dir -r requirements.txt
 
 COPY --chown=user:user . .
+# the page decoder's runtime (onnxruntime-web, pinned by ui/vendor/onnxruntime-web/VERSION and SHA256SUMS)
+RUN python ui/vendor/fetch_onnxruntime_web.py
 RUN mkdir -p /home/user/data /home/user/.cache/huggingface \
  && chown -R user:user /home/user/data /home/user/.cache
 

@@ -1,6 +1,6 @@
 """The page's decoder without a browser: each SAM family's exported graph against its PyTorch decoder (onnxruntime,
 the same graph the page runs with onnxruntime-web), the mask output against the server's upsampling, the
-session's deferred prompts, and the vendored runtime files against their recorded digests."""
+session's deferred prompts, and the fetched runtime files against their recorded digests."""
 from __future__ import annotations
 
 import hashlib
@@ -168,7 +168,7 @@ def test_a_deferred_object_finishes_with_the_server_decode():
     assert not s.steps
 
 
-def test_the_vendored_runtime_matches_its_recorded_digests():
+def test_the_fetched_runtime_matches_its_recorded_digests():
     sums = dict(line.split()[::-1] for line in (VENDOR / "SHA256SUMS").read_text().splitlines())
     assert set(sums) == {"ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm"}
     for name, digest in sums.items():
