@@ -23,8 +23,8 @@ from .errors import IsegError, PromptError
 from .geometry import DisplayFrame, ZoomIn, grow_to_include, zoom_roi
 from .models.base import ImageEmbedding, Segmenter
 from .predictor import Predictor, image_hash
-from .prompts import (Click, Prompt, Stroke, model_prompts, prompt_from_dict, prompt_points, prompt_to_dict, to_crop,
-                      validate_prompts)
+from .prompts import (Box, Click, Prompt, Scribble, Stroke, model_prompts, prompt_from_dict, prompt_points,
+                      prompt_to_dict, to_crop, validate_prompts)
 
 log = logging.getLogger(__name__)
 
@@ -146,8 +146,6 @@ class AnnotationSession:
         """Whether ``prompt`` may be added without decoding it now (:meth:`add` with ``decode=False``): a click,
         box or scribble on the whole image of an object that has no brush strokes, contours or starting mask
         (what the page's decoder draws exactly as the server would)."""
-        from .prompts import Box, Scribble
-
         simple = (Click, Box, Scribble)
         return (isinstance(prompt, simple) and self.zoom is None and self.base is None and self.seed_logits is None
                 and all(isinstance(p, simple) for p in self.prompts))

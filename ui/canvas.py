@@ -152,20 +152,21 @@ const fail = (why) => {  // the server decodes from now on, including what this 
   if (D.failed) return; D.failed = why; hide(); console.warn('iseg: page decoder off:', why);
   trigger('select', { index: [0, 0], value: { kind: 'settle', seq: ++D.seq } });
 };
-// a gesture as the prompt the server will make of it (image pixels), or null when the page does not draw it
+// a gesture as the prompt the server will make of it (image pixels, iseg_core.prompts.prompt_to_dict's dict),
+// or null when the page does not draw it
 const pagePrompt = (g, t) => {
   const c = D.cfg; if (!c || !c.live || D.failed || window.__isegDecoderOff || D.loaded !== c.image) return null;
   const [H, W] = c.meta.original_size, [fh, fw] = c.frame; const sx = fw / W, sy = fh / H;
   const im = (q) => [q[0] / sx, q[1] / sy];  // iseg_core.geometry.DisplayFrame.to_image
   const on = (q) => q[0] >= 0 && q[0] < W && q[1] >= 0 && q[1] < H;
   if (g.kind === 'click') { if (t !== 'positive' && t !== 'negative') return null;
-    const q = im(g.point); return on(q) ? { kind: 'click', x: q[0], y: q[1], positive: (t !== 'negative') !== !!g.negative } : null; }
+    const q = im(g.point); return on(q) ? { type: 'click', x: q[0], y: q[1], positive: (t !== 'negative') !== !!g.negative } : null; }
   if (g.kind === 'box') { const a = im(g.box.slice(0, 2)), b = im(g.box.slice(2));
     const x0 = Math.min(a[0], b[0]), x1 = Math.max(a[0], b[0]), y0 = Math.min(a[1], b[1]), y1 = Math.max(a[1], b[1]);
     if (x0 < 0 || y0 < 0 || x1 > W || y1 > H || x1 - x0 < 1 || y1 - y0 < 1) return null;
-    return { kind: 'box', x0, y0, x1, y1 }; }
+    return { type: 'box', x0, y0, x1, y1 }; }
   if (g.kind === 'scribble') { const pts = g.points.map(im); if (!pts.every(on)) return null;
-    return { kind: 'scribble', points: pts, positive: !g.negative }; }
+    return { type: 'scribble', points: pts, positive: !g.negative }; }
   return null;
 };
 const send = (start, g, t, t0) => {
@@ -240,14 +241,15 @@ watch('value', () => setTimeout(sync, 0)); sync();  // (after the template's re-
 """
 
 
-class FrameFiles:
-    """Overlay frames as JPEG files under one folder that Gradio serves as static files (no copy into its
-    cache, nothing inlined into the event's answer): the page gets a short URL and fetches the image. Names
-    are unique and random (the browser caches by URL; nobody can list them); the oldest files beyond
-    ``keep`` are deleted. Each is owned by the client it was made for: nobody else can fetch it."""
+class ServedFiles:
+    """Files for one client's page (frames, the page decoder's image arrays) under one folder that Gradio
+    serves as static files (no copy into its cache, nothing inlined into the event's answer): the page gets a
+    short URL and fetches the file. Names are unique and random (the browser caches by URL; nobody can list
+    them); the oldest files beyond ``keep`` are deleted. Each is owned by the client it was made for: nobody
+    else can fetch it."""
 
-    def __init__(self, keep: int = 256):
-        self.dir = Path(tempfile.mkdtemp(prefix="iseg-frames-"))
+    def __init__(self, prefix: str = "iseg-frames-", keep: int = 256):
+        self.dir = Path(tempfile.mkdtemp(prefix=prefix))
         self.keep = keep
         self._written: deque = deque()
         self._lock = threading.Lock()
@@ -255,23 +257,33 @@ class FrameFiles:
         OWNED.protect(self.dir)
 
     def write(self, image: np.ndarray, owner: str) -> str:
+        """An RGB frame as a JPEG file; its path."""
         ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(image[:, :, ::-1]),
                                [cv2.IMWRITE_JPEG_QUALITY, 95, cv2.IMWRITE_JPEG_SAMPLING_FACTOR,
                                 cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444])
+        return str(self.put(buf.tobytes(), "frame", ".jpg", owner))
+
+    def put(self, data: bytes, name: str, suffix: str, owner: str) -> Path:
+        """``data`` as a new file only ``owner`` may fetch; its path."""
         # random names: the browser caches by URL, and a name says nothing about anyone's work
-        path = self.dir / f"frame-{secrets.token_urlsafe(12)}.jpg"
+        path = self.dir / f"{name}-{secrets.token_urlsafe(12)}{suffix}"
         OWNED.give(path, owner)
-        path.write_bytes(buf.tobytes())
+        path.write_bytes(data)
         with self._lock:
             self._written.append(path)
             old = self._written.popleft() if len(self._written) > self.keep else None
         if old is not None:
             old.unlink(missing_ok=True)
             OWNED.forget(old)
-        return str(path)
+        return path
 
 
-_FRAMES: Optional[FrameFiles] = None
+def file_url(path) -> str:
+    """The page's URL of a file Gradio serves (relative to the page: Spaces' root path included)."""
+    return "gradio_api/file=" + str(path)
+
+
+_FRAMES: Optional[ServedFiles] = None
 
 
 def frame_value(image: Optional[np.ndarray], owner: str) -> dict:
@@ -282,6 +294,6 @@ def frame_value(image: Optional[np.ndarray], owner: str) -> dict:
     if image is None:
         return {"src": ""}
     if _FRAMES is None:
-        _FRAMES = FrameFiles()
-    return {"src": "gradio_api/file=" + _FRAMES.write(image, owner), "width": int(image.shape[1]),
+        _FRAMES = ServedFiles()
+    return {"src": file_url(_FRAMES.write(image, owner)), "width": int(image.shape[1]),
             "height": int(image.shape[0])}

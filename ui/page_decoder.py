@@ -1,7 +1,7 @@
 """The page's decoder, server side: what the browser needs to answer clicks itself with a SAM-family model.
 
 For a tab whose model has a decoder graph (``Segmenter.page_graph``: the SAM family's, made by
-iseg_core/models/sam/onnx_decoder.py) the canvas's value carries a ``decoder`` entry: the URLs of the vendored
+iseg_core/models/sam/onnx_decoder.py) the canvas's value carries a ``decoder`` entry: the URLs of the pinned
 onnxruntime-web files and of our worker script (public static files), of the model's graph (exported the first
 time a model version is used, in one thread; a view waits for it up to ``EXPORT_WAIT`` seconds, the server
 decodes meanwhile), and of the open image's arrays (raw float16 files by default, written once per image and
@@ -14,10 +14,9 @@ being refined hand it back to the server until the object is finished or cleared
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
-import secrets
-import tempfile
 import threading
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -27,21 +26,36 @@ from typing import Dict, List, Optional
 
 import gradio as gr
 
-from iseg_core.prompts import Box, Click, Scribble
+from iseg_core.prompts import prompt_to_dict
 from iseg_core.weights import page_graph_dir
 
-from .owned import OWNED
+from .canvas import ServedFiles, file_url
 
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).resolve().parent
 VENDOR = HERE / "vendor" / "onnxruntime-web"
 STATIC = HERE / "static"
+PAGE_PROMPTS = ("click", "box", "scribble")  # what the page's decoder draws (AnnotationSession.can_defer)
 EXPORT_WAIT = 15.0  # seconds a view waits for a model's first export (the server decodes meanwhile)
 
 
 def enabled() -> bool:
-    return os.environ.get("ISEG_PAGE_DECODER", "1").strip().lower() not in ("0", "false", "no", "off")
+    """On unless ``ISEG_PAGE_DECODER=0``, and only with the runtime's files fetched (their digests checked once)."""
+    if os.environ.get("ISEG_PAGE_DECODER", "1").strip().lower() in ("0", "false", "no", "off"):
+        return False
+    return _runtime_here()
+
+
+@functools.lru_cache(maxsize=1)
+def _runtime_here() -> bool:
+    from .vendor.fetch_onnxruntime_web import present
+
+    if present(VENDOR):
+        return True
+    log.warning("the page's decoder is off: onnxruntime-web is not in %s (python ui/vendor/fetch_onnxruntime_web.py "
+                "fetches it); the server decodes every click", VENDOR)
+    return False
 
 
 def array_dtype() -> str:
@@ -54,34 +68,17 @@ def array_dtype() -> str:
     return value
 
 
-def page_prompt(p) -> Optional[dict]:
-    """A prompt as the page's worker holds it (image pixels), or None for a kind the page does not decode."""
-    if isinstance(p, Click):
-        return {"kind": "click", "x": p.x, "y": p.y, "positive": p.positive}
-    if isinstance(p, Box):
-        return {"kind": "box", "x0": p.x0, "y0": p.y0, "x1": p.x1, "y1": p.y1}
-    if isinstance(p, Scribble):
-        return {"kind": "scribble", "points": [list(q) for q in p.points], "positive": p.positive}
-    return None
-
-
-def _url(path: Path) -> str:
-    return "gradio_api/file=" + str(path)
-
-
 class PageDecoder:
     """Exports (once per model version, in one thread) and per-image array files (the newest ``keep``)."""
 
     def __init__(self, folder: Optional[Path] = None, keep: int = 24):
         self.folder = Path(folder) if folder is not None else page_graph_dir()
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.arrays_dir = Path(tempfile.mkdtemp(prefix="iseg-embeddings-"))
-        OWNED.protect(self.arrays_dir)
-        gr.set_static_paths([VENDOR, STATIC, self.folder, self.arrays_dir])
-        self.keep = keep
+        self.files = ServedFiles("iseg-embeddings-", keep=3 * keep)  # (at most three arrays an image)
+        gr.set_static_paths([VENDOR, STATIC, self.folder])
         self._exports: Dict[str, Future] = {}
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="iseg-onnx-export")
-        self._arrays: "OrderedDict[tuple, list]" = OrderedDict()
+        self._arrays: "OrderedDict[tuple, tuple]" = OrderedDict()  # (model, image, client) -> (entries, paths)
         self._lock = threading.Lock()
         self.failed: Dict[str, str] = {}  # model key -> why its export failed (the server decodes for it)
         self.dtype = array_dtype()
@@ -114,26 +111,19 @@ class PageDecoder:
         key = (graph.key, image_key, owner)
         with self._lock:
             hit = self._arrays.get(key)
-            if hit is not None:
-                self._arrays.move_to_end(key)
-                return hit
+        if hit is not None and all(Path(p).exists() for p in hit[1]):  # (the oldest files are deleted)
+            return hit[0]
         out, paths = [], []
         for name, a in graph.arrays(embedding).items():
             a = a.astype(self.dtype)
-            path = self.arrays_dir / f"{name}-{secrets.token_urlsafe(12)}.{self.dtype}"
-            OWNED.give(path, owner)
-            path.write_bytes(a.tobytes())
-            out.append({"name": name, "url": _url(path), "dims": list(a.shape), "dtype": self.dtype,
+            path = self.files.put(a.tobytes(), name, "." + self.dtype, owner)
+            out.append({"name": name, "url": file_url(path), "dims": list(a.shape), "dtype": self.dtype,
                         "bytes": a.nbytes})
             paths.append(path)
         with self._lock:
-            self._arrays[key] = out
-            old = self._arrays.popitem(last=False) if len(self._arrays) > self.keep else None
-        if old is not None:
-            for a in old[1]:
-                p = Path(a["url"][len("gradio_api/file="):])
-                p.unlink(missing_ok=True)
-                OWNED.forget(p)
+            self._arrays[key] = (out, paths)
+            while len(self._arrays) > self.files.keep:
+                self._arrays.popitem(last=False)
         return out
 
     def config(self, model, session, options, current_colour) -> Optional[dict]:
@@ -147,12 +137,14 @@ class PageDecoder:
         emb = session.predictor._embedding
         if emb is None or session.zoom is not None or emb.model_key != model.cache_key:
             return None
-        prompts = [page_prompt(p) for p in session.prompts]
-        live = session.base is None and session.seed_logits is None and all(p is not None for p in prompts)
+        # the prompts as the stored log writes them (the page builds the same dicts)
+        prompts = [prompt_to_dict(p) for p in session.prompts]
+        live = (session.base is None and session.seed_logits is None
+                and all(p["type"] in PAGE_PROMPTS for p in prompts))
         page_graph = model.page_graph()
         return {
-            "worker": _url(STATIC / "decoder_worker.js"), "ort": _url(VENDOR / "ort.wasm.min.js"),
-            "base": _url(VENDOR) + "/", "model": _url(graph),
+            "worker": file_url(STATIC / "decoder_worker.js"), "ort": file_url(VENDOR / "ort.wasm.min.js"),
+            "base": file_url(VENDOR) + "/", "model": file_url(graph),
             "image": f"{page_graph.key}:{session.image_key}", "meta": page_graph.meta(emb),
             "frame": list(session.display.display_size), "threshold": float(session.effective_threshold),
             "colour": list(current_colour), "opacity": float(options.opacity), "contours": bool(options.contours),

@@ -1,5 +1,5 @@
 // The page's decoder: a web worker running a SAM-family model's prompt encoder + mask decoder (the ONNX graph
-// of iseg_core/models/sam/onnx_decoder.py) with onnxruntime-web (vendored, WebAssembly, one thread).
+// of iseg_core/models/sam/onnx_decoder.py) with onnxruntime-web (pinned, fetched at install: ui/vendor/fetch_onnxruntime_web.py; WebAssembly, one thread).
 //
 // Messages in:  {type: 'init', ort, base}               load onnxruntime-web (script URL, folder of its files)
 //               {type: 'image', model, image, arrays, meta}   load a graph (once per model) and an image's arrays
@@ -46,14 +46,14 @@ function tokens(prompts, meta) {
   const pts = [], labels = [];
   let box = null;
   for (const p of prompts) {
-    if (p.kind === 'click') { pts.push([p.x * sx, p.y * sy]); labels.push(p.positive ? 1 : 0); }
-    else if (p.kind === 'scribble') {
+    if (p.type === 'click') { pts.push([p.x * sx, p.y * sy]); labels.push(p.positive ? 1 : 0); }
+    else if (p.type === 'scribble') {
       const s = p.points.map(q => [q[0] * sx, q[1] * sy]);
       let length = 0;
       for (let k = 1; k < s.length; k++) { const dx = s[k][0] - s[k - 1][0], dy = s[k][1] - s[k - 1][1]; length += Math.sqrt(dx * dx + dy * dy); }
       const n = Math.min(SCRIBBLE_MAX_POINTS, Math.max(1, 1 + Math.floor(length / SCRIBBLE_SPACING)));
       for (const q of resample(s, n)) { pts.push(q); labels.push(p.positive ? 1 : 0); }
-    } else if (p.kind === 'box') box = [p.x0 * sx, p.y0 * sy, p.x1 * sx, p.y1 * sy];
+    } else if (p.type === 'box') box = [p.x0 * sx, p.y0 * sy, p.x1 * sx, p.y1 * sy];
   }
   const single = pts.length === 1 && box === null;
   let P = pts, L = labels;
@@ -102,7 +102,7 @@ async function loadImage(msg) {
   for (const k of Object.keys(images)) if (k !== msg.image) delete images[k];  // one image at a time
   const img = images[msg.image] = { session, feeds, meta: msg.meta, chain: new Map() };
   const [H, W] = msg.meta.original_size;  // one decode to warm the session up (its first run plans memory)
-  await run(img, [{ kind: 'click', x: W / 2, y: H / 2, positive: true }], null, [1, 1], 0);
+  await run(img, [{ type: 'click', x: W / 2, y: H / 2, positive: true }], null, [1, 1], 0);
   return performance.now() - t0;
 }
 
